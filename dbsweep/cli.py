@@ -1,0 +1,205 @@
+"""The `dbsweep` command: the seeds' maintenance commands as one tool.
+
+Exit codes: 0 done, 1 failed, 2 bad input, 3 gate refused, 4 stopped early but resumable."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from . import service
+from .errors import BadInput, DbsweepError, GateRefused, StoppedEarly
+from .plan import PhasePlan, PlanFile
+from .policy import Policy, load_policy
+from .redact import redact
+from .target import Target, connect
+
+app = typer.Typer(
+    help="Clean production databases safely: plan, gate, batched apply, verify.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+_WIDTH = None if sys.stdout.isatty() else 160  # tables stay readable in logs and pipes
+out = Console(width=_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
+
+PolicyArg = Annotated[Path, typer.Argument(help="Policy file (TOML), e.g. policies/telemetry.toml.")]
+PhaseOpt = Annotated[Optional[list[str]], typer.Option("--phase", "-p", help="Phase name; repeat for several. Default: every phase.")]
+EnvOpt = Annotated[Optional[str], typer.Option("--env", "-e", help="Policy environment (default: DBSWEEP_ENV, else the policy's default_env).")]
+
+
+def guarded(command):
+    """One clear line and the right exit code for every failure; never a password."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except DbsweepError as exc:
+            err.print(f"dbsweep: {redact(exc)}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("dbsweep: interrupted", markup=False)
+            raise typer.Exit(StoppedEarly.exit_code) from None
+        except Exception as exc:  # an unexpected failure: one line, redacted
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            err.print(f"dbsweep: failed: {type(exc).__name__}: {redact(first)}", markup=False, soft_wrap=True)
+            if os.environ.get("DBSWEEP_DEBUG"):
+                raise
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _open(policy_path: Path, env: str | None) -> tuple[Policy, Target]:
+    policy = load_policy(policy_path)
+    return policy, connect(policy, env)
+
+
+def _phases(policy: Policy, phases: list[str] | None) -> list[str]:
+    if not phases:
+        return [p.name for p in policy.phases]
+    for name in phases:
+        policy.phase(name)
+    return phases
+
+
+def _gate(target: Target, plan: PhasePlan) -> PhasePlan:
+    from expectations.runner import gate  # Great Expectations: imported only when a gate runs
+
+    return service.record_gate(target, plan, gate(plan))
+
+
+@app.command()
+@guarded
+def plan(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
+         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the frozen plan (cutoff report) as JSON.")] = None):
+    """Discovery and gate: profile each phase, freeze its cutoff and selection, run its
+    Great Expectations gate. Exit 3 when a gate refuses."""
+    from .report import print_plan
+
+    policy, target = _open(policy_path, env)
+    plans = [_gate(target, service.make_plan(policy, name, target)) for name in _phases(policy, phase)]
+    print_plan(out, target, plans)
+    if output:
+        PlanFile(policy=policy.name, env=target.env, phases=plans).write(output)
+        out.print(f"plan written to {output}")
+    if not all(p.gate.passed for p in plans):
+        raise GateRefused("gate refused: " + "; ".join(f"{p.phase}: {p.gate.summary}" for p in plans if not p.gate.passed))
+
+
+@app.command()
+@guarded
+def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
+        plan_file: Annotated[Optional[Path], typer.Option("--plan", help="Execute exactly this plan file (from `dbsweep plan -o`).")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Check plan, gate and confirmation; change nothing.")] = False,
+        confirm: Annotated[Optional[str], typer.Option("--confirm", help="Phase name; required for a real run in a protected env.")] = None,
+        batch_size: Annotated[Optional[int], typer.Option(min=1, help="Override the phase's batch_size.")] = None,
+        max_rows: Annotated[Optional[int], typer.Option(min=1, help="Stop (resumable) after this many rows.")] = None):
+    """Apply phases in batches. Without --plan: resume the phase's unfinished run if there is
+    one, else plan and gate now. Exit 4 when stopped early (resumable: run again)."""
+    from .report import print_dry_run, print_run
+
+    policy, target = _open(policy_path, env)
+    frozen = PlanFile.read(plan_file) if plan_file else None
+    names = _phases(policy, phase) if phase or not frozen else [p.phase for p in frozen.phases]
+    stopped = []
+    for name in names:
+        if frozen:
+            chosen = frozen.phase(name)
+        else:
+            chosen = service.resumable_plan(policy, name, target)
+            if chosen is not None:
+                out.print(f"[bold]{name}[/]: resuming plan {chosen.plan_id} (cutoff frozen at {chosen.cutoff})")
+            else:
+                chosen = _gate(target, service.make_plan(policy, name, target))
+        if dry_run:
+            print_dry_run(out, service.apply(policy, target, chosen, dry_run=True, confirm=confirm, batch_size=batch_size))
+            continue
+        from .progress import progress_bar
+
+        with progress_bar(out, chosen) as on_progress:
+            report = service.apply(policy, target, chosen, dry_run=False, confirm=confirm, on_progress=on_progress,
+                                   batch_size=batch_size, max_rows=max_rows)
+        print_run(out, report)
+        if report.state != "finished":
+            stopped.append(f"{name}: {report.stop_reason}")
+    if stopped:
+        raise StoppedEarly("stopped early, resumable with the same command: " + "; ".join(stopped))
+
+
+@app.command()
+@guarded
+def verify(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None):
+    """Prove the post-conditions of each phase's latest plan (Great Expectations). Exit 1 if not met."""
+    from expectations.runner import verification
+
+    from .ledger import Ledger
+    from .report import print_verification
+
+    policy, target = _open(policy_path, env)
+    ledger = Ledger(target.engine)
+    ledger.ensure()
+    failed = []
+    for name in _phases(policy, phase):
+        latest = ledger.latest_plan(policy.name, name, target.env)
+        if latest is None:
+            raise BadInput(f"phase '{name}' has no plan in the ledger yet: run `dbsweep plan` first")
+        rows = service.verify(target, latest)
+        verdict = verification(latest, rows)
+        print_verification(out, latest, rows, verdict)
+        if not verdict.passed:
+            failed.append(name)
+    if failed:
+        raise DbsweepError(f"verification failed for: {', '.join(failed)}")
+
+
+@app.command()
+@guarded
+def status(policy_path: Annotated[Optional[Path], typer.Argument(help="Policy file; default: every policy in ./policies.")] = None,
+           env: EnvOpt = None):
+    """Runs, their state and rows, why they stopped, and what is resumable."""
+    from .ledger import Ledger
+    from .report import print_status
+
+    paths = [policy_path] if policy_path else sorted(Path("policies").glob("*.toml"))
+    if not paths:
+        raise BadInput("no policy given and no policies/*.toml here")
+    for path in paths:
+        policy, target = _open(path, env)
+        ledger = Ledger(target.engine)
+        ledger.ensure()
+        print_status(out, policy, target, ledger.list_runs(policy.name))
+
+
+@app.command()
+@guarded
+def demo(scale: Annotated[float, typer.Option(min=0.01, help="Data volume multiplier (1 = 200k events, 100k aggregates).")] = 1.0):
+    """Start the embedded PostgreSQL, load the sample data, and run every phase: plan, gate, apply, verify."""
+    from .demo_run import run_demo
+
+    run_demo(out, scale)
+
+
+@app.command()
+@guarded
+def ui():
+    """Start `dagster dev` on this project with the embedded database ready."""
+    from .demo_run import launch_ui
+
+    launch_ui(out)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""`dbsweep demo` and `dbsweep ui`: the embedded PostgreSQL, sample data, the whole workflow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from rich.console import Console
+from rich.table import Table
+
+from . import service
+from .demo import DATASETS
+from .embedded import dbsweep_home
+from .errors import BadInput, DbsweepError
+from .policy import load_policy
+from .target import connect
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def find_file(relative: str) -> Path:
+    for base in (Path.cwd(), REPO):
+        if (base / relative).exists():
+            return base / relative
+    raise BadInput(f"cannot find {relative} (run from the dbsweep checkout)")
+
+
+def _count(engine: sa.Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar()
+
+
+def run_demo(out: Console, scale: float) -> None:
+    from expectations.runner import gate, verification
+
+    summary = Table(title=f"dbsweep demo (scale {scale:g})")
+    for name in ("policy", "phase", "table", "rows before", "rows after", "deleted", "rows/s", "batches", "longest batch", "time", "verified"):
+        summary.add_column(name, justify="left" if name in ("policy", "phase", "table", "verified") else "right")
+    for dataset_name, dataset in DATASETS.items():
+        policy = load_policy(find_file(f"policies/{dataset_name}.toml"))
+        if policy.database.env["dev"].url != "embedded":
+            raise BadInput(f"{policy.path}: the demo only writes to the embedded database (env dev)")
+        target = connect(policy, "dev")
+        out.print(f"[bold]{policy.name}[/]: loading sample data into {target.display_url}")
+        dataset.create(target.engine, scale)
+        for phase in policy.phases:
+            started = time.monotonic()
+            table = phase.table
+            before = _count(target.engine, table)
+            plan = service.make_plan(policy, phase.name, target)
+            service.record_gate(target, plan, gate(plan))
+            if not plan.gate.passed:
+                raise DbsweepError(f"demo gate refused {phase.name}: {plan.gate.summary}")
+            report = service.apply(policy, target, plan, dry_run=False)
+            rows = service.verify(target, plan)
+            verdict = verification(plan, rows)
+            after = _count(target.engine, table)
+            summary.add_row(policy.name, phase.name, table, f"{before:,}", f"{after:,}", f"{report.rows:,}",
+                            f"{report.rows_per_s:,.0f}", f"{report.batches:,}", f"{report.batch_ms['max']:.0f} ms",
+                            f"{time.monotonic() - started:.1f} s", "yes" if verdict.passed else "[red]NO[/]")
+            if not verdict.passed:
+                raise DbsweepError(f"demo verification failed for {phase.name}: {verdict.summary}")
+    out.print(summary)
+
+
+def launch_ui(out: Console) -> None:
+    workspace = find_file("workspace.yaml")
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(dbsweep_home() / "dagster")))
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch(exist_ok=True)
+    for path in sorted((workspace.parent / "policies").glob("*.toml")):
+        policy = load_policy(path)
+        if policy.database.env[policy.database.default_env].url == "embedded":
+            connect(policy)  # starts the embedded server and creates the policy's database
+    dagster = shutil.which("dagster")
+    if dagster is None:
+        raise DbsweepError("the `dagster` command is not installed in this environment")
+    out.print(f"starting dagster dev (DAGSTER_HOME={home})")
+    os.chdir(workspace.parent)
+    os.execv(dagster, [dagster, "dev", "-w", str(workspace)])

@@ -1,0 +1,64 @@
+"""What every dialect provides. Portable statements are SQLAlchemy Core; the subclasses
+override where a database has a better or a different way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ..keys import after_key, up_to_key
+
+
+@dataclass
+class BatchOutcome:
+    rows: int
+    last_key: list | None  # the cursor after this batch; None when the walk is finished
+
+
+class Dialect:
+    name = "generic"
+    ledger_schema: str | None = "dbsweep"
+    supports_row_locator = False  # ctid (PostgreSQL) for tables without a primary key
+
+    def quote(self, conn: sa.Connection, name: str) -> str:
+        return conn.dialect.identifier_preparer.quote(name)
+
+    def set_batch_timeouts(self, conn: sa.Connection, lock_s: float, statement_s: float) -> None:
+        """Apply to the current transaction only."""
+
+    def ensure_schema(self, conn: sa.Connection, schema: str) -> None:
+        if not sa.inspect(conn).has_schema(schema):
+            conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+
+    def table_bytes(self, conn: sa.Connection, table: sa.Table) -> int | None:
+        return None
+
+    def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
+        """Refresh planner statistics after a large change."""
+
+    def vacuum(self, conn: sa.Connection, table: sa.Table) -> None:
+        """Reclaim space where the database allows it outside a transaction."""
+
+    def try_phase_lock(self, conn: sa.Connection, key: str) -> bool:
+        """Session-level lock so one phase never runs twice at once; True when acquired."""
+        return True
+
+    def release_phase_lock(self, conn: sa.Connection, key: str) -> None:
+        pass
+
+    def delete_batch(
+        self, conn: sa.Connection, table: sa.Table, keys: list[sa.Column], selection: sa.ColumnElement,
+        after: list | None, last: list, size: int,
+    ) -> BatchOutcome:
+        """Key-set batch: find the key of the size-th selected row after the cursor, then delete
+        the selected rows in (cursor, that key]. Never rescans what earlier batches removed."""
+        window = [selection, up_to_key(keys, last)]
+        if after is not None:
+            window.append(after_key(keys, after))
+        boundary = conn.execute(
+            sa.select(*keys).where(*window).order_by(*keys).offset(size - 1).limit(1)
+        ).first()
+        upper = list(boundary) if boundary is not None else last
+        result = conn.execute(sa.delete(table).where(*window, up_to_key(keys, upper)))
+        return BatchOutcome(rows=result.rowcount, last_key=upper if boundary is not None else None)

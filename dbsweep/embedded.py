@@ -1,0 +1,46 @@
+"""The bundled PostgreSQL (pgserver): a real PostgreSQL 16 started from pip, no server to install."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+
+
+def dbsweep_home() -> Path:
+    """Where dbsweep keeps local state: DBSWEEP_HOME, else ~/.local/share/dbsweep."""
+    home = os.environ.get("DBSWEEP_HOME") or Path.home() / ".local" / "share" / "dbsweep"
+    path = Path(home).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@lru_cache(maxsize=None)
+def _server(pgdata: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
+        import pgserver
+
+        return pgserver.get_server(pgdata)
+
+
+def embedded_url(database: str) -> sa.URL:
+    """Start (or attach to) the embedded server and make sure `database` exists in it."""
+    pgdata = dbsweep_home() / "pgdata"
+    server = _server(str(pgdata))
+    socket_dir = str(pgdata)
+    admin = sa.URL.create("postgresql+psycopg", username="postgres", database="postgres", query={"host": socket_dir})
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database}).first()
+            if not exists:
+                quoted = conn.dialect.identifier_preparer.quote(database)
+                conn.execute(sa.text(f"CREATE DATABASE {quoted}"))
+    finally:
+        engine.dispose()
+    del server
+    return admin.set(database=database)

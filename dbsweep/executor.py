@@ -1,0 +1,247 @@
+"""The batch executor: walks each step's key space in small transactions, each holding the
+change, its ledger row and the run's new cursor. Kill it at any instant: a rerun resumes from
+the last committed batch, nothing done twice, nothing lost."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import sqlalchemy as sa
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from .catalog import reflect_table
+from .dialects import dialect_for
+from .errors import DbsweepError
+from .keys import from_json, to_json
+from .kinds import kind_module
+from .kinds.common import key_columns
+from .ledger import FAILED, FINISHED, RUNNING, STOPPED, Ledger, RunRecord
+from .plan import PhasePlan, Step, utcnow
+from .redact import redact
+from .throttle import FINISHED as REASON_FINISHED
+from .throttle import BatchSizer, StopOnSignals, StopRules
+
+# lock_not_available, query_canceled (statement timeout), serialization_failure, deadlock_detected
+TRANSIENT_SQLSTATES = {"55P03", "57014", "40001", "40P01"}
+
+
+@dataclass
+class RunOptions:
+    batch_size: int | None = None
+    target_batch_ms: int | None = None
+    max_rows: int | None = None
+    max_runtime_s: float | None = None
+    sleep_ms: int = 0
+    lock_timeout_s: float = 2.0
+    statement_timeout_s: float = 60.0
+    after: list[str] = field(default_factory=list)
+    retries: int = 5
+
+
+@dataclass
+class Progress:
+    table: str
+    rows_done: int
+    rows_planned: int
+    batches: int
+    rows_per_s: float
+    batch_ms: float
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    plan_id: str
+    phase: str
+    state: str
+    stop_reason: str
+    rows: int  # by this run in total, across resumes
+    rows_this_session: int
+    batches: int
+    seconds: float
+    resumed: bool
+    batch_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_this_session / self.seconds if self.seconds > 0 else 0.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        return getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
+    return False
+
+
+def _percentiles(durations: list[float]) -> dict[str, float]:
+    if not durations:
+        return {"p50": 0.0, "p95": 0.0, "max": 0.0}
+    ordered = sorted(durations)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return {"p50": statistics.median(ordered), "p95": p95, "max": ordered[-1]}
+
+
+class Executor:
+    def __init__(self, engine: sa.Engine, plan: PhasePlan, options: RunOptions,
+                 on_progress: Callable[[Progress], None] | None = None):
+        self.engine, self.plan, self.options = engine, plan, options
+        self.dialect = dialect_for(engine)
+        self.ledger = Ledger(engine)
+        self.kind = kind_module(plan.kind)
+        self.on_progress = on_progress or (lambda progress: None)
+        self.rules = StopRules(max_rows=options.max_rows, max_runtime_s=options.max_runtime_s)
+        self.rows_here = 0
+        self.durations: list[float] = []
+
+    def run(self) -> RunReport:
+        self.ledger.ensure()
+        lock_key = f"dbsweep:{self.plan.policy}:{self.plan.phase}"
+        with self.engine.connect() as lock_conn:
+            if not self.dialect.try_phase_lock(lock_conn, lock_key):
+                raise DbsweepError(f"phase {self.plan.phase!r} is already running against this database")
+            try:
+                return self._run_locked()
+            finally:
+                self.dialect.release_phase_lock(lock_conn, lock_key)
+                lock_conn.commit()
+
+    def _run_locked(self) -> RunReport:
+        plan = self.plan
+        run = self.ledger.unfinished_run(plan.policy, plan.phase, plan.env, plan.plan_id) or self.ledger.start_run(plan)
+        resumed = run.batches_done > 0
+        self.ledger.set_state(run.run_id, RUNNING, None)
+        started = time.monotonic()
+        reason = REASON_FINISHED
+        try:
+            with StopOnSignals(self.rules):
+                for index in range(run.cursor["step"], len(plan.steps)):
+                    reason = self._walk(run, index)
+                    if reason != REASON_FINISHED:
+                        break
+            if reason == REASON_FINISHED:
+                self._after_actions()
+        except BaseException as exc:
+            self.ledger.set_state(run.run_id, FAILED, f"error: {redact(exc)}"[:200])
+            raise
+        state = FINISHED if reason == REASON_FINISHED else STOPPED
+        self.ledger.set_state(run.run_id, state, reason)
+        return RunReport(
+            run_id=run.run_id, plan_id=plan.plan_id, phase=plan.phase, state=state, stop_reason=reason,
+            rows=run.rows_done, rows_this_session=self.rows_here, batches=run.batches_done,
+            seconds=time.monotonic() - started, resumed=resumed,
+            batch_ms=_percentiles(self.ledger.batch_durations(run.run_id)),
+        )
+
+    def _walk(self, run: RunRecord, index: int) -> str:
+        step = self.plan.steps[index]
+        with self.engine.connect() as conn:
+            table = reflect_table(conn, step.table)
+        selection = self.kind.selection(table, step)
+        sizer = BatchSizer(self.options.batch_size or step.batch_size, self.options.target_batch_ms)
+        cursor = run.cursor if run.cursor["step"] == index else {"step": index, "after": None}
+        if step.walk == "block":
+            walker = BlockWalker(self.dialect, table, selection, step, cursor.get("block", 0))
+        else:
+            walker = KeyWalker(self.dialect, table, selection, step, cursor.get("after"))
+        while not walker.done:
+            reason = self.rules.reason(self.rows_here)
+            if reason:
+                return reason
+            size = sizer.size
+            left = self.rules.rows_left(self.rows_here)
+            if left is not None:
+                size = max(1, min(size, left))
+            began_at, began = utcnow(), time.perf_counter()
+            rows, next_cursor = self._batch(run, index, walker, size, began_at)
+            seconds = time.perf_counter() - began
+            walker.advance(next_cursor, rows, size)
+            sizer.observe(rows, seconds)
+            self.rows_here += rows
+            self.durations.append(seconds * 1000)
+            elapsed = time.monotonic() - self.rules.started
+            self.on_progress(Progress(step.table, run.rows_done, self.plan.rows_selected, run.batches_done,
+                                      self.rows_here / elapsed if elapsed else 0.0, seconds * 1000))
+            if self.options.sleep_ms and not walker.done:
+                time.sleep(self.options.sleep_ms / 1000)
+        return REASON_FINISHED
+
+    def _batch(self, run: RunRecord, index: int, walker, size: int, began_at) -> tuple[int, dict]:
+        retrying = Retrying(
+            stop=stop_after_attempt(self.options.retries), wait=wait_exponential(multiplier=0.2, max=5),
+            retry=retry_if_exception(is_transient), reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                began = time.perf_counter()
+                with self.engine.begin() as conn:
+                    self.dialect.set_batch_timeouts(conn, self.options.lock_timeout_s, self.options.statement_timeout_s)
+                    rows, cursor = walker.batch(conn, size)
+                    if cursor is None:  # this step is done: the next batch starts the next step
+                        cursor = {"step": index + 1, "after": None}
+                    else:
+                        cursor = {"step": index, **cursor}
+                    self.ledger.record_batch(conn, run, walker.step.table, rows, cursor, began_at,
+                                             (time.perf_counter() - began) * 1000)
+        run.rows_done += rows
+        run.batches_done += 1
+        run.cursor = cursor
+        return rows, cursor
+
+    def _after_actions(self) -> None:
+        tables = {step.table for step in self.plan.steps}
+        for action in self.options.after:
+            for name in sorted(tables):
+                with self.engine.begin() as conn:
+                    table = reflect_table(conn, name)
+                    (self.dialect.analyze if action == "analyze" else self.dialect.vacuum)(conn, table)
+
+
+class KeyWalker:
+    def __init__(self, dialect, table: sa.Table, selection, step: Step, after_json):
+        self.dialect, self.table, self.selection, self.step = dialect, table, selection, step
+        self.keys = key_columns(table, step)
+        self.last = from_json(self.keys, step.last_key)
+        self.after = from_json(self.keys, after_json)
+        self.done = step.last_key is None
+
+    def batch(self, conn: sa.Connection, size: int) -> tuple[int, dict | None]:
+        outcome = self.dialect.delete_batch(conn, self.table, self.keys, self.selection, self.after, self.last, size)
+        return outcome.rows, None if outcome.last_key is None else {"after": to_json(outcome.last_key)}
+
+    def advance(self, cursor: dict, rows: int, size: int) -> None:
+        if cursor.get("after") is None:
+            self.done = True
+        else:
+            self.after = from_json(self.keys, cursor["after"])
+
+
+class BlockWalker:
+    """PostgreSQL tables without a key: ranges of heap blocks, sized from the observed density."""
+
+    def __init__(self, dialect, table: sa.Table, selection, step: Step, first_block: int):
+        self.dialect, self.table, self.selection, self.step = dialect, table, selection, step
+        self.block = first_block or 0
+        self.end = step.blocks or 0
+        self.density = max(step.rows_selected / self.end, 1.0) if self.end else 1.0
+        self.done = self.block >= self.end
+        self.pages = 1
+
+    def batch(self, conn: sa.Connection, size: int) -> tuple[int, dict | None]:
+        self.pages = max(1, int(size / self.density))
+        stop = min(self.end, self.block + self.pages)
+        rows = self.dialect.delete_block_range(conn, self.table, self.selection, self.block, stop)
+        return rows, None if stop >= self.end else {"block": stop}
+
+    def advance(self, cursor: dict, rows: int, size: int) -> None:
+        if "block" not in cursor:
+            self.done = True
+            return
+        self.block = cursor["block"]
+        if rows:
+            observed = rows / self.pages
+            self.density = max(0.5 * self.density + 0.5 * observed, 0.01)

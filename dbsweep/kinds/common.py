@@ -1,0 +1,53 @@
+"""Pieces several kinds share: how a table is walked, and the shape a kind's plan takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..catalog import primary_key
+from ..dialects import Dialect
+from ..errors import BadInput
+from ..keys import to_json
+from ..plan import Step
+
+ROWID = "rowid"
+
+
+@dataclass
+class PlanParts:
+    steps: list[Step]
+    profile: list[dict[str, Any]]
+    cutoff: datetime | None = None
+    histogram: dict[str, int] = field(default_factory=dict)
+    expect: dict[str, Any] = field(default_factory=dict)
+
+
+def key_columns(table: sa.Table, step: Step) -> list[sa.ColumnElement]:
+    if step.key == [ROWID] and ROWID not in table.c:
+        return [sa.column(ROWID, sa.Integer)]
+    return [table.c[name] for name in step.key]
+
+
+def walk_step(conn: sa.Connection, dialect: Dialect, table: sa.Table, selection: sa.ColumnElement,
+              rows_selected: int, batch_size: int, spec: dict[str, Any]) -> Step:
+    """Decide how to walk `table`: key-set over its primary key, heap blocks (PostgreSQL, no key),
+    or SQLite's rowid; record the walk's bounds among the selected rows, frozen in the plan."""
+    common = dict(table=table.fullname, rows_selected=rows_selected, batch_size=batch_size, spec=spec)
+    keys = [c.name for c in primary_key(table)]
+    if not keys and dialect.supports_row_locator:
+        return Step(walk="block", blocks=dialect.table_blocks(conn, table), **common)
+    if not keys and dialect.name == "sqlite":
+        keys = [ROWID]
+    if not keys:
+        raise BadInput(f"table '{table.fullname}' has no primary key; dbsweep needs one on {dialect.name}")
+    step = Step(walk="key", key=keys, **common)
+    columns = key_columns(table, step)
+    if rows_selected:
+        first = conn.execute(sa.select(*columns).where(selection).order_by(*columns).limit(1)).first()
+        last = conn.execute(sa.select(*columns).where(selection).order_by(*[c.desc() for c in columns]).limit(1)).first()
+        step.first_key, step.last_key = to_json(first), to_json(last)
+    return step

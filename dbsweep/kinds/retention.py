@@ -1,0 +1,150 @@
+"""Kind `retention`: delete rows older than a cutoff (optionally narrowed by a `where`)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+import sqlalchemy as sa
+from pydantic import field_validator, model_validator
+
+from ..catalog import column, reflect_table
+from ..dialects import Dialect
+from ..durations import parse_duration
+from ..errors import BadInput
+from ..keys import from_json, up_to_key
+from ..plan import PhasePlan, Step
+from ..policy import PhaseBase
+from ..predicate import check_where
+from .common import PlanParts, key_columns, walk_step
+
+GATE_SUITE = "retention_gate"
+VERIFY_SUITE = "retention_verify"
+AGE_BUCKETS = [("<1d", 1), ("1-7d", 7), ("7-30d", 30), ("30-90d", 90), ("90d-1y", 365), ("1-2y", 730), (">2y", None)]
+
+
+class Config(PhaseBase):
+    kind: Literal["retention"]
+    table: str
+    time_column: str
+    older_than: str | None = None
+    cutoff: datetime | None = None
+    where: str | None = None
+
+    @field_validator("older_than")
+    @classmethod
+    def _older_than(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_cutoff(self) -> Config:
+        if (self.older_than is None) == (self.cutoff is None):
+            raise ValueError("give exactly one of 'older_than' or 'cutoff'")
+        if self.cutoff is not None and _aware(self.cutoff) > datetime.now(timezone.utc):
+            raise ValueError(f"cutoff {self.cutoff.isoformat()} is in the future")
+        return self
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _column_moment(col: sa.Column, moment: datetime):
+    """Compare like with like: aware for timestamptz, naive UTC for timestamp without time zone."""
+    if getattr(col.type, "timezone", False):
+        return moment
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
+    time_col = table.c[step.spec["time_column"]]
+    cutoff = _column_moment(time_col, datetime.fromisoformat(step.spec["cutoff"]))
+    clauses = [time_col < cutoff]
+    if step.spec.get("where"):
+        clauses.append(sa.literal_column(f"({step.spec['where']})", sa.Boolean))
+    return sa.and_(*clauses)
+
+
+def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) -> PlanParts:
+    table = reflect_table(conn, cfg.table)
+    time_col = column(table, cfg.time_column)
+    cutoff = _aware(cfg.cutoff) if cfg.cutoff else now - parse_duration(cfg.older_than)
+    if cutoff > now:
+        raise BadInput(f"cutoff {cutoff.isoformat()} is in the future")
+    where = check_where(cfg.where, list(table.c.keys()), dialect.name) if cfg.where else None
+    spec = {"time_column": time_col.name, "cutoff": cutoff.isoformat(), "where": where}
+    probe = Step(table=table.fullname, walk="key", rows_selected=0, batch_size=cfg.batch_size, spec=spec)
+    chosen = selection(table, probe)
+
+    def count_if(condition):
+        return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
+
+    buckets, lower = [], None
+    for label, days in AGE_BUCKETS:
+        upper = None if days is None else _column_moment(time_col, now - timedelta(days=days))
+        cond = sa.and_(*(c for c in (time_col >= upper if upper is not None else None,
+                                      time_col < lower if lower is not None else None) if c is not None))
+        buckets.append(count_if(cond).label(label))
+        lower = upper
+    row = conn.execute(sa.select(
+        sa.func.count().label("rows_total"), count_if(chosen).label("rows_selected"),
+        sa.func.min(sa.case((chosen, time_col))).label("oldest"), sa.func.max(sa.case((chosen, time_col))).label("newest"),
+        *buckets,
+    ).select_from(table)).one()
+    rows_total, rows_selected = int(row.rows_total), int(row.rows_selected)
+    table_bytes = dialect.table_bytes(conn, table)
+    fraction = rows_selected / rows_total if rows_total else 0.0
+    profile = {
+        "table": table.fullname,
+        "rows_total": rows_total,
+        "rows_selected": rows_selected,
+        "fraction_selected": fraction,
+        "oldest_selected": _as_utc(row.oldest),
+        "newest_selected": _as_utc(row.newest),
+        "cutoff": cutoff,
+        "est_bytes": int(table_bytes * fraction) if table_bytes is not None else None,
+    }
+    step = walk_step(conn, dialect, table, chosen, rows_selected, cfg.batch_size, spec)
+    return PlanParts(
+        steps=[step], profile=[profile], cutoff=cutoff,
+        histogram={label: int(row._mapping[label]) for label, _ in AGE_BUCKETS},
+        expect={
+            "max_rows": cfg.expect.max_rows if cfg.expect.max_rows is not None else rows_total,
+            "max_fraction": cfg.expect.max_fraction if cfg.expect.max_fraction is not None else 1.0,
+            "min_rows": cfg.expect.min_rows,
+        },
+    )
+
+
+def _as_utc(value):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return _aware(value)
+
+
+def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
+    """Nothing the plan selected remains (within its frozen key range); survivors are counted."""
+    rows = []
+    for step in plan.steps:
+        table = reflect_table(conn, step.table)
+        chosen = selection(table, step)
+        in_range = chosen
+        if step.walk == "key" and step.last_key is not None:
+            keys = key_columns(table, step)
+            in_range = sa.and_(chosen, up_to_key(keys, from_json(keys, step.last_key)))
+        result = conn.execute(sa.select(
+            sa.func.count().label("rows_now"),
+            sa.func.coalesce(sa.func.sum(sa.case((in_range, 1), else_=0)), 0).label("remaining_selected"),
+            sa.func.coalesce(sa.func.sum(sa.case((chosen, 1), else_=0)), 0).label("remaining_matching"),
+        ).select_from(table)).one()
+        rows.append({
+            "table": step.table,
+            "rows_now": int(result.rows_now),
+            "remaining_selected": int(result.remaining_selected),
+            "remaining_matching": int(result.remaining_matching),
+        })
+    return rows

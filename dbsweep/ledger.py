@@ -1,0 +1,194 @@
+"""The ledger: plans, runs and batches recorded in the target database (schema `dbsweep`),
+in the same transaction as the change each batch makes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from .dialects import dialect_for
+from .plan import GateVerdict, PhasePlan, utcnow
+
+RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
+UNFINISHED = (RUNNING, STOPPED, FAILED)
+
+
+def _tables(schema: str | None) -> tuple[sa.Table, sa.Table, sa.Table]:
+    prefix = "" if schema else "dbsweep_"
+    md = sa.MetaData(schema=schema)
+    plans = sa.Table(
+        f"{prefix}plans", md,
+        sa.Column("plan_id", sa.String(32), primary_key=True),
+        sa.Column("policy", sa.String(200), nullable=False),
+        sa.Column("phase", sa.String(200), nullable=False),
+        sa.Column("env", sa.String(100), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("gate_passed", sa.Boolean),
+        sa.Column("gate_at", sa.DateTime(timezone=True)),
+        sa.Column("gate_report", sa.Text),
+    )
+    runs = sa.Table(
+        f"{prefix}runs", md,
+        sa.Column("run_id", sa.String(32), primary_key=True),
+        sa.Column("plan_id", sa.String(32), nullable=False, index=True),
+        sa.Column("policy", sa.String(200), nullable=False),
+        sa.Column("phase", sa.String(200), nullable=False),
+        sa.Column("env", sa.String(100), nullable=False),
+        sa.Column("state", sa.String(20), nullable=False),
+        sa.Column("stop_reason", sa.String(200)),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True)),
+        sa.Column("rows_done", sa.BigInteger, nullable=False, default=0),
+        sa.Column("batches_done", sa.Integer, nullable=False, default=0),
+        sa.Column("cursor", sa.Text),
+    )
+    batches = sa.Table(
+        f"{prefix}batches", md,
+        sa.Column("run_id", sa.String(32), primary_key=True),
+        sa.Column("batch_no", sa.Integer, primary_key=True),
+        sa.Column("table_name", sa.String(400), nullable=False),
+        sa.Column("rows", sa.Integer, nullable=False),
+        sa.Column("cursor", sa.Text),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("duration_ms", sa.Float, nullable=False),
+    )
+    return plans, runs, batches
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    plan_id: str
+    policy: str
+    phase: str
+    env: str
+    state: str
+    stop_reason: str | None
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    rows_done: int
+    batches_done: int
+    cursor: dict | None
+
+
+class Ledger:
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self.dialect = dialect_for(engine)
+        self.plans, self.runs, self.batches = _tables(self.dialect.ledger_schema)
+
+    def ensure(self) -> None:
+        with self.engine.begin() as conn:
+            if self.dialect.ledger_schema:
+                self.dialect.ensure_schema(conn, self.dialect.ledger_schema)
+            self.plans.metadata.create_all(conn, checkfirst=True)
+
+    # plans -----------------------------------------------------------------------------
+    def save_plan(self, plan: PhasePlan) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(self.plans).values(
+                plan_id=plan.plan_id, policy=plan.policy, phase=plan.phase, env=plan.env,
+                created_at=plan.created_at, body=plan.model_dump_json(exclude={"gate"}),
+            ))
+
+    def record_gate(self, plan_id: str, verdict: GateVerdict) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(self.plans).where(self.plans.c.plan_id == plan_id).values(
+                gate_passed=verdict.passed, gate_at=verdict.checked_at, gate_report=verdict.model_dump_json(),
+            ))
+
+    def load_plan(self, plan_id: str) -> PhasePlan | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(self.plans).where(self.plans.c.plan_id == plan_id)).first()
+        return None if row is None else self._plan(row)
+
+    def latest_plan(self, policy: str, phase: str, env: str) -> PhasePlan | None:
+        p = self.plans.c
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(self.plans).where(p.policy == policy, p.phase == phase, p.env == env)
+                .order_by(p.created_at.desc()).limit(1)
+            ).first()
+        return None if row is None else self._plan(row)
+
+    def _plan(self, row) -> PhasePlan:
+        plan = PhasePlan.model_validate_json(row.body)
+        if row.gate_report:
+            plan.gate = GateVerdict.model_validate_json(row.gate_report)
+        return plan
+
+    # runs ------------------------------------------------------------------------------
+    def start_run(self, plan: PhasePlan) -> RunRecord:
+        now = utcnow()
+        values = dict(
+            run_id=uuid.uuid4().hex[:12], plan_id=plan.plan_id, policy=plan.policy, phase=plan.phase,
+            env=plan.env, state=RUNNING, started_at=now, updated_at=now, rows_done=0, batches_done=0,
+            cursor=json.dumps({"step": 0, "after": None}),
+        )
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(self.runs).values(**values))
+        return self.run(values["run_id"])
+
+    def run(self, run_id: str) -> RunRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(self.runs).where(self.runs.c.run_id == run_id)).first()
+        return None if row is None else self._run(row)
+
+    def unfinished_run(self, policy: str, phase: str, env: str, plan_id: str | None = None) -> RunRecord | None:
+        r = self.runs.c
+        query = sa.select(self.runs).where(r.policy == policy, r.phase == phase, r.env == env, r.state.in_(UNFINISHED))
+        if plan_id is not None:
+            query = query.where(r.plan_id == plan_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query.order_by(r.started_at.desc()).limit(1)).first()
+        return None if row is None else self._run(row)
+
+    def list_runs(self, policy: str | None = None, limit: int = 50) -> list[RunRecord]:
+        query = sa.select(self.runs).order_by(self.runs.c.started_at.desc()).limit(limit)
+        if policy is not None:
+            query = query.where(self.runs.c.policy == policy)
+        with self.engine.connect() as conn:
+            return [self._run(row) for row in conn.execute(query)]
+
+    def set_state(self, run_id: str, state: str, reason: str | None) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(self.runs).where(self.runs.c.run_id == run_id).values(
+                state=state, stop_reason=reason, updated_at=now, finished_at=now if state == FINISHED else None,
+            ))
+
+    def record_batch(self, conn: sa.Connection, run: RunRecord, table: str, rows: int, cursor: dict,
+                     started_at: datetime, duration_ms: float) -> None:
+        """Inside the batch's own transaction: the batch row and the run's new cursor commit with the
+        change. The caller updates `run` in memory only once that transaction has committed."""
+        batch_no = run.batches_done + 1
+        conn.execute(sa.insert(self.batches).values(
+            run_id=run.run_id, batch_no=batch_no, table_name=table, rows=rows, cursor=json.dumps(cursor),
+            started_at=started_at, duration_ms=duration_ms,
+        ))
+        conn.execute(sa.update(self.runs).where(self.runs.c.run_id == run.run_id).values(
+            rows_done=self.runs.c.rows_done + rows, batches_done=batch_no, cursor=json.dumps(cursor),
+            updated_at=utcnow(),
+        ))
+
+    def batch_durations(self, run_id: str) -> list[float]:
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.select(self.batches.c.duration_ms).where(self.batches.c.run_id == run_id))]
+
+    def ledger_rows(self, run_id: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(self.batches.c.rows), 0)).where(self.batches.c.run_id == run_id)
+            ).scalar())
+
+    def _run(self, row) -> RunRecord:
+        data = dict(row._mapping)
+        data["cursor"] = json.loads(data["cursor"]) if data["cursor"] else None
+        return RunRecord(**data)

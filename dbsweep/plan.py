@@ -1,0 +1,87 @@
+"""The frozen plan: cutoff, selection and volumes fixed at plan time (the seeds' cutoff report).
+Execute and resume read it; they never compute a new now()."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .errors import BadInput
+
+PLAN_FORMAT = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class GateVerdict(BaseModel):
+    passed: bool
+    checked_at: datetime
+    summary: str
+    results: list[dict[str, Any]] = []
+
+
+class Step(BaseModel):
+    """One table's share of a phase, walked in batches."""
+
+    table: str
+    walk: str  # "key": key-set over `key`; "block": PostgreSQL heap-block ranges (no key)
+    key: list[str] = []
+    first_key: list | None = None
+    last_key: list | None = None
+    blocks: int | None = None
+    rows_selected: int
+    batch_size: int
+    spec: dict[str, Any] = {}  # what the kind needs to rebuild the selection exactly
+
+
+class PhasePlan(BaseModel):
+    plan_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    policy: str
+    phase: str
+    kind: str
+    env: str
+    created_at: datetime = Field(default_factory=utcnow)
+    phase_fingerprint: str
+    cutoff: datetime | None = None
+    steps: list[Step]
+    profile: list[dict[str, Any]]
+    histogram: dict[str, int] = {}
+    expect: dict[str, Any] = {}
+    gate: GateVerdict | None = None
+
+    @property
+    def rows_selected(self) -> int:
+        return sum(step.rows_selected for step in self.steps)
+
+
+class PlanFile(BaseModel):
+    format: int = PLAN_FORMAT
+    policy: str
+    env: str
+    created_at: datetime = Field(default_factory=utcnow)
+    phases: list[PhasePlan]
+
+    def phase(self, name: str) -> PhasePlan:
+        for plan in self.phases:
+            if plan.phase == name:
+                return plan
+        raise BadInput(f"the plan file has no phase {name!r} (it has: {', '.join(p.phase for p in self.phases)})")
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: str | Path) -> PlanFile:
+        try:
+            return cls.model_validate(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise BadInput(f"{path}: plan file not found") from None
+        except (ValueError, TypeError) as exc:
+            raise BadInput(f"{path}: not a dbsweep plan file ({str(exc).splitlines()[0]})") from None

@@ -1,0 +1,193 @@
+"""Policy files (TOML) validated by pydantic, with one clear error line per mistake."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .durations import parse_duration
+from .errors import BadInput
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+AFTER_ACTIONS = ("analyze", "vacuum")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Expect(Strict):
+    """Gate bounds; each becomes a parameter of the phase kind's GE suite."""
+
+    max_rows: int | None = Field(default=None, ge=0)
+    max_fraction: float | None = Field(default=None, ge=0, le=1)
+    min_rows: int = Field(default=0, ge=0)
+
+
+class PhaseBase(Strict):
+    """Keys every phase kind shares."""
+
+    name: str
+    kind: str
+    batch_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    target_batch_ms: int | None = Field(default=None, ge=10, le=60_000)
+    archive: str = "none"
+    schedule: str | None = None
+    after: list[str] = []
+    expect: Expect = Expect()
+    lock_timeout: str = "2 seconds"
+    statement_timeout: str = "60 seconds"
+    sleep_ms: int = Field(default=0, ge=0)
+    max_runtime: str | None = None
+    max_rows: int | None = Field(default=None, ge=1)
+    max_plan_age: str = "24 hours"
+    description: str = ""
+
+    @field_validator("lock_timeout", "statement_timeout", "max_runtime", "max_plan_age")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"phase name {value!r} must be letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("archive")
+    @classmethod
+    def _archive(cls, value: str) -> str:
+        if value != "none":
+            raise ValueError(f"archive {value!r} is not supported yet; use 'none'")
+        return value
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, value: list[str]) -> list[str]:
+        for action in value:
+            if action not in AFTER_ACTIONS:
+                raise ValueError(f"unknown after-action {action!r} (expected one of {', '.join(AFTER_ACTIONS)})")
+        return value
+
+    def seconds(self, key: str) -> float | None:
+        value = getattr(self, key)
+        return None if value is None else parse_duration(value).total_seconds()
+
+
+class EnvConfig(Strict):
+    url: str | None = None
+    url_env: str | None = None
+    protected: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvConfig:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of 'url' or 'url_env'")
+        return self
+
+
+class DatabaseConfig(Strict):
+    default_env: str = "dev"
+    env: dict[str, EnvConfig]
+    database_name: str | None = None  # database created inside the embedded server
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> DatabaseConfig:
+        if self.default_env not in self.env:
+            raise ValueError(f"default_env {self.default_env!r} is not one of the envs: {', '.join(self.env)}")
+        return self
+
+
+class PolicyMeta(Strict):
+    name: str
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"policy name {value!r} must be letters, digits, '_' or '-'")
+        return value
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    meta: PolicyMeta
+    database: DatabaseConfig
+    phases: list[Any]
+    fingerprints: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    def phase(self, name: str):
+        for phase in self.phases:
+            if phase.name == name:
+                return phase
+        raise BadInput(f"{self.path}: no phase named {name!r} (phases: {', '.join(p.name for p in self.phases)})")
+
+
+def _describe(error: dict) -> str:
+    loc = [str(part) for part in error["loc"] if not isinstance(part, int)]
+    key = ".".join(loc) if loc else "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}'"
+    if error["type"] == "missing":
+        return f"missing key '{key}'"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"key '{key}': {message}"
+
+
+def _validate(model: type[BaseModel], raw: Any, where: str) -> BaseModel:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise BadInput(f"{where}: {_describe(exc.errors()[0])}") from None
+    except BadInput as exc:
+        raise BadInput(f"{where}: {exc}") from None
+
+
+def fingerprint(raw: dict) -> str:
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_policy(path: str | Path) -> Policy:
+    from .kinds import config_model  # kinds import this module
+
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"{path}: policy file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"{path}: not valid TOML: {exc}") from None
+    extra = set(raw) - {"policy", "database", "phase"}
+    if extra:
+        raise BadInput(f"{path}: unknown top-level table '{sorted(extra)[0]}'")
+    meta = _validate(PolicyMeta, raw.get("policy", {}), f"{path}: [policy]")
+    database = _validate(DatabaseConfig, raw.get("database", {}), f"{path}: [database]")
+    phases, fingerprints = [], {}
+    for index, raw_phase in enumerate(raw.get("phase", [])):
+        label = raw_phase.get("name", f"#{index + 1}") if isinstance(raw_phase, dict) else f"#{index + 1}"
+        where = f"{path}: phase '{label}'"
+        model = config_model(raw_phase.get("kind") if isinstance(raw_phase, dict) else None, where)
+        phase = _validate(model, raw_phase, where)
+        if phase.name in fingerprints:
+            raise BadInput(f"{where}: phase name used twice")
+        phases.append(phase)
+        fingerprints[phase.name] = fingerprint(raw_phase)
+    if not phases:
+        raise BadInput(f"{path}: no [[phase]] defined")
+    return Policy(path=path, meta=meta, database=database, phases=phases, fingerprints=fingerprints)

@@ -1,0 +1,71 @@
+"""Rich tables for the CLI: plans, runs, verification, status."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from .plan import GateVerdict, PhasePlan
+
+
+def human_bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
+
+
+def _when(value) -> str:
+    return "-" if value is None else str(value)[:19]
+
+
+def print_plan(out: Console, target, plans: list[PhasePlan]) -> None:
+    table = Table(title=f"plan on {target.display_url} (env {target.env})")
+    for name in ("phase", "plan id", "table", "rows", "selected", "fraction", "oldest selected", "cutoff", "est. bytes", "gate"):
+        table.add_column(name, justify="right" if name in ("rows", "selected", "fraction", "est. bytes") else "left")
+    for plan in plans:
+        verdict = "[green]passed[/]" if plan.gate and plan.gate.passed else f"[red]refused[/]: {plan.gate.summary if plan.gate else 'not run'}"
+        for row in plan.profile:
+            table.add_row(plan.phase, plan.plan_id, row["table"], f"{row['rows_total']:,}", f"{row['rows_selected']:,}",
+                          f"{row.get('fraction_selected', 0):.1%}", _when(row.get("oldest_selected")),
+                          _when(plan.cutoff), human_bytes(row.get("est_bytes")), verdict)
+    out.print(table)
+
+
+def print_dry_run(out: Console, report) -> None:
+    note = f", resumes run {report.resumes_run}" if report.resumes_run else ""
+    out.print(f"[bold]{report.phase}[/] (dry run, plan {report.plan_id}{note}): would change {report.rows:,} rows "
+              f"in about {report.batches_estimate:,} batches; nothing changed")
+    for step in report.steps:
+        out.print(f"  {step['table']}: {step['rows']:,} rows, walk by {step['walk']}, batch size {step['batch_size']:,}")
+
+
+def print_run(out: Console, report) -> None:
+    colour = "green" if report.state == "finished" else "yellow"
+    resumed = " (resumed)" if report.resumed else ""
+    out.print(f"[bold]{report.phase}[/]: run {report.run_id}{resumed} [{colour}]{report.state}[/] ({report.stop_reason}): "
+              f"{report.rows:,} rows in {report.batches:,} batches, {report.rows_per_s:,.0f} rows/s, "
+              f"batch p50 {report.batch_ms['p50']:.0f} ms, p95 {report.batch_ms['p95']:.0f} ms, max {report.batch_ms['max']:.0f} ms")
+
+
+def print_verification(out: Console, plan: PhasePlan, rows: list[dict], verdict: GateVerdict) -> None:
+    colour = "green" if verdict.passed else "red"
+    out.print(f"[bold]{plan.phase}[/] (plan {plan.plan_id}): [{colour}]{verdict.summary}[/]")
+    for row in rows:
+        details = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in row.items() if k != "table")
+        out.print(f"  {row['table']}: {details}")
+
+
+def print_status(out: Console, policy, target, runs) -> None:
+    table = Table(title=f"{policy.name} runs on {target.display_url} (env {target.env})")
+    for name in ("run id", "phase", "plan id", "state", "rows", "batches", "started", "updated", "why it stopped", "resumable"):
+        table.add_column(name, justify="right" if name in ("rows", "batches") else "left")
+    for run in runs:
+        resumable = "yes: dbsweep run" if run.state in ("running", "stopped", "failed") else ""
+        table.add_row(run.run_id, run.phase, run.plan_id, run.state, f"{run.rows_done:,}", f"{run.batches_done:,}",
+                      _when(run.started_at), _when(run.updated_at), run.stop_reason or "", resumable)
+    out.print(table)

@@ -1,0 +1,127 @@
+"""What the CLI and the Dagster resources call: plan, authorize, apply, verify. The gate itself
+(Great Expectations) is passed in as a verdict, so this module stays free of it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+from .dialects import dialect_for
+from .durations import parse_duration
+from .errors import BadInput, GateRefused
+from .executor import Executor, Progress, RunOptions, RunReport
+from .kinds import kind_module
+from .ledger import Ledger
+from .plan import GateVerdict, PhasePlan, utcnow
+from .policy import Policy
+from .target import Target
+
+
+@dataclass
+class DryRunReport:
+    plan_id: str
+    phase: str
+    rows: int
+    batches_estimate: int
+    steps: list[dict]
+    resumes_run: str | None
+
+
+def make_plan(policy: Policy, phase_name: str, target: Target, now: datetime | None = None) -> PhasePlan:
+    """Discovery: validate the phase against the live catalog, profile it, freeze the selection."""
+    cfg = policy.phase(phase_name)
+    kind = kind_module(cfg.kind)
+    now = now or utcnow()
+    dialect = dialect_for(target.engine)
+    with target.engine.connect() as conn:
+        try:
+            parts = kind.build_plan(cfg, conn, dialect, now)
+        except BadInput as exc:
+            raise BadInput(f"{policy.path}: phase '{cfg.name}': {exc}") from None
+    plan = PhasePlan(
+        policy=policy.name, phase=cfg.name, kind=cfg.kind, env=target.env, created_at=now,
+        phase_fingerprint=policy.fingerprints[cfg.name], cutoff=parts.cutoff, steps=parts.steps,
+        profile=parts.profile, histogram=parts.histogram, expect=parts.expect,
+    )
+    ledger = Ledger(target.engine)
+    ledger.ensure()
+    ledger.save_plan(plan)
+    return plan
+
+
+def record_gate(target: Target, plan: PhasePlan, verdict: GateVerdict) -> PhasePlan:
+    Ledger(target.engine).record_gate(plan.plan_id, verdict)
+    plan.gate = verdict
+    return plan
+
+
+def resumable_plan(policy: Policy, phase_name: str, target: Target) -> PhasePlan | None:
+    """The plan of an unfinished run of this phase, if any: resuming never makes a new plan."""
+    ledger = Ledger(target.engine)
+    ledger.ensure()
+    run = ledger.unfinished_run(policy.name, phase_name, target.env)
+    return None if run is None else ledger.load_plan(run.plan_id)
+
+
+def authorize(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool, confirm: str | None) -> str | None:
+    """Refuse, before anything changes, a plan that is not this policy's, changed, stale, or whose
+    gate did not pass according to the ledger (not to the plan file). Returns a resumable run id."""
+    cfg = policy.phase(plan.phase)
+    if plan.policy != policy.name or plan.env != target.env:
+        raise BadInput(f"plan {plan.plan_id} is for {plan.policy}/{plan.env}, not {policy.name}/{target.env}")
+    if plan.phase_fingerprint != policy.fingerprints[plan.phase]:
+        raise BadInput(f"{policy.path}: phase '{plan.phase}' changed since plan {plan.plan_id} was made; make a new plan")
+    if target.protected and not dry_run and confirm != plan.phase:
+        raise BadInput(f"env '{target.env}' is protected: a real run of phase '{plan.phase}' needs --confirm {plan.phase}")
+    ledger = Ledger(target.engine)
+    ledger.ensure()
+    recorded = ledger.load_plan(plan.plan_id)
+    if recorded is None:
+        raise GateRefused(f"plan {plan.plan_id} is not in this database's ledger; make the plan against this database")
+    if recorded.gate is None:
+        raise GateRefused(f"plan {plan.plan_id}: the gate has not run on it")
+    if not recorded.gate.passed:
+        raise GateRefused(f"plan {plan.plan_id}: gate failed: {recorded.gate.summary}")
+    run = ledger.unfinished_run(plan.policy, plan.phase, plan.env, plan.plan_id)
+    max_age = parse_duration(cfg.max_plan_age)
+    if run is None and utcnow() - plan.created_at > max_age:
+        raise GateRefused(f"plan {plan.plan_id} is older than max_plan_age ({cfg.max_plan_age}); make a new plan")
+    return None if run is None else run.run_id
+
+
+def run_options(policy: Policy, phase_name: str, **overrides) -> RunOptions:
+    cfg = policy.phase(phase_name)
+    options = RunOptions(
+        batch_size=None, target_batch_ms=cfg.target_batch_ms, max_rows=cfg.max_rows,
+        max_runtime_s=cfg.seconds("max_runtime"), sleep_ms=cfg.sleep_ms,
+        lock_timeout_s=cfg.seconds("lock_timeout"), statement_timeout_s=cfg.seconds("statement_timeout"),
+        after=list(cfg.after),
+    )
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(options, key, value)
+    return options
+
+
+def apply(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool = True, confirm: str | None = None,
+          on_progress=None, **overrides) -> RunReport | DryRunReport:
+    resumes = authorize(policy, target, plan, dry_run=dry_run, confirm=confirm)
+    options = run_options(policy, plan.phase, **overrides)
+    if dry_run:
+        size = options.batch_size
+        steps = [{"table": s.table, "rows": s.rows_selected, "walk": s.walk, "batch_size": size or s.batch_size}
+                 for s in plan.steps]
+        batches = sum(math.ceil(s["rows"] / s["batch_size"]) for s in steps)
+        return DryRunReport(plan.plan_id, plan.phase, plan.rows_selected, batches, steps, resumes)
+    return Executor(target.engine, plan, options, on_progress).run()
+
+
+def verify(target: Target, plan: PhasePlan) -> list[dict]:
+    kind = kind_module(plan.kind)
+    with target.engine.connect() as conn:
+        return kind.verify(conn, dialect_for(conn), plan)
+
+
+__all__ = ["DryRunReport", "Progress", "RunReport", "apply", "authorize", "make_plan", "record_gate",
+           "resumable_plan", "verify"]

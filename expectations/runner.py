@@ -1,0 +1,83 @@
+"""Run a phase kind's suite with GE 1.x (ephemeral context, suite from JSON, Checkpoint.run)
+and return a GateVerdict the engine records in its ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from dbsweep.kinds import kind_module
+from dbsweep.plan import GateVerdict, PhasePlan, utcnow
+
+SUITES = Path(__file__).parent / "suites"
+
+
+@lru_cache(maxsize=1)
+def _gx():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    return gx
+
+
+def load_suite(name: str) -> dict:
+    return json.loads((SUITES / f"{name}.json").read_text())
+
+
+def run_suite(name: str, frame: pd.DataFrame, parameters: dict | None = None) -> GateVerdict:
+    gx = _gx()
+    from great_expectations.core.expectation_suite import ExpectationSuite
+
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    suite = context.suites.add(ExpectationSuite(**load_suite(name)))
+    asset = context.data_sources.add_pandas("dbsweep").add_dataframe_asset(name)
+    batch = asset.add_batch_definition_whole_dataframe("whole")
+    validation = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(name=f"{name}_checkpoint", validation_definitions=[validation]))
+    result = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {})
+    results = []
+    for validation_result in result.run_results.values():
+        for item in validation_result.results:
+            config = item.expectation_config
+            kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
+            results.append({
+                "expectation": config.type,
+                "kwargs": json.loads(json.dumps(kwargs, default=str)),
+                "success": bool(item.success),
+                "unexpected": json.loads(json.dumps(item.result.get("partial_unexpected_list", []), default=str)),
+                "why": (config.meta or {}).get("why", ""),
+            })
+    failed = [r for r in results if not r["success"]]
+    summary = (f"{len(results)}/{len(results)} expectations passed" if not failed else
+               "failed: " + "; ".join(_describe(r) for r in failed))
+    return GateVerdict(passed=bool(result.success), checked_at=utcnow(), summary=summary, results=results)
+
+
+def _describe(result: dict) -> str:
+    column = result["kwargs"].get("column") or f"{result['kwargs'].get('column_A')} vs {result['kwargs'].get('column_B')}"
+    what = result["why"] or result["expectation"]
+    return f"{what} ({column}: unexpected {result['unexpected'][:3]})"
+
+
+def profile_frame(plan: PhasePlan) -> pd.DataFrame:
+    frame = pd.DataFrame(plan.profile)
+    for name in frame.columns:
+        if name in ("cutoff", "oldest_selected", "newest_selected"):
+            frame[name] = pd.to_datetime(frame[name], utc=True)
+    return frame
+
+
+def gate(plan: PhasePlan) -> GateVerdict:
+    """The plan's gate: its kind's gate suite on its profile, bounded by the policy's expect table."""
+    return run_suite(kind_module(plan.kind).GATE_SUITE, profile_frame(plan), plan.expect)
+
+
+def verification(plan: PhasePlan, rows: list[dict]) -> GateVerdict:
+    return run_suite(kind_module(plan.kind).VERIFY_SUITE, pd.DataFrame(rows), plan.expect)
