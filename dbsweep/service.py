@@ -56,6 +56,13 @@ def record_gate(target: Target, plan: PhasePlan, verdict: GateVerdict) -> PhaseP
     return plan
 
 
+def load_plan(target: Target, plan_id: str) -> PhasePlan:
+    plan = Ledger(target.engine).load_plan(plan_id)
+    if plan is None:
+        raise BadInput(f"plan {plan_id} is not in this database's ledger")
+    return plan
+
+
 def resumable_plan(policy: Policy, phase_name: str, target: Target) -> PhasePlan | None:
     """The plan of an unfinished run of this phase, if any: resuming never makes a new plan."""
     ledger = Ledger(target.engine)
@@ -123,5 +130,5 @@ def verify(target: Target, plan: PhasePlan) -> list[dict]:
         return kind.verify(conn, dialect_for(conn), plan)
 
 
-__all__ = ["DryRunReport", "Progress", "RunReport", "apply", "authorize", "make_plan", "record_gate",
+__all__ = ["DryRunReport", "Progress", "RunReport", "apply", "authorize", "load_plan", "make_plan", "record_gate",
            "resumable_plan", "verify"]

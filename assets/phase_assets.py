@@ -1,0 +1,180 @@
+"""One asset graph per phase: profile -> (blocking GE gate) -> apply -> verified.
+
+The gate's verdict is recorded in the target database's ledger with the frozen plan, and the
+engine refuses to apply a plan whose gate did not pass: launching `apply` alone, outside the
+run that made the plan, cannot skip the gate."""
+
+
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from dbsweep import service
+from dbsweep.errors import DbsweepError
+from dbsweep.executor import Progress
+from dbsweep.report import human_bytes
+from resources import DbsweepResource
+
+PROGRESS_EVERY_BATCHES = 1000
+PROGRESS_EVERY_SECONDS = 10.0
+
+
+class ApplyConfig(dg.Config):
+    dry_run: bool = Field(default=True, description="Default: check everything, change nothing.")
+    confirm: str = Field(default="", description="The phase name; required for a real run in a protected env.")
+    max_rows: Optional[int] = Field(default=None, description="Stop (resumable) after this many rows.")
+    batch_size: Optional[int] = Field(default=None, description="Override the phase's batch_size.")
+
+
+@dataclass
+class PhaseAssets:
+    assets: list[dg.AssetsDefinition]
+    checks: list[dg.AssetChecksDefinition]
+    job: Any
+    schedule: Optional[dg.ScheduleDefinition]
+
+
+def _plan_id(profile: pd.DataFrame) -> str:
+    return str(profile["plan_id"].iloc[0])
+
+
+def _fail(exc: DbsweepError) -> dg.Failure:
+    return dg.Failure(description=str(exc), metadata={"exit_code": exc.exit_code, "refused": str(exc)})
+
+
+def _progress_logger(context: dg.AssetExecutionContext):
+    last = {"at": time.monotonic(), "batches": 0}
+
+    def log(progress: Progress) -> None:
+        now = time.monotonic()
+        if progress.batches - last["batches"] >= PROGRESS_EVERY_BATCHES or now - last["at"] >= PROGRESS_EVERY_SECONDS:
+            context.log.info(f"{progress.table}: {progress.rows_done:,}/{progress.rows_planned:,} rows, "
+                             f"{progress.rows_per_s:,.0f} rows/s, batch {progress.batch_ms:.0f} ms")
+            last.update(at=now, batches=progress.batches)
+
+    return log
+
+
+def build_phase(policy_name: str, phase) -> PhaseAssets:
+    prefix = [policy_name, phase.name]
+    profile_key, apply_key, verified_key = (dg.AssetKey([*prefix, leaf]) for leaf in ("profile", "apply", "verified"))
+    group = f"{policy_name}_{phase.name}".replace("-", "_")
+    pool = f"dbsweep_{policy_name}"
+    tags = {"dbsweep/kind": phase.kind}
+
+    @dg.asset(key=profile_key, group_name=group, tags=tags, pool=pool,
+              description=f"Discovery for {policy_name}/{phase.name} ({phase.kind}): volumes, ages, bytes; freezes the plan.")
+    def profile(context: dg.AssetExecutionContext, dbsweep: DbsweepResource) -> dg.Output[pd.DataFrame]:
+        policy = dbsweep.policy(policy_name)
+        target = dbsweep.target(policy)
+        try:
+            plan = service.make_plan(policy, phase.name, target)
+        except DbsweepError as exc:
+            raise _fail(exc) from None
+        frame = pd.DataFrame(plan.profile).assign(plan_id=plan.plan_id)
+        first = plan.profile[0]
+        return dg.Output(frame, metadata={
+            "plan_id": plan.plan_id,
+            "env": target.env,
+            "target": target.display_url,
+            "cutoff": str(plan.cutoff) if plan.cutoff else "-",
+            "rows_total": sum(r["rows_total"] for r in plan.profile),
+            "rows_selected": plan.rows_selected,
+            "fraction": float(first.get("fraction_selected", 0.0)) if len(plan.profile) == 1 else
+            plan.rows_selected / max(1, sum(r["rows_total"] for r in plan.profile)),
+            "oldest_selected": str(first.get("oldest_selected") or "-"),
+            "newest_selected": str(first.get("newest_selected") or "-"),
+            "estimated_bytes": human_bytes(sum(r.get("est_bytes") or 0 for r in plan.profile)),
+            "age_histogram": dg.MetadataValue.json(plan.histogram),
+            "profile": dg.MetadataValue.md(frame.astype(str).to_markdown(index=False)),
+        })
+
+    @dg.asset_check(asset=profile_key, name="gate", blocking=True,
+                    description="Great Expectations gate on the profile; a failure stops apply in this run, "
+                                "and the ledger keeps apply from ever using this plan.")
+    def gate(context: dg.AssetCheckExecutionContext, profile: pd.DataFrame, dbsweep: DbsweepResource) -> dg.AssetCheckResult:
+        from expectations.dagster_checks import check_result
+        from expectations.runner import gate as run_gate
+
+        policy = dbsweep.policy(policy_name)
+        target = dbsweep.target(policy)
+        plan = service.load_plan(target, _plan_id(profile))
+        verdict = run_gate(plan)
+        service.record_gate(target, plan, verdict)
+        return check_result(verdict, plan.plan_id)
+
+    @dg.asset(key=apply_key, group_name=group, tags=tags, pool=pool, ins={"profile": dg.AssetIn(profile_key)},
+              description=f"Batched {phase.kind} of {policy_name}/{phase.name}; dry run unless dry_run=false.")
+    def apply(context: dg.AssetExecutionContext, config: ApplyConfig, profile: pd.DataFrame,
+              dbsweep: DbsweepResource) -> dg.Output[dict]:
+        policy = dbsweep.policy(policy_name)
+        target = dbsweep.target(policy)
+        try:
+            plan = service.load_plan(target, _plan_id(profile))
+            report = service.apply(policy, target, plan, dry_run=config.dry_run, confirm=config.confirm or None,
+                                   on_progress=_progress_logger(context), max_rows=config.max_rows,
+                                   batch_size=config.batch_size)
+        except DbsweepError as exc:
+            raise _fail(exc) from None
+        if config.dry_run:
+            return dg.Output({"plan_id": plan.plan_id, "dry_run": True}, metadata={
+                "dry_run": True, "plan_id": plan.plan_id, "rows": report.rows,
+                "batches_estimate": report.batches_estimate, "resumes_run": report.resumes_run or "-",
+            })
+        metadata = {
+            "dry_run": False, "plan_id": plan.plan_id, "run_id": report.run_id, "state": report.state,
+            "stop_reason": report.stop_reason, "rows": report.rows, "rows_per_s": round(report.rows_per_s, 1),
+            "batches": report.batches, "batch_p50_ms": round(report.batch_ms["p50"], 1),
+            "batch_p95_ms": round(report.batch_ms["p95"], 1), "batch_max_ms": round(report.batch_ms["max"], 1),
+            "resumed": report.resumed,
+        }
+        if report.state != "finished":
+            raise dg.Failure(description=f"stopped early ({report.stop_reason}); relaunch to resume run {report.run_id}",
+                             metadata=metadata)
+        return dg.Output({"plan_id": plan.plan_id, "dry_run": False, "run_id": report.run_id}, metadata=metadata)
+
+    @dg.asset(key=verified_key, group_name=group, tags=tags, ins={"applied": dg.AssetIn(apply_key)},
+              check_specs=[dg.AssetCheckSpec("postconditions", asset=verified_key)],
+              description=f"Post-conditions of {policy_name}/{phase.name}, as Great Expectations results.")
+    def verified(context: dg.AssetExecutionContext, applied: dict, dbsweep: DbsweepResource):
+        from expectations.dagster_checks import check_result
+        from expectations.runner import verification
+
+        policy = dbsweep.policy(policy_name)
+        target = dbsweep.target(policy)
+        plan = service.load_plan(target, applied["plan_id"])
+        rows = service.verify(target, plan)
+        verdict = verification(plan, rows)
+        severity = dg.AssetCheckSeverity.WARN if applied["dry_run"] else dg.AssetCheckSeverity.ERROR
+        if applied["dry_run"]:
+            verdict.summary = f"dry run, nothing applied: {verdict.summary}"
+        frame = pd.DataFrame(rows)
+        yield dg.MaterializeResult(metadata={
+            "plan_id": plan.plan_id, "dry_run": applied["dry_run"], "passed": verdict.passed,
+            "postconditions": dg.MetadataValue.md(frame.astype(str).to_markdown(index=False)),
+        })
+        yield check_result(verdict, plan.plan_id, check_name="postconditions", severity=severity)
+
+    job = dg.define_asset_job(
+        name=f"{policy_name}__{phase.name}".replace("-", "_"),
+        selection=dg.AssetSelection.assets(profile_key, apply_key, verified_key),
+        description=f"{policy_name}/{phase.name}: profile, gate, apply, verify. Dry run unless configured.",
+        tags={"dbsweep/policy": policy_name, "dbsweep/phase": phase.name},
+    )
+    schedule = None
+    if phase.schedule:
+        schedule = dg.ScheduleDefinition(
+            name=f"{job.name}__schedule", job=job, cron_schedule=phase.schedule,
+            # the policy's schedule is its author's confirmation; it starts STOPPED until switched on
+            run_config={"ops": {_op_name(apply_key): {"config": {"dry_run": False, "confirm": phase.name}}}},
+            default_status=dg.DefaultScheduleStatus.STOPPED,
+        )
+    return PhaseAssets(assets=[profile, apply, verified], checks=[gate], job=job, schedule=schedule)
+
+
+def _op_name(key: dg.AssetKey) -> str:
+    return "__".join(key.path).replace("-", "_")

@@ -1,0 +1,36 @@
+"""Dagster code location: every policy in the policy folder becomes one asset graph per phase,
+with its gate check, a job per phase and the schedules the policy declares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from assets import build_phase
+from dbsweep.policy import load_policy
+from resources import DbsweepResource
+from resources.dbsweep_resource import default_policy_dir
+
+
+def build_definitions(policy_dir: str | None = None) -> dg.Definitions:
+    folder = Path(policy_dir or default_policy_dir())
+    assets, checks, jobs, schedules = [], [], [], []
+    for path in sorted(folder.glob("*.toml")):
+        policy = load_policy(path)
+        if path.stem != policy.name:
+            raise ValueError(f"{path}: file name must match [policy] name {policy.name!r}")
+        for phase in policy.phases:
+            built = build_phase(policy.name, phase)
+            assets += built.assets
+            checks += built.checks
+            jobs.append(built.job)
+            if built.schedule:
+                schedules.append(built.schedule)
+    return dg.Definitions(
+        assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules,
+        resources={"dbsweep": DbsweepResource(policy_dir=str(folder))},
+    )
+
+
+defs = build_definitions()

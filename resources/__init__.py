@@ -1,0 +1,3 @@
+from .dbsweep_resource import DbsweepResource
+
+__all__ = ["DbsweepResource"]

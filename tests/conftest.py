@@ -1,0 +1,116 @@
+"""Real databases only: one embedded PostgreSQL for the session, a fresh database per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dbsweep_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("dbsweep_home")
+    os.environ["DBSWEEP_HOME"] = str(home)
+    os.environ.pop("DBSWEEP_ENV", None)
+    from dbsweep.embedded import embedded_url
+
+    embedded_url("postgres")
+    return home
+
+
+@pytest.fixture
+def dbname():
+    return f"t_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def pg(dbname) -> sa.Engine:
+    from dbsweep.embedded import embedded_url
+
+    engine = sa.create_engine(embedded_url(dbname))
+    yield engine
+    engine.dispose()
+
+
+NOW = datetime.now(timezone.utc)
+
+
+def load_events(engine: sa.Engine, old: int, new: int, table: str = "events", key: str = "bigint") -> None:
+    """`old` rows 10-20 days old and `new` rows 0-6 days old, ids shuffled against time."""
+    pk = {"bigint": "id bigint PRIMARY KEY", "none": "id bigint", "uuid": "id uuid PRIMARY KEY"}[key]
+    id_expr = "md5(g::text)::uuid" if key == "uuid" else "g"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} ({pk}, payload text, created_at timestamptz NOT NULL)")
+        conn.exec_driver_sql(f"CREATE INDEX ON {table} (created_at)")
+        conn.execute(sa.text(f"""
+            INSERT INTO {table} (id, payload, created_at)
+            SELECT {id_expr}, 'p' || g,
+                   CASE WHEN (hashtext(g::text) & 1023) < :old_share
+                        THEN now() - interval '10 days' - make_interval(secs => (hashtext(g::text || 'a') & 65535) * 13)
+                        ELSE now() - make_interval(secs => (hashtext(g::text || 'b') & 65535) * 7) END
+            FROM generate_series(1, :n) g"""), {"n": old + new, "old_share": int(1024 * old / (old + new))})
+
+
+def count(engine: sa.Engine, table: str, where: str = "true") -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE {where}")).scalar()
+
+
+def ids(engine: sa.Engine, table: str, where: str = "true") -> set:
+    with engine.connect() as conn:
+        return {r[0] for r in conn.execute(sa.text(f"SELECT id FROM {table} WHERE {where}"))}
+
+
+def write_policy(tmp_path: Path, body: str, dbname: str, name: str = "testpol", env_block: str | None = None) -> Path:
+    env_block = env_block or 'env.dev = { url = "embedded" }'
+    text = textwrap.dedent(f"""
+        [policy]
+        name = "{name}"
+
+        [database]
+        default_env = "dev"
+        database_name = "{dbname}"
+        {env_block}
+    """) + textwrap.dedent(body)
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+RETENTION = """
+[[phase]]
+name = "purge"
+kind = "retention"
+table = "{table}"
+time_column = "created_at"
+older_than = "7 days"
+batch_size = {batch_size}
+{extra}
+"""
+
+
+def retention_policy(tmp_path, dbname, table="events", batch_size=1000, extra="", **kw) -> Path:
+    return write_policy(tmp_path, RETENTION.format(table=table, batch_size=batch_size, extra=extra), dbname, **kw)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "dbsweep.cli", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=ROOT)
+
+
+def old_cutoff_sql() -> str:
+    return "created_at < now() - interval '7 days'"
+
+
+def days_ago(days: float) -> datetime:
+    return NOW - timedelta(days=days)
