@@ -146,6 +146,8 @@ class Executor:
         cursor = run.cursor if run.cursor["step"] == index else {"step": index, "after": None}
         if step.walk == "block":
             walker = BlockWalker(self.dialect, table, selection, step, cursor.get("block", 0))
+        elif KeyRangeWalker.fits(step, key_columns(table, step)):
+            walker = KeyRangeWalker(self.dialect, table, selection, step, cursor.get("after"))
         else:
             walker = KeyWalker(self.dialect, table, selection, step, cursor.get("after"))
         while not walker.done:
@@ -154,10 +156,11 @@ class Executor:
                 return reason
             size = sizer.size
             left = self.rules.rows_left(self.rows_here)
+            exact = left is not None and left <= 2 * size  # near a row cap, never overshoot it
             if left is not None:
                 size = max(1, min(size, left))
             began_at, began = utcnow(), time.perf_counter()
-            rows, next_cursor = self._batch(run, index, walker, size, began_at)
+            rows, next_cursor = self._batch(run, index, walker, size, began_at, exact)
             seconds = time.perf_counter() - began
             walker.advance(next_cursor, rows, size)
             sizer.observe(rows, seconds)
@@ -170,7 +173,7 @@ class Executor:
                 time.sleep(self.options.sleep_ms / 1000)
         return REASON_FINISHED
 
-    def _batch(self, run: RunRecord, index: int, walker, size: int, began_at) -> tuple[int, dict]:
+    def _batch(self, run: RunRecord, index: int, walker, size: int, began_at, exact: bool) -> tuple[int, dict]:
         retrying = Retrying(
             stop=stop_after_attempt(self.options.retries), wait=wait_exponential(multiplier=0.2, max=5),
             retry=retry_if_exception(is_transient), reraise=True,
@@ -180,7 +183,7 @@ class Executor:
                 began = time.perf_counter()
                 with self.engine.begin() as conn:
                     self.dialect.set_batch_timeouts(conn, self.options.lock_timeout_s, self.options.statement_timeout_s)
-                    rows, cursor = walker.batch(conn, size)
+                    rows, cursor = walker.batch(conn, size, exact)
                     if cursor is None:  # this step is done: the next batch starts the next step
                         cursor = {"step": index + 1, "after": None}
                     else:
@@ -209,7 +212,7 @@ class KeyWalker:
         self.after = from_json(self.keys, after_json)
         self.done = step.last_key is None
 
-    def batch(self, conn: sa.Connection, size: int) -> tuple[int, dict | None]:
+    def batch(self, conn: sa.Connection, size: int, exact: bool = True) -> tuple[int, dict | None]:
         outcome = self.dialect.delete_batch(conn, self.table, self.keys, self.selection, self.after, self.last, size)
         return outcome.rows, None if outcome.last_key is None else {"after": to_json(outcome.last_key)}
 
@@ -218,6 +221,46 @@ class KeyWalker:
             self.done = True
         else:
             self.after = from_json(self.keys, cursor["after"])
+
+
+class KeyRangeWalker:
+    """One integer key: each batch deletes the selected rows in (after, after + step], the step
+    adapting to the observed density of selected keys so batches stay near the batch size."""
+
+    def __init__(self, dialect, table: sa.Table, selection, step: Step, after_json):
+        self.dialect, self.table, self.selection, self.step = dialect, table, selection, step
+        self.key = key_columns(table, step)[0]
+        self.first, self.last = int(step.first_key[0]), int(step.last_key[0])
+        self.after = int(after_json[0]) if after_json else self.first - 1
+        self.done = self.after >= self.last
+        span = self.last - self.first + 1
+        self.density = max(step.rows_selected / span, 1e-6)  # selected rows per key value
+        self.width = 1
+
+    @staticmethod
+    def fits(step: Step, keys) -> bool:
+        return (step.walk == "key" and len(keys) == 1 and step.last_key is not None
+                and isinstance(step.first_key[0], int) and isinstance(step.last_key[0], int))
+
+    def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
+        if exact:  # at most `size` rows: the LIMIT-based key-set batch, same cursor format
+            outcome = self.dialect.delete_batch(conn, self.table, [self.key], self.selection,
+                                                [self.after], [self.last], size)
+            self.width = max(1, (outcome.last_key[0] if outcome.last_key else self.last) - self.after)
+            return outcome.rows, None if outcome.last_key is None else {"after": [int(outcome.last_key[0])]}
+        self.width = max(1, int(size / self.density))
+        upto = min(self.last, self.after + self.width)
+        rows = self.dialect.delete_key_range(conn, self.table, self.key, self.selection, self.after, upto)
+        return rows, None if upto >= self.last else {"after": [upto]}
+
+    def advance(self, cursor: dict, rows: int, size: int) -> None:
+        if cursor.get("after") is None:
+            self.done = True
+            return
+        self.after = cursor["after"][0]
+        observed = rows / self.width
+        # a dense stretch shrinks the next range at once; a sparse one widens it at most 2x
+        self.density = max(observed, self.density / 2, 1e-6) if observed else self.density / 2
 
 
 class BlockWalker:
@@ -231,7 +274,7 @@ class BlockWalker:
         self.done = self.block >= self.end
         self.pages = 1
 
-    def batch(self, conn: sa.Connection, size: int) -> tuple[int, dict | None]:
+    def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
         self.pages = max(1, int(size / self.density))
         stop = min(self.end, self.block + self.pages)
         rows = self.dialect.delete_block_range(conn, self.table, self.selection, self.block, stop)

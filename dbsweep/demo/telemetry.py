@@ -30,7 +30,7 @@ CREATE TABLE agg_1m (
 
 LOAD = """
 INSERT INTO events_seen (id, event_id, client_id, created_at)
-SELECT g, md5(g::text)::uuid, (g * 7919) % 5000,
+SELECT g, md5(g::text)::uuid, ((g::bigint * 7919) % 5000)::int,
        now() - make_interval(secs => ((hashtext(g::text)::bigint & 2147483647) % (14 * 86400)))
 FROM generate_series(1, :events) g;
 INSERT INTO agg_1m (client_id, target, window_start_ts, samples, latency_p50_ms, latency_p95_ms)

@@ -62,3 +62,11 @@ class Dialect:
         upper = list(boundary) if boundary is not None else last
         result = conn.execute(sa.delete(table).where(*window, up_to_key(keys, upper)))
         return BatchOutcome(rows=result.rowcount, last_key=upper if boundary is not None else None)
+
+    def delete_key_range(self, conn: sa.Connection, table: sa.Table, key: sa.Column, selection: sa.ColumnElement,
+                         after: int | None, upto: int) -> int:
+        """Integer keys: delete the selected rows with after < key <= upto (one index range scan)."""
+        clauses = [selection, key <= upto]
+        if after is not None:
+            clauses.append(key > after)
+        return conn.execute(sa.delete(table).where(*clauses)).rowcount

@@ -1,0 +1,146 @@
+"""Batched purge vs one plain DELETE vs the naive ctid loop, on identical copies of the same data.
+
+    python bench/purge.py [--rows 3000000] [--batch-size 10000]
+
+Each method gets a fresh copy of one generated table (ids not correlated with time, about half
+the rows older than the 7-day cutoff), checkpointed before timing. Ratios are what to compare:
+absolute times vary from run to run on shared machines."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dbsweep import service  # noqa: E402
+from dbsweep.policy import load_policy  # noqa: E402
+from dbsweep.target import connect  # noqa: E402
+
+POLICY = """
+[policy]
+name = "bench"
+[database]
+default_env = "dev"
+database_name = "dbsweep_bench"
+env.dev = {{ url = "embedded" }}
+[[phase]]
+name = "{table}"
+kind = "retention"
+table = "{table}"
+time_column = "created_at"
+older_than = "7 days"
+batch_size = {batch_size}
+"""
+
+
+def build_template(engine: sa.Engine, rows: int) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS template")
+        conn.exec_driver_sql("CREATE UNLOGGED TABLE template (id bigint, event_id uuid, client_id int, created_at timestamptz)")
+        conn.execute(sa.text("""
+            INSERT INTO template SELECT g, md5(g::text)::uuid, mod(g::bigint * 7919, 5000)::int,
+                   now() - make_interval(secs => mod(hashtext(g::text)::bigint & 2147483647, 14 * 86400))
+            FROM generate_series(1, :n) g"""), {"n": rows})
+
+
+def fresh_copy(engine: sa.Engine, name: str) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+        conn.exec_driver_sql(f"CREATE TABLE {name} AS SELECT * FROM template ORDER BY id")
+        conn.exec_driver_sql(f"ALTER TABLE {name} ADD PRIMARY KEY (id)")
+        conn.exec_driver_sql(f"CREATE INDEX ON {name} (created_at)")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"VACUUM ANALYZE {name}")
+        conn.exec_driver_sql("CHECKPOINT")
+
+
+def plain_delete(engine: sa.Engine, cutoff) -> tuple[int, float, float]:
+    fresh_copy(engine, "plain")
+    began = time.perf_counter()
+    with engine.begin() as conn:
+        rows = conn.execute(sa.text("DELETE FROM plain WHERE created_at < :c"), {"c": cutoff}).rowcount
+    seconds = time.perf_counter() - began
+    return rows, seconds, seconds
+
+
+def naive_loop(engine: sa.Engine, cutoff, batch: int) -> tuple[int, float, float]:
+    """The seed's 'future enhancement': DELETE ... WHERE ctid IN (SELECT ctid ... LIMIT n), repeated."""
+    fresh_copy(engine, "naive")
+    began, total, longest = time.perf_counter(), 0, 0.0
+    while True:
+        t0 = time.perf_counter()
+        with engine.begin() as conn:
+            rows = conn.execute(sa.text(
+                "DELETE FROM naive WHERE created_at < :c AND ctid IN "
+                "(SELECT ctid FROM naive WHERE created_at < :c LIMIT :n)"), {"c": cutoff, "n": batch}).rowcount
+        longest = max(longest, time.perf_counter() - t0)
+        total += rows
+        if rows == 0:
+            break
+    return total, time.perf_counter() - began, longest
+
+
+def dbsweep_purge(engine: sa.Engine, policy_dir: Path, batch: int, now) -> tuple[int, float, float, object]:
+    from expectations.runner import gate
+
+    fresh_copy(engine, "swept")
+    path = policy_dir / "bench.toml"
+    path.write_text(POLICY.format(table="swept", batch_size=batch))
+    policy = load_policy(path)
+    target = connect(policy)
+    plan = service.make_plan(policy, "swept", target, now=now)
+    service.record_gate(target, plan, gate(plan))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("CHECKPOINT")
+    report = service.apply(policy, target, plan, dry_run=False)
+    return report.rows, report.seconds, report.batch_ms["max"] / 1000, report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=3_000_000)
+    parser.add_argument("--batch-size", type=int, default=10_000)
+    args = parser.parse_args()
+    os.environ.setdefault("DBSWEEP_HOME", str(Path(tempfile.gettempdir()) / "dbsweep-bench"))
+    console = Console(width=160)
+    with tempfile.TemporaryDirectory() as tmp:
+        policy_dir = Path(tmp)
+        (policy_dir / "bench.toml").write_text(POLICY.format(table="template", batch_size=args.batch_size))
+        target = connect(load_policy(policy_dir / "bench.toml"))
+        engine = target.engine
+        console.print(f"generating {args.rows:,} rows ...")
+        build_template(engine, args.rows)
+        from dbsweep.plan import utcnow
+        from datetime import timedelta
+
+        now = utcnow()
+        cutoff = now - timedelta(days=7)
+        results = {
+            "plain DELETE (one statement)": plain_delete(engine, cutoff),
+            f"dbsweep batched (batch {args.batch_size:,})": dbsweep_purge(engine, policy_dir, args.batch_size, now)[:3],
+            f"naive ctid IN (... LIMIT {args.batch_size:,}) loop": naive_loop(engine, cutoff, args.batch_size),
+        }
+    plain_rate = results["plain DELETE (one statement)"][0] / results["plain DELETE (one statement)"][1]
+    table = Table(title=f"purge of {args.rows:,} rows (ids uncorrelated with time), one run")
+    for name in ("method", "rows deleted", "seconds", "rows/s", "ratio to plain DELETE", "longest batch (s)"):
+        table.add_column(name, justify="left" if name == "method" else "right")
+    for name, (rows, seconds, longest) in results.items():
+        rate = rows / seconds
+        table.add_row(name, f"{rows:,}", f"{seconds:.2f}", f"{rate:,.0f}", f"{rate / plain_rate:.2f}x", f"{longest:.3f}")
+    console.print(table)
+    sweep = results[f"dbsweep batched (batch {args.batch_size:,})"]
+    naive = results[f"naive ctid IN (... LIMIT {args.batch_size:,}) loop"]
+    console.print(f"dbsweep vs naive loop: {(sweep[0] / sweep[1]) / (naive[0] / naive[1]):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

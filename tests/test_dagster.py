@@ -1,0 +1,103 @@
+"""The Dagster layer: definitions load, metadata in dry-run and real mode, the gate holds."""
+
+import dagster as dg
+import pytest
+
+from pipelines.definitions import build_definitions
+from tests.conftest import count, ids, load_events, retention_policy
+
+NEW = "created_at >= now() - interval '7 days'"
+
+
+def _defs(policy_dir):
+    return build_definitions(str(policy_dir))
+
+
+def _graph(defs, phase="purge"):
+    job = defs.get_job_def(f"testpol__{phase}")
+    return job
+
+
+def _materialize(defs, selection, instance, run_config=None, raise_on_error=True):
+    assets = list(defs.assets) + list(defs.asset_checks)
+    return dg.materialize(assets, selection=selection, instance=instance, run_config=run_config,
+                          resources=defs.resources, raise_on_error=raise_on_error)
+
+
+def test_shipped_definitions_load():
+    from pipelines import definitions
+
+    dg.Definitions.validate_loadable(definitions.defs)
+    keys = {key.to_user_string() for key in definitions.defs.resolve_all_asset_keys()}
+    for phase in ("events", "aggregates"):
+        assert {f"telemetry/{phase}/profile", f"telemetry/{phase}/apply", f"telemetry/{phase}/verified"} <= keys
+    assert definitions.defs.resolve_job_def("telemetry__events")
+    schedule = definitions.defs.resolve_schedule_def("telemetry__events__schedule")
+    assert schedule.cron_schedule == "0 2 * * *"
+    checks = {key.name for key in definitions.defs.resolve_asset_graph().asset_check_keys}
+    assert {"gate", "postconditions"} <= checks
+
+
+def test_dry_run_then_real_run_metadata(tmp_path, pg, dbname):
+    load_events(pg, old=3000, new=2000)
+    keep = ids(pg, "events", NEW)
+    retention_policy(tmp_path, dbname, batch_size=500)
+    defs = _defs(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    everything = dg.AssetSelection.groups("testpol_purge")
+
+    dry = _materialize(defs, everything, instance)
+    assert dry.success and count(pg, "events") == 5000
+    profile_md = dry.asset_materializations_for_node("testpol__purge__profile")[0].metadata
+    assert profile_md["rows_total"].value == 5000 and profile_md["rows_selected"].value == 5000 - len(keep)
+    for key in ("fraction", "oldest_selected", "newest_selected", "estimated_bytes", "age_histogram", "cutoff"):
+        assert key in profile_md
+    apply_md = dry.asset_materializations_for_node("testpol__purge__apply")[0].metadata
+    assert apply_md["dry_run"].value is True and apply_md["rows"].value == 5000 - len(keep)
+    gate = [e for e in dry.get_asset_check_evaluations() if e.check_name == "gate"][0]
+    assert gate.passed
+
+    real = _materialize(defs, everything, instance,
+                        run_config={"ops": {"testpol__purge__apply": {"config": {"dry_run": False}}}})
+    assert real.success and ids(pg, "events") == keep
+    apply_md = real.asset_materializations_for_node("testpol__purge__apply")[0].metadata
+    assert apply_md["rows"].value == 5000 - len(keep)
+    for key in ("rows_per_s", "batches", "batch_p50_ms", "batch_p95_ms", "batch_max_ms", "run_id"):
+        assert key in apply_md
+    post = [e for e in real.get_asset_check_evaluations() if e.check_name == "postconditions"][0]
+    assert post.passed
+
+
+def test_failed_gate_stops_apply_in_run_and_alone(tmp_path, pg, dbname):
+    load_events(pg, old=3000, new=2000)
+    retention_policy(tmp_path, dbname, extra="expect = { max_rows = 10 }")
+    defs = _defs(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    config = {"ops": {"testpol__purge__apply": {"config": {"dry_run": False}}}}
+
+    result = _materialize(defs, dg.AssetSelection.groups("testpol_purge"), instance, config, raise_on_error=False)
+    gate = [e for e in result.get_asset_check_evaluations() if e.check_name == "gate"][0]
+    assert not gate.passed
+    assert not result.asset_materializations_for_node("testpol__purge__apply")
+    assert count(pg, "events") == 5000
+
+    apply_key = dg.AssetKey(["testpol", "purge", "apply"])
+    alone = _materialize(defs, dg.AssetSelection.assets(apply_key), instance, config, raise_on_error=False)
+    assert not alone.success
+    failure = [e for e in alone.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "gate failed" in failure.event_specific_data.error.message
+    assert count(pg, "events") == 5000
+
+
+def test_protected_env_needs_confirm_in_dagster(tmp_path, pg, dbname):
+    load_events(pg, old=300, new=200)
+    retention_policy(tmp_path, dbname, env_block='env.dev = { url = "embedded", protected = true }')
+    defs = _defs(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    group = dg.AssetSelection.groups("testpol_purge")
+    refused = _materialize(defs, group, instance, {"ops": {"testpol__purge__apply": {"config": {"dry_run": False}}}},
+                           raise_on_error=False)
+    assert not refused.success and count(pg, "events") == 500
+    confirmed = _materialize(defs, group, instance,
+                             {"ops": {"testpol__purge__apply": {"config": {"dry_run": False, "confirm": "purge"}}}})
+    assert confirmed.success and count(pg, "events") == len(ids(pg, "events", NEW))

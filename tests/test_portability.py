@@ -1,0 +1,64 @@
+"""SQLite (local work) runs the same engine; the engine never imports Dagster or GE."""
+
+import subprocess
+import sys
+
+import sqlalchemy as sa
+
+from tests.conftest import ROOT, write_policy
+from tests.helpers import purge
+
+SQLITE_BODY = """
+[[phase]]
+name = "purge"
+kind = "retention"
+table = "{table}"
+time_column = "created_at"
+older_than = "7 days"
+batch_size = 250
+"""
+
+
+def _sqlite_events(path, with_key: bool):
+    engine = sa.create_engine(f"sqlite:///{path}")
+    pk = "INTEGER PRIMARY KEY" if with_key else "INTEGER"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE events (id {pk}, created_at DATETIME NOT NULL)")
+        for i in range(1, 3001):
+            days = 10 + (i * 7919) % 20 if i % 3 else (i * 31) % 6
+            conn.exec_driver_sql(f"INSERT INTO events VALUES ({i}, datetime('now', '-{days} days'))")
+    return engine
+
+
+def _ids(engine):
+    with engine.connect() as conn:
+        return {r[0] for r in conn.exec_driver_sql("SELECT id FROM events")}
+
+
+def test_sqlite_retention_with_key_and_with_rowid(tmp_path):
+    for with_key in (True, False):
+        db = tmp_path / f"local_{with_key}.db"
+        engine = _sqlite_events(db, with_key)
+        keep = {i for i in range(1, 3001) if i % 3 == 0}
+        policy = write_policy(tmp_path, SQLITE_BODY.format(table="events"), "unused",
+                              env_block=f'env.dev = {{ url = "sqlite:///{db}" }}')
+        plan, report, _ = purge(policy)
+        assert plan.steps[0].key == (["id"] if with_key else ["rowid"])
+        assert _ids(engine) == keep and report.rows == 2000
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT sum(rows) FROM dbsweep_batches").scalar() == 2000
+
+
+def test_engine_imports_neither_dagster_nor_great_expectations():
+    code = ("import sys, dbsweep.cli, dbsweep.service, dbsweep.executor, dbsweep.kinds.retention, dbsweep.demo_run;"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('dagster', 'great_expectations')];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_sql_in_the_dagster_layer():
+    for folder in ("assets", "pipelines", "resources"):
+        for path in (ROOT / folder).glob("*.py"):
+            text = path.read_text()
+            assert "sqlalchemy" not in text and "DELETE " not in text and "SELECT " not in text, path
