@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def launch_ui(out: Console) -> None:
         policy = load_policy(path)
         if policy.database.env[policy.database.default_env].url == "embedded":
             connect(policy)  # starts the embedded server and creates the policy's database
-    dagster = shutil.which("dagster")
+    beside = Path(sys.executable).parent / "dagster"  # the venv's, even when it is not activated
+    dagster = str(beside) if beside.exists() else shutil.which("dagster")
     if dagster is None:
         raise DbsweepError("the `dagster` command is not installed in this environment")
     out.print(f"starting dagster dev (DAGSTER_HOME={home})")
