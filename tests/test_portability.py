@@ -5,18 +5,9 @@ import sys
 
 import sqlalchemy as sa
 
-from tests.conftest import ROOT, write_policy
+from tests.conftest import RETENTION, ROOT, write_policy
 from tests.helpers import purge
 
-SQLITE_BODY = """
-[[phase]]
-name = "purge"
-kind = "retention"
-table = "{table}"
-time_column = "created_at"
-older_than = "7 days"
-batch_size = 250
-"""
 
 
 def _sqlite_events(path, with_key: bool):
@@ -40,7 +31,7 @@ def test_sqlite_retention_with_key_and_with_rowid(tmp_path):
         db = tmp_path / f"local_{with_key}.db"
         engine = _sqlite_events(db, with_key)
         keep = {i for i in range(1, 3001) if i % 3 == 0}
-        policy = write_policy(tmp_path, SQLITE_BODY.format(table="events"), "unused",
+        policy = write_policy(tmp_path, RETENTION.format(table="events", batch_size=250, extra=""), "unused",
                               env_block=f'env.dev = {{ url = "sqlite:///{db}" }}')
         plan, report, _ = purge(policy)
         assert plan.steps[0].key == (["id"] if with_key else ["rowid"])
