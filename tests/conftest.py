@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -39,9 +38,6 @@ def pg(dbname) -> sa.Engine:
     engine = sa.create_engine(embedded_url(dbname))
     yield engine
     engine.dispose()
-
-
-NOW = datetime.now(timezone.utc)
 
 
 def load_events(engine: sa.Engine, old: int, new: int, table: str = "events", key: str = "bigint") -> None:
@@ -106,11 +102,3 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "dbsweep.cli", *map(str, args)], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=ROOT)
-
-
-def old_cutoff_sql() -> str:
-    return "created_at < now() - interval '7 days'"
-
-
-def days_ago(days: float) -> datetime:
-    return NOW - timedelta(days=days)

@@ -10,7 +10,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ROOT, count, ids, load_events, retention_policy, run_cli, write_policy
+from tests.conftest import ROOT, count, ids, load_events, retention_policy, run_cli
 
 NEW = "created_at >= now() - interval '7 days'"
 

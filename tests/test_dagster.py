@@ -1,7 +1,6 @@
 """The Dagster layer: definitions load, metadata in dry-run and real mode, the gate holds."""
 
 import dagster as dg
-import pytest
 
 from pipelines.definitions import build_definitions
 from tests.conftest import count, ids, load_events, retention_policy
@@ -11,11 +10,6 @@ NEW = "created_at >= now() - interval '7 days'"
 
 def _defs(policy_dir):
     return build_definitions(str(policy_dir))
-
-
-def _graph(defs, phase="purge"):
-    job = defs.get_job_def(f"testpol__{phase}")
-    return job
 
 
 def _materialize(defs, selection, instance, run_config=None, raise_on_error=True):
