@@ -96,7 +96,6 @@ class Executor:
         self.on_progress = on_progress or (lambda progress: None)
         self.rules = StopRules(max_rows=options.max_rows, max_runtime_s=options.max_runtime_s)
         self.rows_here = 0
-        self.durations: list[float] = []
 
     def run(self) -> RunReport:
         self.ledger.ensure()
@@ -165,7 +164,6 @@ class Executor:
             walker.advance(next_cursor, rows, size)
             sizer.observe(rows, seconds)
             self.rows_here += rows
-            self.durations.append(seconds * 1000)
             elapsed = time.monotonic() - self.rules.started
             self.on_progress(Progress(step.table, run.rows_done, self.plan.rows_selected, run.batches_done,
                                       self.rows_here / elapsed if elapsed else 0.0, seconds * 1000))
