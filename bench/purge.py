@@ -1,6 +1,6 @@
 """Batched purge vs one plain DELETE vs the naive ctid loop, on identical copies of the same data.
 
-    python bench/purge.py [--rows 3000000] [--batch-size 10000]
+    python bench/purge.py [--rows 3000000] [--batch-size N] [--naive-batch 10000]
 
 Each method gets a fresh copy of one generated table (ids not correlated with time, about half
 the rows older than the 7-day cutoff), checkpointed before timing. Ratios are what to compare:
@@ -38,7 +38,7 @@ kind = "retention"
 table = "{table}"
 time_column = "created_at"
 older_than = "7 days"
-batch_size = {batch_size}
+{sizing}
 """
 
 
@@ -94,7 +94,7 @@ def dbsweep_purge(engine: sa.Engine, policy_dir: Path, batch: int, now) -> tuple
 
     fresh_copy(engine, "swept")
     path = policy_dir / "bench.toml"
-    path.write_text(POLICY.format(table="swept", batch_size=batch))
+    path.write_text(POLICY.format(table="swept", sizing=f"batch_size = {batch}" if batch else ""))
     policy = load_policy(path)
     target = connect(policy)
     plan = service.make_plan(policy, "swept", target, now=now)
@@ -108,13 +108,15 @@ def dbsweep_purge(engine: sa.Engine, policy_dir: Path, batch: int, now) -> tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=3_000_000)
-    parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="a fixed dbsweep batch size; default: the policy defaults (adaptive, 100 ms batches)")
+    parser.add_argument("--naive-batch", type=int, default=10_000, help="LIMIT of the naive loop (the seed's 10,000)")
     args = parser.parse_args()
     os.environ.setdefault("DBSWEEP_HOME", str(Path(tempfile.gettempdir()) / "dbsweep-bench"))
     console = Console(width=160)
     with tempfile.TemporaryDirectory() as tmp:
         policy_dir = Path(tmp)
-        (policy_dir / "bench.toml").write_text(POLICY.format(table="template", batch_size=args.batch_size))
+        (policy_dir / "bench.toml").write_text(POLICY.format(table="template", sizing=""))
         target = connect(load_policy(policy_dir / "bench.toml"))
         engine = target.engine
         console.print(f"generating {args.rows:,} rows ...")
@@ -124,10 +126,13 @@ def main() -> None:
 
         now = utcnow()
         cutoff = now - timedelta(days=7)
+        swept_name = f"dbsweep batched (batch {args.batch_size:,})" if args.batch_size else "dbsweep batched (defaults)"
+        naive_name = f"naive ctid IN (... LIMIT {args.naive_batch:,}) loop"
+        swept = dbsweep_purge(engine, policy_dir, args.batch_size, now)
         results = {
             "plain DELETE (one statement)": plain_delete(engine, cutoff),
-            f"dbsweep batched (batch {args.batch_size:,})": dbsweep_purge(engine, policy_dir, args.batch_size, now)[:3],
-            f"naive ctid IN (... LIMIT {args.batch_size:,}) loop": naive_loop(engine, cutoff, args.batch_size),
+            swept_name: swept[:3],
+            naive_name: naive_loop(engine, cutoff, args.naive_batch),
         }
     plain_rate = results["plain DELETE (one statement)"][0] / results["plain DELETE (one statement)"][1]
     table = Table(title=f"purge of {args.rows:,} rows (ids uncorrelated with time), one run")
@@ -137,9 +142,9 @@ def main() -> None:
         rate = rows / seconds
         table.add_row(name, f"{rows:,}", f"{seconds:.2f}", f"{rate:,.0f}", f"{rate / plain_rate:.2f}x", f"{longest:.3f}")
     console.print(table)
-    sweep = results[f"dbsweep batched (batch {args.batch_size:,})"]
-    naive = results[f"naive ctid IN (... LIMIT {args.batch_size:,}) loop"]
-    console.print(f"dbsweep vs naive loop: {(sweep[0] / sweep[1]) / (naive[0] / naive[1]):.2f}x")
+    sweep, naive = results[swept_name], results[naive_name]
+    console.print(f"dbsweep vs naive loop: {(sweep[0] / sweep[1]) / (naive[0] / naive[1]):.2f}x; "
+                  f"dbsweep batches: {swept[3].batches:,}, p50 {swept[3].batch_ms['p50']:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ class Executor:
         self.on_progress = on_progress or (lambda progress: None)
         self.rules = StopRules(max_rows=options.max_rows, max_runtime_s=options.max_runtime_s)
         self.rows_here = 0
+        self.conn: sa.Connection | None = None
 
     def run(self) -> RunReport:
         self.ledger.ensure()
@@ -140,6 +141,12 @@ class Executor:
         step = self.plan.steps[index]
         with self.engine.connect() as conn:
             table = reflect_table(conn, step.table)
+        try:
+            return self._walk_table(run, index, step, table)
+        finally:
+            self._disconnect()
+
+    def _walk_table(self, run: RunRecord, index: int, step: Step, table: sa.Table) -> str:
         selection = self.kind.selection(table, step)
         sizer = BatchSizer(self.options.batch_size or step.batch_size, self.options.target_batch_ms)
         cursor = run.cursor if run.cursor["step"] == index else {"step": index, "after": None}
@@ -179,19 +186,40 @@ class Executor:
         for attempt in retrying:
             with attempt:
                 began = time.perf_counter()
-                with self.engine.begin() as conn:
-                    self.dialect.set_batch_timeouts(conn, self.options.lock_timeout_s, self.options.statement_timeout_s)
-                    rows, cursor = walker.batch(conn, size, exact)
-                    if cursor is None:  # this step is done: the next batch starts the next step
-                        cursor = {"step": index + 1, "after": None}
-                    else:
-                        cursor = {"step": index, **cursor}
-                    self.ledger.record_batch(conn, run, walker.step.table, rows, cursor, began_at,
-                                             (time.perf_counter() - began) * 1000)
+                conn = self._connection()
+                try:
+                    with conn.begin():
+                        rows, cursor = walker.batch(conn, size, exact)
+                        if cursor is None:  # this step is done: the next batch starts the next step
+                            cursor = {"step": index + 1, "after": None}
+                        else:
+                            cursor = {"step": index, **cursor}
+                        self.ledger.record_batch(conn, run, walker.step.table, rows, cursor, began_at,
+                                                 (time.perf_counter() - began) * 1000)
+                except BaseException:
+                    self._disconnect()  # a fresh connection for the retry, whatever state this one is in
+                    raise
         run.rows_done += rows
         run.batches_done += 1
         run.cursor = cursor
         return rows, cursor
+
+    def _connection(self) -> sa.Connection:
+        """One connection per walk, its timeouts set once for the session: a batch costs only its
+        own statements, not a pool checkout, a reset and a SET each time."""
+        if self.conn is None:
+            self.conn = self.engine.connect()
+            self.dialect.set_session_timeouts(self.conn, self.options.lock_timeout_s, self.options.statement_timeout_s)
+            self.conn.commit()
+        return self.conn
+
+    def _disconnect(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except sa.exc.DBAPIError:
+                pass
+            self.conn = None
 
     def _after_actions(self) -> None:
         tables = {step.table for step in self.plan.steps}

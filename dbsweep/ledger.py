@@ -169,14 +169,19 @@ class Ledger:
         """Inside the batch's own transaction: the batch row and the run's new cursor commit with the
         change. The caller updates `run` in memory only once that transaction has committed."""
         batch_no = run.batches_done + 1
-        conn.execute(sa.insert(self.batches).values(
+        record = sa.insert(self.batches).values(
             run_id=run.run_id, batch_no=batch_no, table_name=table, rows=rows, cursor=json.dumps(cursor),
             started_at=started_at, duration_ms=duration_ms,
-        ))
-        conn.execute(sa.update(self.runs).where(self.runs.c.run_id == run.run_id).values(
+        )
+        advance = sa.update(self.runs).where(self.runs.c.run_id == run.run_id).values(
             rows_done=self.runs.c.rows_done + rows, batches_done=batch_no, cursor=json.dumps(cursor),
             updated_at=utcnow(),
-        ))
+        )
+        if self.dialect.dml_in_cte:  # one round trip instead of two
+            conn.execute(advance.add_cte(record.cte("recorded")))
+        else:
+            conn.execute(record)
+            conn.execute(advance)
 
     def batch_durations(self, run_id: str) -> list[float]:
         with self.engine.connect() as conn:

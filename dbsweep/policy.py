@@ -22,6 +22,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEFAULT_BATCH_SIZE = 10_000
+# Short enough to stay far under any lock or statement timeout and to let a concurrent writer in
+# between batches; long enough that the per-batch round trips cost a few percent of throughput.
+DEFAULT_TARGET_BATCH_MS = 100
+
+
 class Expect(Strict):
     """Gate bounds; each becomes a parameter of the phase kind's GE suite."""
 
@@ -35,7 +41,7 @@ class PhaseBase(Strict):
 
     name: str
     kind: str
-    batch_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    batch_size: int | None = Field(default=None, ge=1, le=1_000_000)
     target_batch_ms: int | None = Field(default=None, ge=10, le=60_000)
     archive: str = "none"
     schedule: str | None = None
@@ -48,6 +54,17 @@ class PhaseBase(Strict):
     max_rows: int | None = Field(default=None, ge=1)
     max_plan_age: str = "24 hours"
     description: str = ""
+
+    @property
+    def start_batch_size(self) -> int:
+        return self.batch_size or DEFAULT_BATCH_SIZE
+
+    @property
+    def batch_target_ms(self) -> int | None:
+        """Neither key set: adapt to DEFAULT_TARGET_BATCH_MS. Only batch_size set: a fixed size."""
+        if self.target_batch_ms is not None or self.batch_size is not None:
+            return self.target_batch_ms
+        return DEFAULT_TARGET_BATCH_MS
 
     @field_validator("lock_timeout", "statement_timeout", "max_runtime", "max_plan_age")
     @classmethod

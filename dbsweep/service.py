@@ -100,7 +100,7 @@ def authorize(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool,
 def run_options(policy: Policy, phase_name: str, **overrides) -> RunOptions:
     cfg = policy.phase(phase_name)
     options = RunOptions(
-        batch_size=None, target_batch_ms=cfg.target_batch_ms, max_rows=cfg.max_rows,
+        batch_size=None, target_batch_ms=cfg.batch_target_ms, max_rows=cfg.max_rows,
         max_runtime_s=cfg.seconds("max_runtime"), sleep_ms=cfg.sleep_ms,
         lock_timeout_s=cfg.seconds("lock_timeout"), statement_timeout_s=cfg.seconds("statement_timeout"),
         after=list(cfg.after),
@@ -108,6 +108,8 @@ def run_options(policy: Policy, phase_name: str, **overrides) -> RunOptions:
     for key, value in overrides.items():
         if value is not None:
             setattr(options, key, value)
+    if overrides.get("batch_size") is not None and overrides.get("target_batch_ms") is None:
+        options.target_batch_ms = None  # an explicit batch size on the command line is a fixed size
     return options
 
 

@@ -20,12 +20,13 @@ class Dialect:
     name = "generic"
     ledger_schema: str | None = "dbsweep"
     supports_row_locator = False  # ctid (PostgreSQL) for tables without a primary key
+    dml_in_cte = False  # INSERT/UPDATE/DELETE inside WITH (PostgreSQL)
 
     def quote(self, conn: sa.Connection, name: str) -> str:
         return conn.dialect.identifier_preparer.quote(name)
 
-    def set_batch_timeouts(self, conn: sa.Connection, lock_s: float, statement_s: float) -> None:
-        """Apply to the current transaction only."""
+    def set_session_timeouts(self, conn: sa.Connection, lock_s: float, statement_s: float) -> None:
+        """Lock and statement timeouts for every later statement on this connection."""
 
     def ensure_schema(self, conn: sa.Connection, schema: str) -> None:
         if not sa.inspect(conn).has_schema(schema):

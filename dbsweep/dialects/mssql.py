@@ -10,8 +10,9 @@ from .base import Dialect
 class MssqlDialect(Dialect):
     name = "mssql"
 
-    def set_batch_timeouts(self, conn, lock_s, statement_s):
-        # SET LOCK_TIMEOUT is per session; it is set again before every batch.
+    def set_session_timeouts(self, conn, lock_s, statement_s):
+        # SQL Server has no server-side statement timeout; the driver's query timeout would be per
+        # connection string, so only the lock timeout is set here.
         conn.execute(sa.text(f"SET LOCK_TIMEOUT {int(lock_s * 1000)}"))
 
     def table_bytes(self, conn, table):

@@ -13,10 +13,11 @@ ROW_LOCATOR = sa.literal_column("ctid")
 class PostgresDialect(Dialect):
     name = "postgresql"
     supports_row_locator = True
+    dml_in_cte = True
 
-    def set_batch_timeouts(self, conn, lock_s, statement_s):
+    def set_session_timeouts(self, conn, lock_s, statement_s):
         conn.execute(
-            sa.text("SELECT set_config('lock_timeout', :l, true), set_config('statement_timeout', :s, true)"),
+            sa.text("SELECT set_config('lock_timeout', :l, false), set_config('statement_timeout', :s, false)"),
             {"l": f"{int(lock_s * 1000)}ms", "s": f"{int(statement_s * 1000)}ms"},
         )
 

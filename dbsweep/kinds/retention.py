@@ -75,7 +75,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         raise BadInput(f"cutoff {cutoff.isoformat()} is in the future")
     where = check_where(cfg.where, list(table.c.keys()), dialect.name) if cfg.where else None
     spec = {"time_column": time_col.name, "cutoff": cutoff.isoformat(), "where": where}
-    probe = Step(table=table.fullname, walk="key", rows_selected=0, batch_size=cfg.batch_size, spec=spec)
+    probe = Step(table=table.fullname, walk="key", rows_selected=0, batch_size=cfg.start_batch_size, spec=spec)
     chosen = selection(table, probe)
 
     def count_if(condition):
@@ -106,7 +106,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         "cutoff": cutoff,
         "est_bytes": int(table_bytes * fraction) if table_bytes is not None else None,
     }
-    step = walk_step(conn, dialect, table, chosen, rows_selected, cfg.batch_size, spec)
+    step = walk_step(conn, dialect, table, chosen, rows_selected, cfg.start_batch_size, spec)
     return PlanParts(
         steps=[step], profile=[profile], cutoff=cutoff,
         histogram={label: int(row._mapping[label]) for label, _ in AGE_BUCKETS},
