@@ -1,3 +1,4 @@
 from .phase_assets import ApplyConfig, build_phase
+from .restore_job import RestoreConfig, build_restore_job
 
-__all__ = ["ApplyConfig", "build_phase"]
+__all__ = ["ApplyConfig", "RestoreConfig", "build_phase", "build_restore_job"]

@@ -181,6 +181,35 @@ def status(policy_path: Annotated[Optional[Path], typer.Argument(help="Policy fi
 
 @app.command()
 @guarded
+def restore(run_id: Annotated[str, typer.Argument(help="Run id, as `dbsweep status` lists it.")],
+            policy_path: Annotated[Optional[Path], typer.Option("--policy", help="Policy file; default: the policy in ./policies whose database holds the run.")] = None,
+            env: EnvOpt = None):
+    """Undo a run from what it recorded: archived rows go back (rows whose key exists again are
+    skipped and counted), the run is marked restored. Running it twice changes nothing more."""
+    from .restore import restore_run
+
+    policy, target = _find_run(run_id, policy_path, env)
+    report = restore_run(target.engine, run_id, policy.archive_dir)
+    if report.already_restored:
+        out.print(f"run {run_id} ({report.phase}) was already restored: {report.detail}; nothing changed")
+    else:
+        out.print(f"run {run_id} ({report.phase}) restored from {report.batches:,} batches: {report.detail}")
+
+
+def _find_run(run_id: str, policy_path: Path | None, env: str | None) -> tuple[Policy, Target]:
+    from .ledger import Ledger
+
+    paths = [policy_path] if policy_path else sorted(Path("policies").glob("*.toml"))
+    for path in paths:
+        policy, target = _open(path, env)
+        if Ledger(target.engine).find_run(run_id) is not None:
+            return policy, target
+    searched = ", ".join(str(p) for p in paths) or "no policies/*.toml here"
+    raise BadInput(f"run {run_id} is not in the ledger of {searched}; pass --policy and --env")
+
+
+@app.command()
+@guarded
 def demo(scale: Annotated[float, typer.Option(min=0.01, help="Data volume multiplier (1 = 200k events, 100k aggregates).")] = 1.0):
     """Start the embedded PostgreSQL, load the sample data, and run every phase: plan, gate, apply, verify."""
     from .demo_run import run_demo

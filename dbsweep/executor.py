@@ -7,11 +7,13 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import sqlalchemy as sa
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from .archive import make_archive
 from .catalog import reflect_table
 from .dialects import dialect_for
 from .errors import DbsweepError
@@ -39,6 +41,8 @@ class RunOptions:
     statement_timeout_s: float = 60.0
     after: list[str] = field(default_factory=list)
     retries: int = 5
+    archive: str = "none"
+    archive_dir: Path | None = None
 
 
 @dataclass
@@ -148,14 +152,15 @@ class Executor:
 
     def _walk_table(self, run: RunRecord, index: int, step: Step, table: sa.Table) -> str:
         selection = self.kind.selection(table, step)
+        sink = make_archive(self.options.archive, self.engine, self.dialect, table, self.options.archive_dir)
         sizer = BatchSizer(self.options.batch_size or step.batch_size, self.options.target_batch_ms)
         cursor = run.cursor if run.cursor["step"] == index else {"step": index, "after": None}
         if step.walk == "block":
-            walker = BlockWalker(self.dialect, table, selection, step, cursor.get("block", 0))
+            walker = BlockWalker(self.dialect, table, selection, step, sink, cursor.get("block", 0))
         elif KeyRangeWalker.fits(step, key_columns(table, step)):
-            walker = KeyRangeWalker(self.dialect, table, selection, step, cursor.get("after"))
+            walker = KeyRangeWalker(self.dialect, table, selection, step, sink, cursor.get("after"))
         else:
-            walker = KeyWalker(self.dialect, table, selection, step, cursor.get("after"))
+            walker = KeyWalker(self.dialect, table, selection, step, sink, cursor.get("after"))
         while not walker.done:
             reason = self.rules.reason(self.rows_here)
             if reason:
@@ -187,6 +192,7 @@ class Executor:
             with attempt:
                 began = time.perf_counter()
                 conn = self._connection()
+                walker.sink.begin_batch(run.run_id, run.batches_done + 1)
                 try:
                     with conn.begin():
                         rows, cursor = walker.batch(conn, size, exact)
@@ -195,7 +201,7 @@ class Executor:
                         else:
                             cursor = {"step": index, **cursor}
                         self.ledger.record_batch(conn, run, walker.step.table, rows, cursor, began_at,
-                                                 (time.perf_counter() - began) * 1000)
+                                                 (time.perf_counter() - began) * 1000, walker.sink.ref)
                 except BaseException:
                     self._disconnect()  # a fresh connection for the retry, whatever state this one is in
                     raise
@@ -231,15 +237,16 @@ class Executor:
 
 
 class KeyWalker:
-    def __init__(self, dialect, table: sa.Table, selection, step: Step, after_json):
-        self.dialect, self.table, self.selection, self.step = dialect, table, selection, step
+    def __init__(self, dialect, table: sa.Table, selection, step: Step, sink, after_json):
+        self.dialect, self.table, self.selection, self.step, self.sink = dialect, table, selection, step, sink
         self.keys = key_columns(table, step)
         self.last = from_json(self.keys, step.last_key)
         self.after = from_json(self.keys, after_json)
         self.done = step.last_key is None
 
     def batch(self, conn: sa.Connection, size: int, exact: bool = True) -> tuple[int, dict | None]:
-        outcome = self.dialect.delete_batch(conn, self.table, self.keys, self.selection, self.after, self.last, size)
+        outcome = self.dialect.delete_batch(conn, self.table, self.keys, self.selection, self.after, self.last, size,
+                                            self.sink)
         return outcome.rows, None if outcome.last_key is None else {"after": to_json(outcome.last_key)}
 
     def advance(self, cursor: dict, rows: int, size: int) -> None:
@@ -253,8 +260,8 @@ class KeyRangeWalker:
     """One integer key: each batch deletes the selected rows in (after, after + step], the step
     adapting to the observed density of selected keys so batches stay near the batch size."""
 
-    def __init__(self, dialect, table: sa.Table, selection, step: Step, after_json):
-        self.dialect, self.table, self.selection, self.step = dialect, table, selection, step
+    def __init__(self, dialect, table: sa.Table, selection, step: Step, sink, after_json):
+        self.dialect, self.table, self.selection, self.step, self.sink = dialect, table, selection, step, sink
         self.key = key_columns(table, step)[0]
         self.first, self.last = int(step.first_key[0]), int(step.last_key[0])
         self.after = int(after_json[0]) if after_json else self.first - 1
@@ -271,12 +278,12 @@ class KeyRangeWalker:
     def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
         if exact:  # at most `size` rows: the LIMIT-based key-set batch, same cursor format
             outcome = self.dialect.delete_batch(conn, self.table, [self.key], self.selection,
-                                                [self.after], [self.last], size)
+                                                [self.after], [self.last], size, self.sink)
             self.width = max(1, (outcome.last_key[0] if outcome.last_key else self.last) - self.after)
             return outcome.rows, None if outcome.last_key is None else {"after": [int(outcome.last_key[0])]}
         self.width = max(1, int(size / self.density))
         upto = min(self.last, self.after + self.width)
-        rows = self.dialect.delete_key_range(conn, self.table, self.key, self.selection, self.after, upto)
+        rows = self.dialect.delete_key_range(conn, self.table, self.key, self.selection, self.after, upto, self.sink)
         return rows, None if upto >= self.last else {"after": [upto]}
 
     def advance(self, cursor: dict, rows: int, size: int) -> None:
@@ -292,8 +299,8 @@ class KeyRangeWalker:
 class BlockWalker:
     """PostgreSQL tables without a key: ranges of heap blocks, sized from the observed density."""
 
-    def __init__(self, dialect, table: sa.Table, selection, step: Step, first_block: int):
-        self.dialect, self.table, self.selection, self.step = dialect, table, selection, step
+    def __init__(self, dialect, table: sa.Table, selection, step: Step, sink, first_block: int):
+        self.dialect, self.table, self.selection, self.step, self.sink = dialect, table, selection, step, sink
         self.block = first_block or 0
         self.end = step.blocks or 0
         self.density = max(step.rows_selected / self.end, 1.0) if self.end else 1.0
@@ -303,7 +310,7 @@ class BlockWalker:
     def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
         self.pages = max(1, int(size / self.density))
         stop = min(self.end, self.block + self.pages)
-        rows = self.dialect.delete_block_range(conn, self.table, self.selection, self.block, stop)
+        rows = self.dialect.delete_block_range(conn, self.table, self.selection, self.block, stop, self.sink)
         return rows, None if stop >= self.end else {"block": stop}
 
     def advance(self, cursor: dict, rows: int, size: int) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from .dialects import dialect_for
 from .plan import GateVerdict, PhasePlan, utcnow
 
-RUNNING, FINISHED, STOPPED, FAILED = "running", "finished", "stopped", "failed"
+RUNNING, FINISHED, STOPPED, FAILED, RESTORED = "running", "finished", "stopped", "failed", "restored"
 UNFINISHED = (RUNNING, STOPPED, FAILED)
 
 
@@ -57,6 +57,8 @@ def _tables(schema: str | None) -> tuple[sa.Table, sa.Table, sa.Table]:
         sa.Column("cursor", sa.Text),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("duration_ms", sa.Float, nullable=False),
+        sa.Column("archive", sa.Text),  # archive table name or Parquet file (relative to the archive dir)
+        sa.Column("restored_at", sa.DateTime(timezone=True)),
     )
     return plans, runs, batches
 
@@ -89,6 +91,18 @@ class Ledger:
             if self.dialect.ledger_schema:
                 self.dialect.ensure_schema(conn, self.dialect.ledger_schema)
             self.plans.metadata.create_all(conn, checkfirst=True)
+            self._add_missing_columns(conn)
+
+    def _add_missing_columns(self, conn: sa.Connection) -> None:
+        """Ledgers made by an earlier dbsweep lack the newer nullable columns: add them."""
+        inspector = sa.inspect(conn)
+        prep = conn.dialect.identifier_preparer
+        for table in (self.plans, self.runs, self.batches):
+            existing = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+            for column in table.c:
+                if column.name not in existing and column.nullable:
+                    kind = column.type.compile(dialect=conn.dialect)
+                    conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} ADD {prep.quote(column.name)} {kind}"))
 
     # plans -----------------------------------------------------------------------------
     def save_plan(self, plan: PhasePlan) -> None:
@@ -141,6 +155,12 @@ class Ledger:
             row = conn.execute(sa.select(self.runs).where(self.runs.c.run_id == run_id)).first()
         return None if row is None else self._run(row)
 
+    def find_run(self, run_id: str) -> RunRecord | None:
+        """Like run(), but None when this database has no ledger yet (and creates none)."""
+        if not sa.inspect(self.engine).has_table(self.runs.name, schema=self.runs.schema):
+            return None
+        return self.run(run_id)
+
     def unfinished_run(self, policy: str, phase: str, env: str, plan_id: str | None = None) -> RunRecord | None:
         r = self.runs.c
         query = sa.select(self.runs).where(r.policy == policy, r.phase == phase, r.env == env, r.state.in_(UNFINISHED))
@@ -165,13 +185,13 @@ class Ledger:
             ))
 
     def record_batch(self, conn: sa.Connection, run: RunRecord, table: str, rows: int, cursor: dict,
-                     started_at: datetime, duration_ms: float) -> None:
+                     started_at: datetime, duration_ms: float, archive: str | None = None) -> None:
         """Inside the batch's own transaction: the batch row and the run's new cursor commit with the
         change. The caller updates `run` in memory only once that transaction has committed."""
         batch_no = run.batches_done + 1
         record = sa.insert(self.batches).values(
             run_id=run.run_id, batch_no=batch_no, table_name=table, rows=rows, cursor=json.dumps(cursor),
-            started_at=started_at, duration_ms=duration_ms,
+            started_at=started_at, duration_ms=duration_ms, archive=archive,
         )
         advance = sa.update(self.runs).where(self.runs.c.run_id == run.run_id).values(
             rows_done=self.runs.c.rows_done + rows, batches_done=batch_no, cursor=json.dumps(cursor),
@@ -182,6 +202,18 @@ class Ledger:
         else:
             conn.execute(record)
             conn.execute(advance)
+
+    def archived_batches(self, run_id: str) -> list:
+        """Batches of a run that archived rows and are not yet restored, in order."""
+        b = self.batches.c
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(self.batches).where(
+                b.run_id == run_id, b.archive.is_not(None), b.restored_at.is_(None), b.rows > 0,
+            ).order_by(b.batch_no)))
+
+    def mark_restored(self, conn: sa.Connection, run_id: str, batch_no: int) -> None:
+        conn.execute(sa.update(self.batches).where(
+            self.batches.c.run_id == run_id, self.batches.c.batch_no == batch_no).values(restored_at=utcnow()))
 
     def batch_durations(self, run_id: str) -> list[float]:
         with self.engine.connect() as conn:

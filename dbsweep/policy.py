@@ -16,6 +16,7 @@ from .errors import BadInput
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 AFTER_ACTIONS = ("analyze", "vacuum")
+ARCHIVE_MODES = ("none", "table", "parquet")
 
 
 class Strict(BaseModel):
@@ -83,8 +84,8 @@ class PhaseBase(Strict):
     @field_validator("archive")
     @classmethod
     def _archive(cls, value: str) -> str:
-        if value != "none":
-            raise ValueError(f"archive {value!r} is not supported yet; use 'none'")
+        if value not in ARCHIVE_MODES:
+            raise ValueError(f"archive {value!r} is not one of {', '.join(ARCHIVE_MODES)}")
         return value
 
     @field_validator("after")
@@ -127,6 +128,7 @@ class DatabaseConfig(Strict):
 class PolicyMeta(Strict):
     name: str
     description: str = ""
+    archive_dir: str | None = None  # Parquet archives; relative to the policy file
 
     @field_validator("name")
     @classmethod
@@ -148,6 +150,15 @@ class Policy(BaseModel):
     @property
     def name(self) -> str:
         return self.meta.name
+
+    @property
+    def archive_dir(self) -> Path:
+        """Where Parquet archives go: [policy] archive_dir, else $DBSWEEP_HOME/archive/<policy>."""
+        if self.meta.archive_dir:
+            return (self.path.parent / self.meta.archive_dir).resolve()
+        from .embedded import dbsweep_home
+
+        return dbsweep_home() / "archive" / self.name
 
     def phase(self, name: str):
         for phase in self.phases:

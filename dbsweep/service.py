@@ -103,7 +103,7 @@ def run_options(policy: Policy, phase_name: str, **overrides) -> RunOptions:
         batch_size=None, target_batch_ms=cfg.batch_target_ms, max_rows=cfg.max_rows,
         max_runtime_s=cfg.seconds("max_runtime"), sleep_ms=cfg.sleep_ms,
         lock_timeout_s=cfg.seconds("lock_timeout"), statement_timeout_s=cfg.seconds("statement_timeout"),
-        after=list(cfg.after),
+        after=list(cfg.after), archive=cfg.archive, archive_dir=policy.archive_dir,
     )
     for key, value in overrides.items():
         if value is not None:

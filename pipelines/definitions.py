@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import build_phase
+from assets import build_phase, build_restore_job
 from dbsweep.policy import load_policy
 from resources import DbsweepResource
 from resources.dbsweep_resource import default_policy_dir
@@ -27,6 +27,7 @@ def build_definitions(policy_dir: str | None = None) -> dg.Definitions:
             jobs.append(built.job)
             if built.schedule:
                 schedules.append(built.schedule)
+        jobs.append(build_restore_job(policy.name))
     return dg.Definitions(
         assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules,
         resources={"dbsweep": DbsweepResource(policy_dir=str(folder))},

@@ -10,6 +10,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from dbsweep.ledger import Ledger
 from tests.conftest import ROOT, count, ids, load_events, retention_policy, run_cli
 
 NEW = "created_at >= now() - interval '7 days'"
@@ -185,3 +186,19 @@ def test_sigint_stops_after_the_batch_with_exit_4(tmp_path, pg, dbname):
     assert count(pg, "events") == 50000 - done
     assert run_cli("run", path, "--phase", "purge").returncode == 0
     assert ids(pg, "events") == keep
+
+
+def test_cli_restore_puts_rows_back_and_is_idempotent(tmp_path, pg, dbname):
+    load_events(pg, old=500, new=500)
+    path = retention_policy(tmp_path, dbname, batch_size=200, extra='archive = "parquet"')
+    ran = run_cli("run", path, "--phase", "purge")
+    assert ran.returncode == 0, ran.stderr
+    run_id = Ledger(pg).list_runs("testpol")[0].run_id
+    assert count(pg, "events") < 1000
+    first = run_cli("restore", run_id, "--policy", path)
+    assert first.returncode == 0, first.stderr
+    assert "restored" in first.stdout and count(pg, "events") == 1000
+    second = run_cli("restore", run_id, "--policy", path)
+    assert second.returncode == 0 and "already restored" in second.stdout and count(pg, "events") == 1000
+    unknown = run_cli("restore", "nosuchrun", "--policy", path)
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1

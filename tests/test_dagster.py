@@ -95,3 +95,23 @@ def test_protected_env_needs_confirm_in_dagster(tmp_path, pg, dbname):
     confirmed = _materialize(defs, group, instance,
                              {"ops": {"testpol__purge__apply": {"config": {"dry_run": False, "confirm": "purge"}}}})
     assert confirmed.success and count(pg, "events") == len(ids(pg, "events", NEW))
+
+
+def test_restore_job_puts_an_archived_run_back(tmp_path, pg, dbname):
+    load_events(pg, old=600, new=400)
+    retention_policy(tmp_path, dbname, batch_size=250, extra='archive = "table"')
+    defs = _defs(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    real = _materialize(defs, dg.AssetSelection.groups("testpol_purge"), instance,
+                        run_config={"ops": {"testpol__purge__apply": {"config": {"dry_run": False}}}})
+    run_id = real.asset_materializations_for_node("testpol__purge__apply")[0].metadata["run_id"].value
+    survivors = count(pg, "events")
+    assert survivors == len(ids(pg, "events", NEW)) < 1000
+
+    job = defs.resolve_job_def("testpol__restore")
+    result = job.execute_in_process(instance=instance, run_config={
+        "ops": {"testpol__restore_run": {"config": {"run_id": run_id}}}})
+    assert result.success and count(pg, "events") == 1000
+    output = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"][0]
+    metadata = output.event_specific_data.metadata
+    assert metadata["rows_restored"].value == 1000 - survivors and metadata["rows_skipped"].value == 0

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from ..archive import ARCHIVED_AT, NoArchive
 from ..keys import after_key, up_to_key
+
+NO_ARCHIVE = NoArchive()
 
 
 @dataclass
@@ -50,7 +53,7 @@ class Dialect:
 
     def delete_batch(
         self, conn: sa.Connection, table: sa.Table, keys: list[sa.Column], selection: sa.ColumnElement,
-        after: list | None, last: list, size: int,
+        after: list | None, last: list, size: int, sink=NO_ARCHIVE,
     ) -> BatchOutcome:
         """Key-set batch: find the key of the size-th selected row after the cursor, then delete
         the selected rows in (cursor, that key]. Never rescans what earlier batches removed."""
@@ -61,13 +64,26 @@ class Dialect:
             sa.select(*keys).where(*window).order_by(*keys).offset(size - 1).limit(1)
         ).first()
         upper = list(boundary) if boundary is not None else last
-        result = conn.execute(sa.delete(table).where(*window, up_to_key(keys, upper)))
-        return BatchOutcome(rows=result.rowcount, last_key=upper if boundary is not None else None)
+        rows = sink.delete(conn, sa.delete(table).where(*window, up_to_key(keys, upper)), table)
+        return BatchOutcome(rows=rows, last_key=upper if boundary is not None else None)
 
     def delete_key_range(self, conn: sa.Connection, table: sa.Table, key: sa.Column, selection: sa.ColumnElement,
-                         after: int | None, upto: int) -> int:
+                         after: int | None, upto: int, sink=NO_ARCHIVE) -> int:
         """Integer keys: delete the selected rows with after < key <= upto (one index range scan)."""
         clauses = [selection, key <= upto]
         if after is not None:
             clauses.append(key > after)
-        return conn.execute(sa.delete(table).where(*clauses)).rowcount
+        return sink.delete(conn, sa.delete(table).where(*clauses), table)
+
+    def delete_into_archive(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table, archive: sa.Table,
+                            stamp: dict) -> int:
+        """Delete and copy the deleted rows into `archive`, in the caller's transaction. Portable
+        form: DELETE ... RETURNING, then one multi-row INSERT."""
+        rows = conn.execute(stmt.returning(*table.c)).all()
+        if rows:
+            now = sa.func.now() if self.name != "sqlite" else sa.func.current_timestamp()
+            archived_at = conn.execute(sa.select(now)).scalar()
+            conn.execute(sa.insert(archive), [
+                {**dict(zip(table.c.keys(), row)), **stamp, ARCHIVED_AT: archived_at} for row in rows
+            ])
+        return len(rows)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from ..archive import ARCHIVED_AT, BATCH_NO, RUN_ID
 from ..keys import after_key, up_to_key
-from .base import BatchOutcome, Dialect
+from .base import NO_ARCHIVE, BatchOutcome, Dialect
 
 ROW_LOCATOR = sa.literal_column("ctid")
 
@@ -47,9 +48,24 @@ class PostgresDialect(Dialect):
         prep = conn.dialect.identifier_preparer
         return prep.format_table(table)
 
-    def delete_batch(self, conn, table, keys, selection, after, last, size):
+    def delete_into_archive(self, conn, stmt, table, archive, stamp):
+        """One statement: WITH gone AS (DELETE ... RETURNING *), kept AS (INSERT INTO archive
+        SELECT ... FROM gone RETURNING 1) SELECT count(*) FROM kept."""
+        gone = stmt.returning(*table.c).cte("gone")
+        copied = sa.select(
+            *[gone.c[name] for name in table.c.keys()],
+            sa.literal(stamp[RUN_ID], sa.String), sa.literal(stamp[BATCH_NO], sa.Integer), sa.func.now(),
+        )
+        kept = (sa.insert(archive).from_select([*table.c.keys(), RUN_ID, BATCH_NO, ARCHIVED_AT], copied)
+                .returning(sa.literal_column("1")).cte("kept"))
+        return conn.execute(sa.select(sa.func.count()).select_from(kept).add_cte(gone)).scalar()
+
+    def delete_batch(self, conn, table, keys, selection, after, last, size, sink=NO_ARCHIVE):
         """One statement: pick the next `size` selected rows in key order, delete them by ctid
-        (a TID scan, whatever plan the batch query gets) and return the count and the last key."""
+        (a TID scan, whatever plan the batch query gets) and return the count and the last key.
+        An archived batch takes the portable two-statement path, whose DELETE the archive wraps."""
+        if sink.mode != "none":
+            return super().delete_batch(conn, table, keys, selection, after, last, size, sink)
         window = [selection, up_to_key(keys, last)]
         if after is not None:
             window.append(after_key(keys, after))
@@ -74,9 +90,8 @@ class PostgresDialect(Dialect):
         finished = row.n_seen < size
         return BatchOutcome(rows=row.n_deleted, last_key=None if finished else list(row[2:]))
 
-    def delete_block_range(self, conn, table, selection, first_block: int, end_block: int) -> int:
+    def delete_block_range(self, conn, table, selection, first_block: int, end_block: int, sink=NO_ARCHIVE) -> int:
         """Tables without a key: delete the selected rows in heap blocks [first, end) (TID range scan)."""
         lo = sa.literal_column(f"'({int(first_block)},0)'::tid")
         hi = sa.literal_column(f"'({int(end_block)},0)'::tid")
-        result = conn.execute(sa.delete(table).where(ROW_LOCATOR >= lo, ROW_LOCATOR < hi, selection))
-        return result.rowcount
+        return sink.delete(conn, sa.delete(table).where(ROW_LOCATOR >= lo, ROW_LOCATOR < hi, selection), table)

@@ -1,0 +1,144 @@
+"""Where deleted rows go before they are gone: an archive table in the same transaction as the
+delete, or one Parquet file per batch, fsynced before the batch commits. Restore reads them back."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from .errors import BadInput
+
+RUN_ID, BATCH_NO, ARCHIVED_AT = "dbsweep_run_id", "dbsweep_batch_no", "dbsweep_archived_at"
+
+
+class NoArchive:
+    mode = "none"
+
+    def begin_batch(self, run_id: str, batch_no: int) -> None:
+        self.ref = None
+
+    def delete(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
+        return conn.execute(stmt).rowcount
+
+
+def archive_table_for(table: sa.Table, metadata: sa.MetaData | None = None) -> sa.Table:
+    """`<schema>.<table>__archive`: the table's columns (no constraints, all nullable) plus the run,
+    batch and time each row was archived."""
+    columns = [sa.Column(c.name, c.type, nullable=True) for c in table.c]
+    return sa.Table(
+        f"{table.name}__archive", metadata or sa.MetaData(), *columns,
+        sa.Column(RUN_ID, sa.String(32), nullable=False),
+        sa.Column(BATCH_NO, sa.Integer, nullable=False),
+        sa.Column(ARCHIVED_AT, sa.DateTime(timezone=True), nullable=False),
+        sa.Index(f"ix_{table.name}__archive_run", RUN_ID, BATCH_NO),
+        schema=table.schema,
+    )
+
+
+class TableArchive:
+    mode = "table"
+
+    def __init__(self, dialect, archive: sa.Table):
+        self.dialect, self.archive = dialect, archive
+        self.ref = archive.fullname
+
+    @classmethod
+    def ensure(cls, engine: sa.Engine, dialect, table: sa.Table) -> TableArchive:
+        archive = archive_table_for(table)
+        with engine.begin() as conn:
+            inspector = sa.inspect(conn)
+            if inspector.has_table(archive.name, schema=archive.schema):
+                existing = {c["name"] for c in inspector.get_columns(archive.name, schema=archive.schema)}
+                missing = [c.name for c in archive.c if c.name not in existing]
+                if missing:
+                    raise BadInput(f"archive table '{archive.fullname}' lacks columns {', '.join(missing)}: "
+                                   f"'{table.fullname}' changed since it was created; rename the old archive")
+            else:
+                archive.create(conn)
+        return cls(dialect, archive)
+
+    def begin_batch(self, run_id: str, batch_no: int) -> None:
+        self.stamp = {RUN_ID: run_id, BATCH_NO: batch_no}
+
+    def delete(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
+        return self.dialect.delete_into_archive(conn, stmt, table, self.archive, self.stamp)
+
+
+class ParquetArchive:
+    """One file per batch: `<dir>/<run>/<table>-<batch>.parquet`. A batch that rolls back leaves a
+    file the ledger never names; its retry (same batch number) replaces it."""
+
+    mode = "parquet"
+
+    def __init__(self, root: Path, table: sa.Table):
+        self.root, self.table = root, table
+
+    def begin_batch(self, run_id: str, batch_no: int) -> None:
+        self.ref = str(Path(run_id) / f"{self.table.fullname}-{batch_no:07d}.parquet")
+
+    def delete(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
+        rows = conn.execute(stmt.returning(*table.c)).all()
+        write_parquet(self.root / self.ref, table, rows)
+        return len(rows)
+
+
+def write_parquet(path: Path, table: sa.Table, rows: list) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {name: [_to_arrow(row[i]) for row in rows] for i, name in enumerate(table.c.keys())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as handle:
+        pq.write_table(pa.table(columns) if rows else pa.table({k: pa.array([], pa.null()) for k in columns}), handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def read_parquet(path: Path, table: sa.Table) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise BadInput(f"archive file {path} is missing: it is named in the ledger, so it was written before the "
+                       "batch committed; restore it from backup and retry")
+    records = pq.read_table(path).to_pylist()
+    return [{name: _from_arrow(table.c[name], value) for name, value in record.items()} for record in records]
+
+
+def _to_arrow(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return value
+
+
+def _from_arrow(column: sa.Column, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(column.type, sa.Uuid) and isinstance(value, str):
+        return uuid.UUID(value)
+    if isinstance(column.type, sa.JSON) and isinstance(value, str):
+        return json.loads(value)
+    return value
+
+
+def make_archive(mode: str, engine: sa.Engine, dialect, table: sa.Table, archive_dir: Path | None):
+    if mode == "table":
+        return TableArchive.ensure(engine, dialect, table)
+    if mode == "parquet":
+        if archive_dir is None:
+            raise BadInput("archive = 'parquet' needs an archive directory")
+        return ParquetArchive(archive_dir, table)
+    return NoArchive()

@@ -1,0 +1,118 @@
+"""Undo a run from what it recorded: put back every archived row whose key is not taken again.
+One transaction per archived batch, which is marked restored in the same transaction, so a
+restore killed half way and run again finishes the job without putting a row back twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from .archive import BATCH_NO, RUN_ID, read_parquet
+from .catalog import reflect_table
+from .dialects import dialect_for
+from .errors import BadInput, DbsweepError
+from .kinds import kind_module
+from .ledger import RESTORED, Ledger
+from .plan import PhasePlan
+
+KEY_CHUNK = 1000
+
+
+@dataclass
+class RestoreReport:
+    run_id: str
+    phase: str
+    batches: int
+    rows_archived: int
+    rows_restored: int
+    rows_skipped: int  # their key exists again: left as they are
+    already_restored: bool = False
+    detail: str = ""
+
+
+def restore_run(engine: sa.Engine, run_id: str, archive_dir: Path) -> RestoreReport:
+    ledger = Ledger(engine)
+    ledger.ensure()
+    run = ledger.run(run_id)
+    if run is None:
+        raise BadInput(f"run {run_id} is not in this database's ledger")
+    plan = ledger.load_plan(run.plan_id)
+    if run.state == RESTORED:
+        return RestoreReport(run_id, run.phase, 0, 0, 0, 0, already_restored=True, detail=run.stop_reason or "")
+    dialect = dialect_for(engine)
+    lock_key = f"dbsweep:{plan.policy}:{plan.phase}"
+    with engine.connect() as lock_conn:
+        if not dialect.try_phase_lock(lock_conn, lock_key):
+            raise DbsweepError(f"phase {plan.phase!r} is running against this database; restore after it stops")
+        try:
+            kind = kind_module(plan.kind)
+            if hasattr(kind, "restore"):  # kinds that change rows in place restore their own way
+                report = kind.restore(engine, ledger, run, plan)
+            else:
+                report = _restore_archived(engine, ledger, run, plan, archive_dir)
+            ledger.set_state(run_id, RESTORED, report.detail)
+            return report
+        finally:
+            dialect.release_phase_lock(lock_conn, lock_key)
+            lock_conn.commit()
+
+
+def _restore_archived(engine: sa.Engine, ledger: Ledger, run, plan: PhasePlan, archive_dir: Path) -> RestoreReport:
+    batches = ledger.archived_batches(run.run_id)
+    if not batches and run.rows_done and not _any_archived(ledger, run.run_id):
+        raise BadInput(f"run {run.run_id} recorded no archive (archive = 'none'): there is nothing to restore from")
+    steps = {step.table: step for step in plan.steps}
+    tables: dict[str, sa.Table] = {}
+    archived = restored = 0
+    # newest batch first: in a cascade, parents (deleted last) come back before their children
+    for batch in reversed(batches):
+        with engine.begin() as conn:
+            if batch.table_name not in tables:
+                tables[batch.table_name] = reflect_table(conn, batch.table_name)
+            table = tables[batch.table_name]
+            keys = [table.c[k] for k in steps[batch.table_name].key if k in table.c]
+            if batch.archive.endswith(".parquet"):
+                rows = read_parquet(archive_dir / batch.archive, table)
+                restored += _insert_missing(conn, table, keys, rows)
+            else:
+                restored += _insert_from_archive(conn, table, keys, reflect_table(conn, batch.archive), run.run_id,
+                                                 batch.batch_no)
+            ledger.mark_restored(conn, run.run_id, batch.batch_no)
+        archived += batch.rows
+    skipped = archived - restored
+    detail = f"restored {restored:,} of {archived:,} archived rows" + (
+        f"; {skipped:,} skipped (their key exists again)" if skipped else "")
+    return RestoreReport(run.run_id, plan.phase, len(batches), archived, restored, skipped, detail=detail)
+
+
+def _any_archived(ledger: Ledger, run_id: str) -> bool:
+    b = ledger.batches.c
+    with ledger.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).where(b.run_id == run_id, b.archive.is_not(None))).scalar() > 0
+
+
+def _insert_from_archive(conn, table: sa.Table, keys: list[sa.Column], archive: sa.Table, run_id: str,
+                         batch_no: int) -> int:
+    names = list(table.c.keys())
+    source = sa.select(*[archive.c[n] for n in names]).where(archive.c[RUN_ID] == run_id, archive.c[BATCH_NO] == batch_no)
+    if keys:
+        taken = sa.select(sa.literal(1)).select_from(table).where(*[table.c[k.name] == archive.c[k.name] for k in keys])
+        source = source.where(~sa.exists(taken))
+    # counted from RETURNING: psycopg reports no rowcount for INSERT ... SELECT under SQLAlchemy 2.1
+    inserted = sa.insert(table).from_select(names, source).returning(sa.literal_column("1"))
+    return len(conn.execute(inserted).all())
+
+
+def _insert_missing(conn, table: sa.Table, keys: list[sa.Column], rows: list[dict]) -> int:
+    if keys and rows:
+        taken = set()
+        for start in range(0, len(rows), KEY_CHUNK):
+            chunk = [tuple(row[k.name] for k in keys) for row in rows[start:start + KEY_CHUNK]]
+            match = keys[0].in_([c[0] for c in chunk]) if len(keys) == 1 else sa.tuple_(*keys).in_(chunk)
+            taken.update(tuple(r) for r in conn.execute(sa.select(*keys).where(match)))
+        rows = [row for row in rows if tuple(row[k.name] for k in keys) not in taken]
+    if rows:
+        conn.execute(sa.insert(table), rows)
+    return len(rows)
