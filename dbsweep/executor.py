@@ -16,7 +16,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from .archive import make_archive
 from .catalog import reflect_table
 from .dialects import dialect_for
-from .errors import DbsweepError
+from .errors import DbsweepError, StoppedEarly
 from .keys import from_json, to_json
 from .kinds import kind_module
 from .kinds.common import key_columns
@@ -28,6 +28,8 @@ from .throttle import BatchSizer, StopOnSignals, StopRules
 
 # lock_not_available, query_canceled (statement timeout), serialization_failure, deadlock_detected
 TRANSIENT_SQLSTATES = {"55P03", "57014", "40001", "40P01"}
+# admin_shutdown, crash_shutdown, cannot_connect_now (a restart), and class 08 connection exceptions
+UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03"}
 
 
 @dataclass
@@ -40,7 +42,7 @@ class RunOptions:
     lock_timeout_s: float = 2.0
     statement_timeout_s: float = 60.0
     after: list[str] = field(default_factory=list)
-    retries: int = 5
+    retries: int = 6  # backoff 0.2 s doubling: about 6 s of outage ridden out
     archive: str = "none"
     archive_dir: Path | None = None
 
@@ -74,12 +76,25 @@ class RunReport:
         return self.rows_this_session / self.seconds if self.seconds > 0 else 0.0
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """The database went away (restart, failover, network): nothing of the batch committed."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if exc.connection_invalidated or sqlstate in UNAVAILABLE_SQLSTATES or (sqlstate or "").startswith("08"):
+        return True
+    return isinstance(exc, sa.exc.OperationalError) and sqlstate is None  # could not connect at all
+
+
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, sa.exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        return getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
+        return is_unavailable(exc) or getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
     return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return redact(text.splitlines()[0] if text else type(exc).__name__)
 
 
 def _percentiles(durations: list[float]) -> dict[str, float]:
@@ -111,8 +126,11 @@ class Executor:
             try:
                 return self._run_locked()
             finally:
-                self.dialect.release_phase_lock(lock_conn, lock_key)
-                lock_conn.commit()
+                try:
+                    self.dialect.release_phase_lock(lock_conn, lock_key)
+                    lock_conn.commit()
+                except sa.exc.DBAPIError:
+                    pass  # the session is gone, and its lock with it
 
     def _run_locked(self) -> RunReport:
         plan = self.plan
@@ -130,7 +148,11 @@ class Executor:
             if reason == REASON_FINISHED:
                 self._after_actions()
         except BaseException as exc:
-            self.ledger.set_state(run.run_id, FAILED, f"error: {redact(exc)}"[:200])
+            if is_unavailable(exc):  # retries ran out: stop resumable, the ledger says where
+                reason = f"error: database unavailable ({_first_line(exc)})"[:200]
+                self._try_set_state(run.run_id, STOPPED, reason)
+                raise StoppedEarly(f"phase {plan.phase!r}: {reason}; run again to resume") from None
+            self._try_set_state(run.run_id, FAILED, f"error: {_first_line(exc)}"[:200])
             raise
         state = FINISHED if reason == REASON_FINISHED else STOPPED
         self.ledger.set_state(run.run_id, state, reason)
@@ -209,6 +231,12 @@ class Executor:
         run.batches_done += 1
         run.cursor = cursor
         return rows, cursor
+
+    def _try_set_state(self, run_id: str, state: str, reason: str) -> None:
+        try:
+            self.ledger.set_state(run_id, state, reason)
+        except sa.exc.DBAPIError:
+            pass  # the database is gone; the run stays 'running' in the ledger, which is resumable too
 
     def _connection(self) -> sa.Connection:
         """One connection per walk, its timeouts set once for the session: a batch costs only its
