@@ -20,7 +20,7 @@ class NoArchive:
     mode = "none"
 
     def begin_batch(self, run_id: str, batch_no: int) -> None:
-        self.ref = None
+        self.run_id, self.ref = run_id, None
 
     def delete(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
         return conn.execute(stmt).rowcount

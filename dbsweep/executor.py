@@ -4,6 +4,7 @@ the last committed batch, nothing done twice, nothing lost."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -13,17 +14,19 @@ from typing import Callable
 import sqlalchemy as sa
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .archive import make_archive
+from .archive import NoArchive, make_archive
 from .catalog import reflect_table
 from .dialects import dialect_for
 from .errors import DbsweepError, StoppedEarly
 from .keys import from_json, to_json
 from .kinds import kind_module
 from .kinds.common import key_columns
+from .kinds.partitioned import ARCHIVE_SCHEMA
 from .ledger import FAILED, FINISHED, RUNNING, STOPPED, Ledger, RunRecord
 from .plan import PhasePlan, Step, utcnow
 from .redact import redact
 from .throttle import FINISHED as REASON_FINISHED
+from .throttle import ROW_CAP
 from .throttle import BatchSizer, StopOnSignals, StopRules
 
 # lock_not_available, query_canceled (statement timeout), serialization_failure, deadlock_detected
@@ -174,15 +177,13 @@ class Executor:
 
     def _walk_table(self, run: RunRecord, index: int, step: Step, table: sa.Table) -> str:
         selection = self.kind.selection(table, step)
-        sink = make_archive(self.options.archive, self.engine, self.dialect, table, self.options.archive_dir)
         sizer = BatchSizer(self.options.batch_size or step.batch_size, self.options.target_batch_ms)
         cursor = run.cursor if run.cursor["step"] == index else {"step": index, "after": None}
-        if step.walk == "block":
-            walker = BlockWalker(self.dialect, table, selection, step, sink, cursor.get("block", 0))
-        elif KeyRangeWalker.fits(step, key_columns(table, step)):
-            walker = KeyRangeWalker(self.dialect, table, selection, step, sink, cursor.get("after"))
-        else:
-            walker = KeyWalker(self.dialect, table, selection, step, sink, cursor.get("after"))
+        if step.walk == "partition":
+            left = self.rules.rows_left(self.rows_here)
+            if left is not None and left < step.rows_selected:
+                return ROW_CAP  # a whole partition would overshoot the row cap
+        walker = self._walker(step, table, selection, cursor)
         while not walker.done:
             reason = self.rules.reason(self.rows_here)
             if reason:
@@ -204,6 +205,16 @@ class Executor:
             if self.options.sleep_ms and not walker.done:
                 time.sleep(self.options.sleep_ms / 1000)
         return REASON_FINISHED
+
+    def _walker(self, step: Step, table: sa.Table, selection, cursor: dict):
+        if step.walk == "partition":
+            return PartitionWalker(self.dialect, table, step, NoArchive(), self.options.archive != "none")
+        sink = make_archive(self.options.archive, self.engine, self.dialect, table, self.options.archive_dir)
+        if step.walk == "block":
+            return BlockWalker(self.dialect, table, selection, step, sink, cursor.get("block", 0))
+        if KeyRangeWalker.fits(step, key_columns(table, step)):
+            return KeyRangeWalker(self.dialect, table, selection, step, sink, cursor.get("after"))
+        return KeyWalker(self.dialect, table, selection, step, sink, cursor.get("after"))
 
     def _batch(self, run: RunRecord, index: int, walker, size: int, began_at, exact: bool) -> tuple[int, dict]:
         retrying = Retrying(
@@ -349,3 +360,24 @@ class BlockWalker:
         if rows:
             observed = rows / self.pages
             self.density = max(0.5 * self.density + 0.5 * observed, 0.01)
+
+
+class PartitionWalker:
+    """A partition wholly older than the cutoff: one batch detaches it and drops it, or moves it
+    to the archive schema (restore moves it back and attaches it again)."""
+
+    def __init__(self, dialect, table: sa.Table, step: Step, sink, archive: bool):
+        self.dialect, self.table, self.step, self.sink, self.archive = dialect, table, step, sink, archive
+        self.done = False
+
+    def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
+        parent = reflect_table(conn, self.step.spec["parent"])
+        archive_as = None
+        if self.archive:
+            archive_as = f"{ARCHIVE_SCHEMA}.{self.table.name}__{self.sink.run_id}"
+            self.sink.ref = json.dumps({"partition": self.step.table, "archived_as": archive_as,
+                                        "parent": self.step.spec["parent"], "bound": self.step.spec["bound"]})
+        return self.dialect.drop_partition(conn, parent, self.table, archive_as), None
+
+    def advance(self, cursor: dict, rows: int, size: int) -> None:
+        self.done = True

@@ -208,7 +208,7 @@ class Ledger:
         b = self.batches.c
         with self.engine.connect() as conn:
             return list(conn.execute(sa.select(self.batches).where(
-                b.run_id == run_id, b.archive.is_not(None), b.restored_at.is_(None), b.rows > 0,
+                b.run_id == run_id, b.archive.is_not(None), b.restored_at.is_(None),
             ).order_by(b.batch_no)))
 
     def mark_restored(self, conn: sa.Connection, run_id: str, batch_no: int) -> None:

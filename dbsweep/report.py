@@ -34,6 +34,10 @@ def print_plan(out: Console, target, plans: list[PhasePlan]) -> None:
                           f"{row.get('fraction_selected', 0):.1%}", _when(row.get("oldest_selected")),
                           _when(plan.cutoff), human_bytes(row.get("est_bytes")), verdict)
     out.print(table)
+    for plan in plans:
+        for row in plan.profile:
+            if row.get("whole_partitions"):
+                out.print(f"{plan.phase}: partitions going whole: {', '.join(row['whole_partitions'])}")
 
 
 def print_dry_run(out: Console, report) -> None:
@@ -41,7 +45,11 @@ def print_dry_run(out: Console, report) -> None:
     out.print(f"[bold]{report.phase}[/] (dry run, plan {report.plan_id}{note}): would change {report.rows:,} rows "
               f"in about {report.batches_estimate:,} batches; nothing changed")
     for step in report.steps:
-        out.print(f"  {step['table']}: {step['rows']:,} rows, walk by {step['walk']}, batch size {step['batch_size']:,}")
+        if step["walk"] == "partition":
+            out.print(f"  {step['table']}: {step['rows']:,} rows, the whole partition goes at once (detach, then "
+                      "drop, or move to schema dbsweep_archive when archiving)")
+        else:
+            out.print(f"  {step['table']}: {step['rows']:,} rows, walk by {step['walk']}, batch size {step['batch_size']:,}")
 
 
 def print_run(out: Console, report) -> None:

@@ -4,6 +4,7 @@ restore killed half way and run again finishes the job without putting a row bac
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,14 @@ def _restore_archived(engine: sa.Engine, ledger: Ledger, run, plan: PhasePlan, a
     # newest batch first: in a cascade, parents (deleted last) come back before their children
     for batch in reversed(batches):
         with engine.begin() as conn:
+            if batch.archive.startswith("{"):  # a whole partition, moved to the archive schema
+                moved = json.loads(batch.archive)
+                dialect_for(conn).reattach_partition(conn, moved["archived_as"], moved["partition"],
+                                                     reflect_table(conn, moved["parent"]), moved["bound"])
+                ledger.mark_restored(conn, run.run_id, batch.batch_no)
+                archived += batch.rows
+                restored += batch.rows
+                continue
             if batch.table_name not in tables:
                 tables[batch.table_name] = reflect_table(conn, batch.table_name)
             table = tables[batch.table_name]

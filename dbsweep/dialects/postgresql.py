@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 
 from ..archive import ARCHIVED_AT, BATCH_NO, RUN_ID
@@ -23,7 +26,11 @@ class PostgresDialect(Dialect):
         )
 
     def table_bytes(self, conn, table):
-        return conn.execute(sa.select(sa.func.pg_total_relation_size(sa.func.to_regclass(self._regname(conn, table))))).scalar()
+        """Heap, indexes and TOAST; for a partitioned table, of all its leaf partitions."""
+        return conn.execute(sa.text(
+            "SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint FROM pg_partition_tree(to_regclass(:t)) "
+            "WHERE isleaf"),
+            {"t": self._regname(conn, table)}).scalar()
 
     def table_blocks(self, conn, table) -> int:
         regclass = sa.func.to_regclass(self._regname(conn, table))
@@ -95,3 +102,81 @@ class PostgresDialect(Dialect):
         lo = sa.literal_column(f"'({int(first_block)},0)'::tid")
         hi = sa.literal_column(f"'({int(end_block)},0)'::tid")
         return sink.delete(conn, sa.delete(table).where(ROW_LOCATOR >= lo, ROW_LOCATOR < hi, selection), table)
+
+    # range partitions ------------------------------------------------------------------
+    def range_partitions(self, conn, table, column_name: str) -> list[Partition] | None:
+        """The partitions of `table` when it is range-partitioned on `column_name` alone, with each
+        partition's bounds as text; None when the fast path does not apply."""
+        parent = self._regname(conn, table)
+        keydef = conn.execute(sa.text(
+            "SELECT pg_get_partkeydef(c.oid) FROM pg_class c WHERE c.oid = to_regclass(:t) AND c.relkind = 'p'"),
+            {"t": parent}).scalar()
+        if keydef != f"RANGE ({conn.dialect.identifier_preparer.quote(column_name)})":
+            return None
+        rows = conn.execute(sa.text("""
+            SELECT n.nspname, c.relname, c.relkind, pg_get_expr(c.relpartbound, c.oid) AS bound
+            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE i.inhparent = to_regclass(:t) ORDER BY c.relname"""), {"t": parent}).all()
+        if any(r.relkind != "r" for r in rows):  # sub-partitioned: walk the parent instead
+            return None
+        return [Partition(schema=r.nspname, name=r.relname, bound=r.bound, upper=_bound_value(r.bound, "TO"),
+                          lower=_bound_value(r.bound, "FROM")) for r in rows]
+
+    def compare_bound(self, conn, column: sa.Column, literal: str, moment) -> int:
+        """-1, 0 or 1 as the partition bound `literal` (text from pg_get_expr) is before, at or after `moment`."""
+        value = sa.cast(sa.literal(literal, sa.Text), column.type)
+        return int(conn.execute(sa.select(sa.case((value < moment, -1), (value == moment, 0), else_=1))).scalar())
+
+    def drop_partition(self, conn, parent: sa.Table, partition: sa.Table, archive_as: str | None) -> int:
+        """Detach the partition and drop it, or (archive_as = schema.name) move it there. Counted
+        first, under the detach's lock, so the ledger holds exactly what went."""
+        prep = conn.dialect.identifier_preparer
+        child = prep.format_table(partition)
+        conn.execute(sa.text(f"LOCK TABLE {child} IN ACCESS EXCLUSIVE MODE"))
+        rows = conn.execute(sa.select(sa.func.count()).select_from(partition)).scalar()
+        conn.execute(sa.text(f"ALTER TABLE {prep.format_table(parent)} DETACH PARTITION {child}"))
+        if archive_as is None:
+            conn.execute(sa.text(f"DROP TABLE {child}"))
+        else:
+            schema, name = archive_as.split(".", 1)
+            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {prep.quote(schema)}"))
+            conn.execute(sa.text(f"ALTER TABLE {child} RENAME TO {prep.quote(name)}"))
+            conn.execute(sa.text(f"ALTER TABLE {prep.quote_schema(partition.schema or 'public')}.{prep.quote(name)} "
+                                 f"SET SCHEMA {prep.quote(schema)}"))
+        return rows
+
+    def reattach_partition(self, conn, archived_as: str, original: str, parent: sa.Table, bound: str) -> None:
+        """Undo drop_partition with archive_as: move the table back, its old name, attached again."""
+        prep = conn.dialect.identifier_preparer
+        a_schema, a_name = archived_as.split(".", 1)
+        o_schema, o_name = original.split(".", 1)
+        conn.execute(sa.text(f"ALTER TABLE {prep.quote(a_schema)}.{prep.quote(a_name)} SET SCHEMA {prep.quote(o_schema)}"))
+        conn.execute(sa.text(f"ALTER TABLE {prep.quote(o_schema)}.{prep.quote(a_name)} RENAME TO {prep.quote(o_name)}"))
+        conn.execute(sa.text(f"ALTER TABLE {prep.format_table(parent)} ATTACH PARTITION "
+                             f"{prep.quote(o_schema)}.{prep.quote(o_name)} {bound}"))
+
+
+@dataclass
+class Partition:
+    schema: str
+    name: str
+    bound: str  # FOR VALUES FROM (...) TO (...), or DEFAULT
+    lower: str | None  # the bound's literal text; None for MINVALUE/MAXVALUE/DEFAULT
+    upper: str | None
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+_BOUND = re.compile(r"FROM \((?P<FROM>.*)\) TO \((?P<TO>.*)\)$")
+
+
+def _bound_value(bound: str, side: str) -> str | None:
+    match = _BOUND.search(bound or "")
+    if not match:
+        return None
+    text = match.group(side).strip()
+    if not (text.startswith("'") and text.endswith("'")):
+        return None  # MINVALUE / MAXVALUE
+    return text[1:-1].replace("''", "'")

@@ -8,7 +8,7 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import field_validator, model_validator
 
-from ..catalog import column, reflect_table
+from ..catalog import column, reflect_table, split_name
 from ..dialects import Dialect
 from ..durations import parse_duration
 from ..errors import BadInput
@@ -17,6 +17,7 @@ from ..plan import PhasePlan, Step
 from ..policy import PhaseBase
 from ..predicate import check_where
 from .common import PlanParts, key_columns, walk_step
+from .partitioned import partition_steps
 
 GATE_SUITE = "retention_gate"
 VERIFY_SUITE = "retention_verify"
@@ -30,6 +31,7 @@ class Config(PhaseBase):
     older_than: str | None = None
     cutoff: datetime | None = None
     where: str | None = None
+    partition_fast_path: bool = True  # PostgreSQL range partitions on time_column go whole when wholly expired
 
     @field_validator("older_than")
     @classmethod
@@ -106,9 +108,15 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         "cutoff": cutoff,
         "est_bytes": int(table_bytes * fraction) if table_bytes is not None else None,
     }
-    step = walk_step(conn, dialect, table, chosen, rows_selected, cfg.start_batch_size, spec)
+    steps = None
+    if cfg.partition_fast_path:
+        steps = partition_steps(conn, dialect, table, time_col, cutoff, spec, cfg.start_batch_size, selection)
+        if steps is not None:
+            profile["whole_partitions"] = [s.table for s in steps if s.walk == "partition"]
+    if steps is None:
+        steps = [walk_step(conn, dialect, table, chosen, rows_selected, cfg.start_batch_size, spec)]
     return PlanParts(
-        steps=[step], profile=[profile], cutoff=cutoff,
+        steps=steps, profile=[profile], cutoff=cutoff,
         histogram={label: int(row._mapping[label]) for label, _ in AGE_BUCKETS},
         expect={
             "max_rows": cfg.expect.max_rows if cfg.expect.max_rows is not None else rows_total,
@@ -126,10 +134,18 @@ def _as_utc(value):
     return _aware(value)
 
 
+def _attached(conn: sa.Connection, qualified: str) -> bool:
+    schema, name = split_name(qualified)
+    return sa.inspect(conn).has_table(name, schema=schema)
+
+
 def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
     """Nothing the plan selected remains (within its frozen key range); survivors are counted."""
     rows = []
     for step in plan.steps:
+        if step.walk == "partition" and not _attached(conn, step.table):
+            rows.append({"table": step.table, "rows_now": 0, "remaining_selected": 0, "remaining_matching": 0})
+            continue
         table = reflect_table(conn, step.table)
         chosen = selection(table, step)
         in_range = chosen
