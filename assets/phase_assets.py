@@ -14,6 +14,7 @@ import pandas as pd
 from pydantic import Field
 
 from dbsweep import service
+from dbsweep.durations import parse_duration
 from dbsweep.errors import DbsweepError
 from dbsweep.executor import Progress
 from dbsweep.report import human_bytes
@@ -46,12 +47,17 @@ def _fail(exc: DbsweepError) -> dg.Failure:
     return dg.Failure(description=str(exc), metadata={"exit_code": exc.exit_code, "refused": str(exc)})
 
 
-def _progress_logger(context: dg.AssetExecutionContext):
+def _progress_logger(context: dg.AssetExecutionContext, every: int | str | None):
+    """A log line every `every` batches (int), every `every` (a duration), or by default every
+    PROGRESS_EVERY_BATCHES batches or PROGRESS_EVERY_SECONDS, whichever comes first."""
     last = {"at": time.monotonic(), "batches": 0}
+    batches = every if isinstance(every, int) else (None if every else PROGRESS_EVERY_BATCHES)
+    seconds = parse_duration(every).total_seconds() if isinstance(every, str) else (None if every else PROGRESS_EVERY_SECONDS)
 
     def log(progress: Progress) -> None:
         now = time.monotonic()
-        if progress.batches - last["batches"] >= PROGRESS_EVERY_BATCHES or now - last["at"] >= PROGRESS_EVERY_SECONDS:
+        if ((batches is not None and progress.batches - last["batches"] >= batches)
+                or (seconds is not None and now - last["at"] >= seconds)):
             context.log.info(f"{progress.table}: {progress.rows_done:,}/{progress.rows_planned:,} rows, "
                              f"{progress.rows_per_s:,.0f} rows/s, batch {progress.batch_ms:.0f} ms")
             last.update(at=now, batches=progress.batches)
@@ -116,7 +122,7 @@ def build_phase(policy_name: str, phase) -> PhaseAssets:
         try:
             plan = service.load_plan(target, _plan_id(profile))
             report = service.apply(policy, target, plan, dry_run=config.dry_run, confirm=config.confirm or None,
-                                   on_progress=_progress_logger(context), max_rows=config.max_rows,
+                                   on_progress=_progress_logger(context, phase.progress_every), max_rows=config.max_rows,
                                    batch_size=config.batch_size)
         except DbsweepError as exc:
             raise _fail(exc) from None
@@ -130,7 +136,8 @@ def build_phase(policy_name: str, phase) -> PhaseAssets:
             "stop_reason": report.stop_reason, "rows": report.rows, "rows_per_s": round(report.rows_per_s, 1),
             "batches": report.batches, "batch_p50_ms": round(report.batch_ms["p50"], 1),
             "batch_p95_ms": round(report.batch_ms["p95"], 1), "batch_max_ms": round(report.batch_ms["max"], 1),
-            "resumed": report.resumed,
+            "resumed": report.resumed, "archive": phase.archive,
+            "replica_pauses": report.replica_pauses, "replica_paused_s": round(report.replica_paused_s, 1),
         }
         if report.state != "finished":
             raise dg.Failure(description=f"stopped early ({report.stop_reason}); relaunch to resume run {report.run_id}",

@@ -27,7 +27,7 @@ from .plan import PhasePlan, Step, utcnow
 from .redact import redact
 from .throttle import FINISHED as REASON_FINISHED
 from .throttle import ROW_CAP
-from .throttle import BatchSizer, StopOnSignals, StopRules
+from .throttle import BatchSizer, ReplicaLagThrottle, StopOnSignals, StopRules
 
 # lock_not_available, query_canceled (statement timeout), serialization_failure, deadlock_detected
 TRANSIENT_SQLSTATES = {"55P03", "57014", "40001", "40P01"}
@@ -48,6 +48,7 @@ class RunOptions:
     retries: int = 6  # backoff 0.2 s doubling: about 6 s of outage ridden out
     archive: str = "none"
     archive_dir: Path | None = None
+    max_replica_lag_s: float | None = None
 
 
 @dataclass
@@ -73,6 +74,8 @@ class RunReport:
     seconds: float
     resumed: bool
     batch_ms: dict[str, float] = field(default_factory=dict)
+    replica_pauses: int = 0
+    replica_paused_s: float = 0.0
 
     @property
     def rows_per_s(self) -> float:
@@ -119,6 +122,9 @@ class Executor:
         self.rules = StopRules(max_rows=options.max_rows, max_runtime_s=options.max_runtime_s)
         self.rows_here = 0
         self.conn: sa.Connection | None = None
+        self.lag = None
+        if options.max_replica_lag_s is not None:
+            self.lag = ReplicaLagThrottle(self._replica_lag, options.max_replica_lag_s, self.rules)
 
     def run(self) -> RunReport:
         self.ledger.ensure()
@@ -164,6 +170,7 @@ class Executor:
             rows=run.rows_done, rows_this_session=self.rows_here, batches=run.batches_done,
             seconds=time.monotonic() - started, resumed=resumed,
             batch_ms=_percentiles(self.ledger.batch_durations(run.run_id)),
+            replica_pauses=self.lag.pauses if self.lag else 0, replica_paused_s=self.lag.paused_s if self.lag else 0.0,
         )
 
     def _walk(self, run: RunRecord, index: int) -> str:
@@ -202,6 +209,8 @@ class Executor:
             elapsed = time.monotonic() - self.rules.started
             self.on_progress(Progress(step.table, run.rows_done, self.plan.rows_selected, run.batches_done,
                                       self.rows_here / elapsed if elapsed else 0.0, seconds * 1000))
+            if self.lag is not None:  # the batch has committed: now wait for the replicas
+                self.lag.wait(self.rows_here)
             if self.options.sleep_ms and not walker.done:
                 time.sleep(self.options.sleep_ms / 1000)
         return REASON_FINISHED
@@ -242,6 +251,10 @@ class Executor:
         run.batches_done += 1
         run.cursor = cursor
         return rows, cursor
+
+    def _replica_lag(self) -> float | None:
+        with self.engine.connect() as conn:
+            return self.dialect.replica_lag_seconds(conn)
 
     def _try_set_state(self, run_id: str, state: str, reason: str) -> None:
         try:

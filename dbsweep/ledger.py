@@ -14,6 +14,7 @@ from .dialects import dialect_for
 from .plan import GateVerdict, PhasePlan, utcnow
 
 RUNNING, FINISHED, STOPPED, FAILED, RESTORED = "running", "finished", "stopped", "failed", "restored"
+REFUSED = "refused"  # the gate (or its age, or the plan's provenance) refused a real run: nothing changed
 UNFINISHED = (RUNNING, STOPPED, FAILED)
 
 
@@ -149,6 +150,18 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(sa.insert(self.runs).values(**values))
         return self.run(values["run_id"])
+
+    def record_refusal(self, plan: PhasePlan, reason: str) -> str:
+        """A refused real run is a stop too: kept in the ledger with its reason, having changed nothing."""
+        now = utcnow()
+        run_id = uuid.uuid4().hex[:12]
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(self.runs).values(
+                run_id=run_id, plan_id=plan.plan_id, policy=plan.policy, phase=plan.phase, env=plan.env,
+                state=REFUSED, stop_reason=reason[:200], started_at=now, updated_at=now, finished_at=now,
+                rows_done=0, batches_done=0, cursor=None,
+            ))
+        return run_id
 
     def run(self, run_id: str) -> RunRecord | None:
         with self.engine.connect() as conn:

@@ -52,6 +52,8 @@ class PhaseBase(Strict):
     statement_timeout: str = "60 seconds"
     sleep_ms: int = Field(default=0, ge=0)
     max_runtime: str | None = None
+    max_replica_lag: str | None = None  # pause (after committing) while a replica lags more than this
+    progress_every: int | str | None = None  # batches (int) or a duration; default 1000 batches or 10 s
     max_rows: int | None = Field(default=None, ge=1)
     max_plan_age: str = "24 hours"
     description: str = ""
@@ -67,7 +69,16 @@ class PhaseBase(Strict):
             return self.target_batch_ms
         return DEFAULT_TARGET_BATCH_MS
 
-    @field_validator("lock_timeout", "statement_timeout", "max_runtime", "max_plan_age")
+    @field_validator("progress_every")
+    @classmethod
+    def _progress_every(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str):
+            parse_duration(value)
+        elif isinstance(value, int) and value < 1:
+            raise ValueError("progress_every must be a number of batches (at least 1) or a duration")
+        return value
+
+    @field_validator("lock_timeout", "statement_timeout", "max_runtime", "max_plan_age", "max_replica_lag")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:

@@ -58,6 +58,8 @@ def print_run(out: Console, report) -> None:
     out.print(f"[bold]{report.phase}[/]: run {report.run_id}{resumed} [{colour}]{report.state}[/] ({report.stop_reason}): "
               f"{report.rows:,} rows in {report.batches:,} batches, {report.rows_per_s:,.0f} rows/s, "
               f"batch p50 {report.batch_ms['p50']:.0f} ms, p95 {report.batch_ms['p95']:.0f} ms, max {report.batch_ms['max']:.0f} ms")
+    if report.replica_pauses:
+        out.print(f"  paused {report.replica_pauses:,} times for replica lag, {report.replica_paused_s:,.1f} s in all")
 
 
 def print_verification(out: Console, plan: PhasePlan, rows: list[dict], verdict: GateVerdict) -> None:
@@ -70,10 +72,12 @@ def print_verification(out: Console, plan: PhasePlan, rows: list[dict], verdict:
 
 def print_status(out: Console, policy, target, runs) -> None:
     table = Table(title=f"{policy.name} runs on {target.display_url} (env {target.env})")
-    for name in ("run id", "phase", "plan id", "state", "rows", "batches", "started", "updated", "why it stopped", "resumable"):
+    for name in ("run id", "phase", "plan id", "state", "rows", "batches", "started", "updated", "why it stopped", "next"):
         table.add_column(name, justify="right" if name in ("rows", "batches") else "left")
     for run in runs:
         resumable = "yes: dbsweep run" if run.state in ("running", "stopped", "failed") else ""
+        if run.state == "finished" or resumable:
+            resumable += ("; " if resumable else "") + f"undo: dbsweep restore {run.run_id}"
         table.add_row(run.run_id, run.phase, run.plan_id, run.state, f"{run.rows_done:,}", f"{run.batches_done:,}",
                       _when(run.started_at), _when(run.updated_at), run.stop_reason or "", resumable)
     out.print(table)

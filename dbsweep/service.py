@@ -104,6 +104,7 @@ def run_options(policy: Policy, phase_name: str, **overrides) -> RunOptions:
         max_runtime_s=cfg.seconds("max_runtime"), sleep_ms=cfg.sleep_ms,
         lock_timeout_s=cfg.seconds("lock_timeout"), statement_timeout_s=cfg.seconds("statement_timeout"),
         after=list(cfg.after), archive=cfg.archive, archive_dir=policy.archive_dir,
+        max_replica_lag_s=cfg.seconds("max_replica_lag"),
     )
     for key, value in overrides.items():
         if value is not None:
@@ -115,7 +116,12 @@ def run_options(policy: Policy, phase_name: str, **overrides) -> RunOptions:
 
 def apply(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool = True, confirm: str | None = None,
           on_progress=None, **overrides) -> RunReport | DryRunReport:
-    resumes = authorize(policy, target, plan, dry_run=dry_run, confirm=confirm)
+    try:
+        resumes = authorize(policy, target, plan, dry_run=dry_run, confirm=confirm)
+    except GateRefused as exc:
+        if not dry_run:
+            Ledger(target.engine).record_refusal(plan, f"gate: {exc}")
+        raise
     options = run_options(policy, plan.phase, **overrides)
     if dry_run:
         size = options.batch_size

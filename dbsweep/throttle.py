@@ -53,6 +53,28 @@ class StopRules:
         return None
 
 
+class ReplicaLagThrottle:
+    """After a batch has committed, wait while the worst replica lags more than `limit_s`, checking
+    every `poll_s`; a stop rule (signal, runtime limit) ends the wait."""
+
+    def __init__(self, probe, limit_s: float, rules: StopRules, poll_s: float = 1.0, sleep=time.sleep):
+        self.probe, self.limit_s, self.rules, self.poll_s, self.sleep = probe, limit_s, rules, poll_s, sleep
+        self.paused_s = 0.0
+        self.pauses = 0
+
+    def wait(self, rows_done_here: int) -> None:
+        began, waited = time.monotonic(), False
+        while True:
+            lag = self.probe()
+            if lag is None or lag <= self.limit_s or self.rules.reason(rows_done_here):
+                break
+            waited = True
+            self.sleep(self.poll_s)
+        if waited:
+            self.pauses += 1
+            self.paused_s += time.monotonic() - began
+
+
 class StopOnSignals:
     """SIGINT/SIGTERM: finish the current batch, then stop. Only in the main thread."""
 

@@ -105,6 +105,11 @@ def test_failing_gate_deletes_nothing_and_tampered_plan_is_refused(tmp_path, pg,
     result = run_cli("run", path, "--phase", "purge")
     assert result.returncode == 3
     assert count(pg, "events") == 1000 and _ledger_batches(pg) == 0
+    refusals = Ledger(pg).list_runs("testpol")  # each refused real run is a recorded stop
+    assert [r.state for r in refusals] == ["refused", "refused"]
+    assert all(r.stop_reason.startswith("gate: ") and r.rows_done == 0 for r in refusals)
+    status = run_cli("status", path)
+    assert status.returncode == 0 and "refused" in status.stdout
 
 
 def test_plan_file_is_executed_exactly(tmp_path, pg, dbname):

@@ -115,3 +115,15 @@ def test_restore_job_puts_an_archived_run_back(tmp_path, pg, dbname):
     output = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"][0]
     metadata = output.event_specific_data.metadata
     assert metadata["rows_restored"].value == 1000 - survivors and metadata["rows_skipped"].value == 0
+
+
+def test_apply_logs_progress_every_n_batches(tmp_path, pg, dbname):
+    load_events(pg, old=3000, new=1000)
+    retention_policy(tmp_path, dbname, batch_size=100, extra="progress_every = 10")
+    defs = _defs(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _materialize(defs, dg.AssetSelection.groups("testpol_purge"), instance,
+                          run_config={"ops": {"testpol__purge__apply": {"config": {"dry_run": False}}}})
+    batches = result.asset_materializations_for_node("testpol__purge__apply")[0].metadata["batches"].value
+    lines = [e.user_message for e in instance.all_logs(result.run_id) if "rows/s, batch" in (e.user_message or "")]
+    assert len(lines) == batches // 10 and "events" in lines[0]

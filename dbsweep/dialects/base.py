@@ -44,6 +44,10 @@ class Dialect:
     def vacuum(self, conn: sa.Connection, table: sa.Table) -> None:
         """Reclaim space where the database allows it outside a transaction."""
 
+    def replica_lag_seconds(self, conn: sa.Connection) -> float | None:
+        """The worst replica's replay lag; None when there is no replica (or no way to know)."""
+        return None
+
     def try_phase_lock(self, conn: sa.Connection, key: str) -> bool:
         """Session-level lock so one phase never runs twice at once; True when acquired."""
         return True

@@ -45,6 +45,12 @@ class PostgresDialect(Dialect):
         with conn.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as auto:
             auto.execute(sa.text(f"VACUUM (ANALYZE) {self._regname(conn, table)}"))
 
+    def replica_lag_seconds(self, conn):
+        # replay_lag is NULL for a replica that has caught up and seen no new WAL since
+        value = conn.execute(sa.text(
+            "SELECT max(extract(epoch FROM coalesce(replay_lag, interval '0'))) FROM pg_stat_replication")).scalar()
+        return None if value is None else float(value)
+
     def try_phase_lock(self, conn, key):
         return bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(sa.func.hashtextextended(key, 0)))).scalar())
 
