@@ -1,0 +1,188 @@
+"""Archived purges, the partition fast path, and a concurrent writer, on the embedded PostgreSQL.
+
+    python bench/archive.py [--rows 3000000] [--partition-rows 5000000] [--writer-seconds 3]
+
+1. Archived purge throughput (archive = table, archive = parquet) as a ratio to one plain DELETE
+   of the same rows, each on a fresh copy of the same data.
+2. Time to take a whole expired partition of --partition-rows rows (detach + drop, and
+   detach + move to the archive schema).
+3. A concurrent writer (single-row INSERT/UPDATE transactions on the purged table, its own
+   process and connection): its commit rate during the purge as a fraction of its rate alone,
+   at default settings and with a throttle (sleep_ms between batches).
+
+Ratios are what to compare: absolute times vary from run to run on shared machines."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import random
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from purge import build_template, fresh_copy, plain_delete  # noqa: E402
+
+from dbsweep import service  # noqa: E402
+from dbsweep.plan import utcnow  # noqa: E402
+from dbsweep.policy import load_policy  # noqa: E402
+from dbsweep.target import connect  # noqa: E402
+
+POLICY = """
+[policy]
+name = "bench"
+archive_dir = "{archive_dir}"
+[database]
+default_env = "dev"
+database_name = "dbsweep_bench"
+env.dev = {{ url = "embedded" }}
+[[phase]]
+name = "{table}"
+kind = "retention"
+table = "{table}"
+time_column = "created_at"
+older_than = "7 days"
+{extra}
+"""
+
+
+def sweep(engine, policy_dir: Path, table: str, extra: str, now, copy: bool = True):
+    from expectations.runner import gate
+
+    if copy:
+        fresh_copy(engine, table)
+    path = policy_dir / "bench.toml"
+    path.write_text(POLICY.format(table=table, extra=extra, archive_dir=policy_dir / "archive"))
+    policy = load_policy(path)
+    target = connect(policy)
+    plan = service.make_plan(policy, table, target, now=now)
+    service.record_gate(target, plan, gate(plan))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("CHECKPOINT")
+    return plan, service.apply(policy, target, plan, dry_run=False)
+
+
+def partition_drop(engine, policy_dir: Path, rows: int, archive: str, now) -> tuple[float, int, float]:
+    """A table with one old partition of `rows` rows and one current one; time to take the old one."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS parted")
+        conn.exec_driver_sql("DROP SCHEMA IF EXISTS dbsweep_archive CASCADE")
+        conn.exec_driver_sql("CREATE TABLE parted (id bigint, created_at timestamptz NOT NULL, payload text, "
+                             "PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)")
+        conn.exec_driver_sql("CREATE TABLE parted_old PARTITION OF parted FOR VALUES FROM ('2000-01-01') TO ('2001-01-01')")
+        conn.exec_driver_sql("CREATE TABLE parted_new PARTITION OF parted FOR VALUES FROM ('2001-01-01') TO (MAXVALUE)")
+        conn.execute(sa.text("""INSERT INTO parted SELECT g, timestamptz '2000-01-01' + make_interval(secs => g),
+                                'payload ' || g FROM generate_series(1, :n) g"""), {"n": rows})
+        conn.execute(sa.text("INSERT INTO parted SELECT g, now() - make_interval(secs => g), 'new' "
+                             "FROM generate_series(1, 100000) g"))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE parted")
+    plan, report = sweep(engine, policy_dir, "parted", f'archive = "{archive}"', now, copy=False)
+    whole = [s for s in plan.steps if s.walk == "partition"]
+    assert len(whole) == 1 and report.rows == rows, (whole, report.rows)
+    return report.batch_ms["max"] / 1000, report.rows, report.seconds
+
+
+def writer(url: str, table: str, stop, commits, started, first_id: int) -> None:
+    engine = sa.create_engine(url)
+    rng = random.Random(os.getpid())
+    next_id = first_id
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SET lock_timeout = '2s'")
+        conn.commit()
+        started.set()
+        while not stop.is_set():
+            if rng.random() < 0.5:
+                next_id += 1
+                conn.execute(sa.text(f"INSERT INTO {table} VALUES (:i, gen_random_uuid(), 1, now())"), {"i": next_id})
+            else:
+                conn.execute(sa.text(f"UPDATE {table} SET client_id = client_id + 1 WHERE id = :i"),
+                             {"i": rng.randint(1, 3_000_000)})
+            conn.commit()
+            with commits.get_lock():
+                commits.value += 1
+
+
+def writer_rate(url: str, table: str, during, first_id: int) -> tuple[float, object]:
+    """Commits/s of the writer while `during()` runs (or for `during` seconds when it is a number)."""
+    ctx = mp.get_context("spawn")
+    stop, started, commits = ctx.Event(), ctx.Event(), ctx.Value("l", 0)
+    proc = ctx.Process(target=writer, args=(url, table, stop, commits, started, first_id))
+    proc.start()
+    started.wait(60)
+    time.sleep(0.5)  # warm up
+    before, began = commits.value, time.perf_counter()
+    result = time.sleep(during) if isinstance(during, (int, float)) else during()
+    rate = (commits.value - before) / (time.perf_counter() - began)
+    stop.set()
+    proc.join(30)
+    return rate, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=3_000_000)
+    parser.add_argument("--partition-rows", type=int, default=5_000_000)
+    parser.add_argument("--writer-seconds", type=float, default=3.0)
+    parser.add_argument("--throttle-sleep-ms", type=int, default=100)
+    args = parser.parse_args()
+    os.environ.setdefault("DBSWEEP_HOME", str(Path(tempfile.gettempdir()) / "dbsweep-bench"))
+    console = Console(width=160)
+    with tempfile.TemporaryDirectory() as tmp:
+        policy_dir = Path(tmp)
+        (policy_dir / "bench.toml").write_text(POLICY.format(table="template", extra="", archive_dir=tmp))
+        target = connect(load_policy(policy_dir / "bench.toml"))
+        engine, url = target.engine, target.engine.url.render_as_string(hide_password=False)
+        console.print(f"generating {args.rows:,} rows ...")
+        build_template(engine, args.rows)
+        now = utcnow()
+        cutoff = now - timedelta(days=7)
+
+        plain_rows, plain_s, _ = plain_delete(engine, cutoff)
+        plain_rate = plain_rows / plain_s
+        purges = Table(title=f"archived purge of {plain_rows:,} of {args.rows:,} rows, one run")
+        for name in ("method", "rows", "seconds", "rows/s", "ratio to plain DELETE", "longest batch (s)"):
+            purges.add_column(name, justify="left" if name == "method" else "right")
+        purges.add_row("plain DELETE (one statement, no archive)", f"{plain_rows:,}", f"{plain_s:.2f}",
+                       f"{plain_rate:,.0f}", "1.00x", f"{plain_s:.3f}")
+        for mode in ("none", "table", "parquet"):
+            _, report = sweep(engine, policy_dir, "swept", f'archive = "{mode}"', now)
+            rate = report.rows / report.seconds
+            purges.add_row(f"dbsweep, archive = {mode}", f"{report.rows:,}", f"{report.seconds:.2f}", f"{rate:,.0f}",
+                           f"{rate / plain_rate:.2f}x", f"{report.batch_ms['max'] / 1000:.3f}")
+        console.print(purges)
+
+        console.print(f"building a {args.partition_rows:,}-row partition ...")
+        drops = Table(title="taking one whole expired partition")
+        for name in ("archive", "partition rows", "detach + drop/move (s)", "whole run (s)"):
+            drops.add_column(name, justify="right")
+        for mode in ("none", "table"):
+            seconds, rows, run_s = partition_drop(engine, policy_dir, args.partition_rows, mode, utcnow())
+            drops.add_row(mode, f"{rows:,}", f"{seconds:.3f}", f"{run_s:.2f}")
+        console.print(drops)
+
+        writers = Table(title="a concurrent writer's commits/s (single-row INSERT/UPDATE on the purged table)")
+        for name in ("setting", "writer alone", "writer during purge", "fraction kept", "purge rows/s"):
+            writers.add_column(name, justify="left" if name == "setting" else "right")
+        for label, extra in (("defaults", ""), (f"sleep_ms = {args.throttle_sleep_ms}", f"sleep_ms = {args.throttle_sleep_ms}")):
+            fresh_copy(engine, "swept")
+            alone, _ = writer_rate(url, "swept", args.writer_seconds, first_id=50_000_000)
+            during, (_, report) = writer_rate(url, "swept", lambda e=extra: sweep(engine, policy_dir, "swept", e, utcnow(),
+                                                                                  copy=False), first_id=60_000_000)
+            writers.add_row(label, f"{alone:,.0f}", f"{during:,.0f}", f"{during / alone:.0%}",
+                            f"{report.rows / report.seconds:,.0f}")
+        console.print(writers)
+
+
+if __name__ == "__main__":
+    main()
