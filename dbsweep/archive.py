@@ -22,22 +22,22 @@ class NoArchive:
     def begin_batch(self, run_id: str, batch_no: int) -> None:
         self.run_id, self.ref = run_id, None
 
-    def delete(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
+    def apply(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
         return conn.execute(stmt).rowcount
 
 
-def archive_table_for(table: sa.Table, metadata: sa.MetaData | None = None) -> sa.Table:
-    """`<schema>.<table>__archive`: the table's columns (no constraints, all nullable) plus the run,
-    batch and time each row was archived."""
-    columns = [sa.Column(c.name, c.type, nullable=True) for c in table.c]
+def archive_table_for(table: sa.Table, columns: list[sa.Column] | None = None, suffix: str = "__archive") -> sa.Table:
+    """`<schema>.<table><suffix>`: the table's columns (or the given ones; no constraints, all
+    nullable) plus the run, batch and time each row was saved."""
+    copies = [sa.Column(c.name, c.type, nullable=True) for c in (table.c if columns is None else columns)]
     return sa.Table(
-        f"{table.name}__archive", metadata or sa.MetaData(), *columns,
+        f"{table.name}{suffix}", sa.MetaData(), *copies,
         sa.Column(RUN_ID, sa.String(32), nullable=False),
         sa.Column(BATCH_NO, sa.Integer, nullable=False),
         sa.Column(ARCHIVED_AT, sa.DateTime(timezone=True), nullable=False),
         # BRIN on PostgreSQL: the archive is append-only, so run and batch follow the heap order; a
         # B-tree here cost a third of the archived purge's throughput (bench/archive.py)
-        sa.Index(f"ix_{table.name}__archive_run", RUN_ID, BATCH_NO, postgresql_using="brin"),
+        sa.Index(f"ix_{table.name}{suffix}_run", RUN_ID, BATCH_NO, postgresql_using="brin"),
         schema=table.schema,
     )
 
@@ -51,24 +51,28 @@ class TableArchive:
 
     @classmethod
     def ensure(cls, engine: sa.Engine, dialect, table: sa.Table) -> TableArchive:
-        archive = archive_table_for(table)
-        with engine.begin() as conn:
-            inspector = sa.inspect(conn)
-            if inspector.has_table(archive.name, schema=archive.schema):
-                existing = {c["name"] for c in inspector.get_columns(archive.name, schema=archive.schema)}
-                missing = [c.name for c in archive.c if c.name not in existing]
-                if missing:
-                    raise BadInput(f"archive table '{archive.fullname}' lacks columns {', '.join(missing)}: "
-                                   f"'{table.fullname}' changed since it was created; rename the old archive")
-            else:
-                archive.create(conn)
-        return cls(dialect, archive)
+        return cls(dialect, ensure_table(engine, archive_table_for(table), table))
 
     def begin_batch(self, run_id: str, batch_no: int) -> None:
         self.stamp = {RUN_ID: run_id, BATCH_NO: batch_no}
 
-    def delete(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
+    def apply(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
         return self.dialect.delete_into_archive(conn, stmt, table, self.archive, self.stamp)
+
+
+def ensure_table(engine: sa.Engine, wanted: sa.Table, source: sa.Table) -> sa.Table:
+    """Create `wanted` on first use; refuse one that exists without the columns it needs."""
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        if inspector.has_table(wanted.name, schema=wanted.schema):
+            existing = {c["name"] for c in inspector.get_columns(wanted.name, schema=wanted.schema)}
+            missing = [c.name for c in wanted.c if c.name not in existing]
+            if missing:
+                raise BadInput(f"table '{wanted.fullname}' lacks columns {', '.join(missing)}: '{source.fullname}' "
+                               "changed since it was created; rename the old one")
+        else:
+            wanted.create(conn)
+    return wanted
 
 
 class ParquetArchive:
@@ -83,7 +87,7 @@ class ParquetArchive:
     def begin_batch(self, run_id: str, batch_no: int) -> None:
         self.ref = str(Path(run_id) / f"{self.table.fullname}-{batch_no:07d}.parquet")
 
-    def delete(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
+    def apply(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
         rows = conn.execute(stmt.returning(*table.c)).all()
         write_parquet(self.root / self.ref, table, rows)
         return len(rows)

@@ -218,7 +218,12 @@ class Executor:
     def _walker(self, step: Step, table: sa.Table, selection, cursor: dict):
         if step.walk == "partition":
             return PartitionWalker(self.dialect, table, step, NoArchive(), self.options.archive != "none")
-        sink = make_archive(self.options.archive, self.engine, self.dialect, table, self.options.archive_dir)
+        if hasattr(self.kind, "walker"):  # kinds whose steps are one catalog action (retire)
+            return self.kind.walker(self.dialect, table, step, NoArchive(), self.options)
+        if hasattr(self.kind, "make_change"):  # kinds that change rows in place (reset)
+            sink = self.kind.make_change(self.engine, self.dialect, table, step, self.options)
+        else:
+            sink = make_archive(self.options.archive, self.engine, self.dialect, table, self.options.archive_dir)
         if step.walk == "block":
             return BlockWalker(self.dialect, table, selection, step, sink, cursor.get("block", 0))
         if KeyRangeWalker.fits(step, key_columns(table, step)):

@@ -54,6 +54,7 @@ class PhasePlan(BaseModel):
     profile: list[dict[str, Any]]
     histogram: dict[str, int] = {}
     expect: dict[str, Any] = {}
+    checks: list[dict[str, Any]] = []  # catalog preconditions (retire); the gate runs on them
     gate: GateVerdict | None = None
 
     @property

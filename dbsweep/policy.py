@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .durations import parse_duration
 from .errors import BadInput
@@ -57,6 +57,12 @@ class PhaseBase(Strict):
     max_rows: int | None = Field(default=None, ge=1)
     max_plan_age: str = "24 hours"
     description: str = ""
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def base_dir(self) -> Path:
+        """The policy file's folder: relative paths in a phase are relative to it."""
+        return self._base_dir
 
     @property
     def start_batch_size(self) -> int:
@@ -116,6 +122,7 @@ class EnvConfig(Strict):
     url: str | None = None
     url_env: str | None = None
     protected: bool = False
+    database: str | None = None  # with url = "embedded": this env's database in the embedded server
 
     @model_validator(mode="after")
     def _one_source(self) -> EnvConfig:
@@ -225,6 +232,7 @@ def load_policy(path: str | Path) -> Policy:
         phase = _validate(model, raw_phase, where)
         if phase.name in fingerprints:
             raise BadInput(f"{where}: phase name used twice")
+        phase._base_dir = path.resolve().parent
         phases.append(phase)
         fingerprints[phase.name] = fingerprint(raw_phase)
     if not phases:

@@ -42,7 +42,7 @@ def make_plan(policy: Policy, phase_name: str, target: Target, now: datetime | N
     plan = PhasePlan(
         policy=policy.name, phase=cfg.name, kind=cfg.kind, env=target.env, created_at=now,
         phase_fingerprint=policy.fingerprints[cfg.name], cutoff=parts.cutoff, steps=parts.steps,
-        profile=parts.profile, histogram=parts.histogram, expect=parts.expect,
+        profile=parts.profile, histogram=parts.histogram, expect=parts.expect, checks=parts.checks,
     )
     ledger = Ledger(target.engine)
     ledger.ensure()

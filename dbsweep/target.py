@@ -47,7 +47,7 @@ def resolve_url(policy: Policy, env: str) -> sa.URL:
     if raw == "embedded":
         from .embedded import embedded_url
 
-        return embedded_url(policy.database.database_name or policy.name)
+        return embedded_url(config.database or policy.database.database_name or policy.name)
     try:
         url = sa.make_url(raw)
     except Exception:

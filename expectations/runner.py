@@ -76,7 +76,9 @@ def profile_frame(plan: PhasePlan) -> pd.DataFrame:
 
 def gate(plan: PhasePlan) -> GateVerdict:
     """The plan's gate: its kind's gate suite on its profile, bounded by the policy's expect table."""
-    return run_suite(kind_module(plan.kind).GATE_SUITE, profile_frame(plan), plan.expect)
+    kind = kind_module(plan.kind)
+    frame = pd.DataFrame(plan.checks) if getattr(kind, "GATE_ON", "profile") == "checks" else profile_frame(plan)
+    return run_suite(kind.GATE_SUITE, frame, plan.expect)
 
 
 def verification(plan: PhasePlan, rows: list[dict]) -> GateVerdict:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ..archive import ARCHIVED_AT, NoArchive
+from ..archive import ARCHIVED_AT, BATCH_NO, RUN_ID, NoArchive
+from ..errors import BadInput
 from ..keys import after_key, up_to_key
 
 NO_ARCHIVE = NoArchive()
@@ -48,6 +49,25 @@ class Dialect:
         """The worst replica's replay lag; None when there is no replica (or no way to know)."""
         return None
 
+    # catalog: what depends on a table (retire) and moving it --------------------------------
+    def inbound_foreign_keys(self, conn: sa.Connection, table: sa.Table) -> list[str]:
+        raise BadInput(f"retire is not supported on {self.name}: it cannot read dependencies from the catalog")
+
+    dependent_views = dependent_routines = inbound_foreign_keys
+
+    def default_schema(self, conn: sa.Connection) -> str | None:
+        return sa.inspect(conn).default_schema_name
+
+    def rename_table(self, conn: sa.Connection, table: sa.Table, new_name: str) -> None:
+        prep = conn.dialect.identifier_preparer
+        conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} RENAME TO {prep.quote(new_name)}"))
+
+    def drop_table(self, conn: sa.Connection, table: sa.Table) -> None:
+        conn.execute(sa.text(f"DROP TABLE {conn.dialect.identifier_preparer.format_table(table)}"))
+
+    def move_table(self, conn: sa.Connection, table: sa.Table, schema: str, new_name: str) -> None:
+        raise BadInput(f"moving a table to another schema is not supported on {self.name}")
+
     def try_phase_lock(self, conn: sa.Connection, key: str) -> bool:
         """Session-level lock so one phase never runs twice at once; True when acquired."""
         return True
@@ -68,7 +88,7 @@ class Dialect:
             sa.select(*keys).where(*window).order_by(*keys).offset(size - 1).limit(1)
         ).first()
         upper = list(boundary) if boundary is not None else last
-        rows = sink.delete(conn, sa.delete(table).where(*window, up_to_key(keys, upper)), table)
+        rows = sink.apply(conn, sa.delete(table).where(*window, up_to_key(keys, upper)), table)
         return BatchOutcome(rows=rows, last_key=upper if boundary is not None else None)
 
     def delete_key_range(self, conn: sa.Connection, table: sa.Table, key: sa.Column, selection: sa.ColumnElement,
@@ -77,7 +97,19 @@ class Dialect:
         clauses = [selection, key <= upto]
         if after is not None:
             clauses.append(key > after)
-        return sink.delete(conn, sa.delete(table).where(*clauses), table)
+        return sink.apply(conn, sa.delete(table).where(*clauses), table)
+
+    def update_saving_previous(self, conn: sa.Connection, table: sa.Table, previous: sa.Table, keys: list[sa.Column],
+                               targets: dict[str, sa.ColumnElement], where: sa.ColumnElement, stamp: dict) -> int:
+        """Save the current values of the rows `where` selects into `previous`, then update them, in
+        the caller's transaction. Portable form: INSERT ... SELECT, then UPDATE, same predicate."""
+        names = saved_columns(previous)
+        conn.execute(sa.insert(previous).from_select(
+            [*names, RUN_ID, BATCH_NO, ARCHIVED_AT],
+            sa.select(*[table.c[n] for n in names], sa.literal(stamp[RUN_ID], sa.String),
+                      sa.literal(stamp[BATCH_NO], sa.Integer), sa.func.current_timestamp()).where(where),
+        ))
+        return conn.execute(sa.update(table).where(where).values(targets)).rowcount
 
     def delete_into_archive(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table, archive: sa.Table,
                             stamp: dict) -> int:
@@ -91,3 +123,8 @@ class Dialect:
                 {**dict(zip(table.c.keys(), row)), **stamp, ARCHIVED_AT: archived_at} for row in rows
             ])
         return len(rows)
+
+
+def saved_columns(archive: sa.Table) -> list[str]:
+    """The copied columns of an archive or previous-values table (not its run/batch/time stamp)."""
+    return [c.name for c in archive.c if c.name not in (RUN_ID, BATCH_NO, ARCHIVED_AT)]

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from ..archive import ARCHIVED_AT, BATCH_NO, RUN_ID
 from ..keys import after_key, up_to_key
-from .base import NO_ARCHIVE, BatchOutcome, Dialect
+from .base import NO_ARCHIVE, BatchOutcome, Dialect, saved_columns
 
 ROW_LOCATOR = sa.literal_column("ctid")
 
@@ -73,6 +73,20 @@ class PostgresDialect(Dialect):
                 .returning(sa.literal_column("1")).cte("kept"))
         return conn.execute(sa.select(sa.func.count()).select_from(kept).add_cte(gone)).scalar()
 
+    def update_saving_previous(self, conn, table, previous, keys, targets, where, stamp):
+        """One statement, the rows locked once: WITH old AS (SELECT ... FOR UPDATE), saved AS
+        (INSERT INTO previous SELECT ... FROM old) UPDATE table ... FROM old."""
+        names = saved_columns(previous)
+        old = sa.select(*[table.c[n] for n in names]).where(where).with_for_update().cte("old")
+        saved = sa.insert(previous).from_select(
+            [*names, RUN_ID, BATCH_NO, ARCHIVED_AT],
+            sa.select(*[old.c[n] for n in names], sa.literal(stamp[RUN_ID], sa.String),
+                      sa.literal(stamp[BATCH_NO], sa.Integer), sa.func.now()),
+        ).cte("saved")
+        update = (sa.update(table).where(*[table.c[k.name] == old.c[k.name] for k in keys]).values(targets)
+                  .returning(sa.literal_column("1")).add_cte(old).add_cte(saved))
+        return len(conn.execute(update).all())
+
     def delete_batch(self, conn, table, keys, selection, after, last, size, sink=NO_ARCHIVE):
         """One statement: pick the next `size` selected rows in key order, delete them by ctid
         (a TID scan, whatever plan the batch query gets) and return the count and the last key.
@@ -107,7 +121,52 @@ class PostgresDialect(Dialect):
         """Tables without a key: delete the selected rows in heap blocks [first, end) (TID range scan)."""
         lo = sa.literal_column(f"'({int(first_block)},0)'::tid")
         hi = sa.literal_column(f"'({int(end_block)},0)'::tid")
-        return sink.delete(conn, sa.delete(table).where(ROW_LOCATOR >= lo, ROW_LOCATOR < hi, selection), table)
+        return sink.apply(conn, sa.delete(table).where(ROW_LOCATOR >= lo, ROW_LOCATOR < hi, selection), table)
+
+    # catalog: what depends on a table -------------------------------------------------------
+    def inbound_foreign_keys(self, conn, table):
+        rows = conn.execute(sa.text("""
+            SELECT con.conname, con.conrelid::regclass::text AS child FROM pg_constraint con
+            WHERE con.contype = 'f' AND con.confrelid = to_regclass(:t) AND con.conrelid <> con.confrelid
+            ORDER BY 2, 1"""), {"t": self._regname(conn, table)}).all()
+        return [f"foreign key {r.conname} on {r.child}" for r in rows]
+
+    def dependent_views(self, conn, table):
+        rows = conn.execute(sa.text("""
+            SELECT DISTINCT CASE c.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END AS kind,
+                   c.oid::regclass::text AS name
+            FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class c ON c.oid = r.ev_class
+            WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = to_regclass(:t) AND c.oid <> d.refobjid
+            ORDER BY 2"""), {"t": self._regname(conn, table)}).all()
+        return [f"{r.kind} {r.name}" for r in rows]
+
+    def dependent_routines(self, conn, table, names):
+        """Triggers on the table, routines whose SQL-standard body depends on it (pg_depend), and
+        routines whose source text names it as a whole word (PL/pgSQL bodies are not tracked)."""
+        regname = self._regname(conn, table)
+        words = "|".join(re.escape(n) for n in names)
+        rows = conn.execute(sa.text("""
+            SELECT 'trigger ' || t.tgname || ' on ' || t.tgrelid::regclass::text FROM pg_trigger t
+            WHERE t.tgrelid = to_regclass(:t) AND NOT t.tgisinternal
+            UNION
+            SELECT 'routine ' || p.oid::regprocedure::text FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+            WHERE d.classid = 'pg_proc'::regclass AND d.refobjid = to_regclass(:t)
+            UNION
+            SELECT 'routine ' || p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prosrc ~* :pattern
+            ORDER BY 1"""), {"t": regname, "pattern": rf"(^|[^\w])({words})([^\w]|$)"}).scalars().all()
+        return list(rows)
+
+    def default_schema(self, conn):
+        return conn.execute(sa.text("SELECT current_schema()")).scalar()
+
+    def move_table(self, conn, table, schema, new_name):
+        prep = conn.dialect.identifier_preparer
+        conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {prep.quote(schema)}"))
+        old_schema = table.schema or self.default_schema(conn)
+        if new_name != table.name:
+            conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} RENAME TO {prep.quote(new_name)}"))
+        conn.execute(sa.text(f"ALTER TABLE {prep.quote(old_schema)}.{prep.quote(new_name)} SET SCHEMA {prep.quote(schema)}"))
 
     # range partitions ------------------------------------------------------------------
     def range_partitions(self, conn, table, column_name: str) -> list[Partition] | None:
@@ -145,10 +204,7 @@ class PostgresDialect(Dialect):
             conn.execute(sa.text(f"DROP TABLE {child}"))
         else:
             schema, name = archive_as.split(".", 1)
-            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {prep.quote(schema)}"))
-            conn.execute(sa.text(f"ALTER TABLE {child} RENAME TO {prep.quote(name)}"))
-            conn.execute(sa.text(f"ALTER TABLE {prep.quote_schema(partition.schema or 'public')}.{prep.quote(name)} "
-                                 f"SET SCHEMA {prep.quote(schema)}"))
+            self.move_table(conn, partition, schema, name)
         return rows
 
     def reattach_partition(self, conn, archived_as: str, original: str, parent: sa.Table, bound: str) -> None:

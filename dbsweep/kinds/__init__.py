@@ -5,6 +5,13 @@
     selection(table, step) -> SQLAlchemy predicate        rebuilt from the frozen plan only
     verify(conn, dialect, plan) -> list[dict]             post-conditions, one row per table
     GATE_SUITE / VERIFY_SUITE                             names of its Great Expectations suites
+
+and, where the kind needs them:
+
+    make_change(engine, dialect, table, step, options)    what a batch does to its key window
+                                                           (default: delete, archived per policy)
+    walker(dialect, table, step, sink, options)           a step that is one catalog action
+    restore(engine, ledger, run, plan) -> RestoreReport   undo (default: put archived rows back)
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from types import ModuleType
 
 from ..errors import BadInput
 
-KINDS = ("retention",)
+KINDS = ("retention", "reset", "retire")
 
 
 def kind_module(kind: str) -> ModuleType:

@@ -24,6 +24,7 @@ class PlanParts:
     cutoff: datetime | None = None
     histogram: dict[str, int] = field(default_factory=dict)
     expect: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)  # preconditions, for kinds gated on them
 
 
 def key_columns(table: sa.Table, step: Step) -> list[sa.ColumnElement]:

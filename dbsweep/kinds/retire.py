@@ -1,0 +1,219 @@
+"""Kind `retire`: drop obsolete tables only after proving they are unused (seed 001: the DELTA
+tables). Step one renames the table to `<name>__retired_<yyyymmdd>` (the gradual disable: anything
+still using it fails loudly, and `dbsweep restore` renames it back); step two, a later run of the
+same phase once `grace` has passed, drops it (or, with archive, moves it to schema dbsweep_archive).
+Preconditions are read from the catalog when planning and again inside the change's transaction."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import sqlalchemy as sa
+from pydantic import Field, field_validator
+
+from ..catalog import reflect_table, split_name
+from ..dialects import Dialect, dialect_for
+from ..durations import parse_duration
+from ..errors import BadInput, GateRefused
+from ..plan import PhasePlan, Step
+from ..policy import PhaseBase
+from .common import PlanParts
+from .partitioned import ARCHIVE_SCHEMA
+
+GATE_SUITE = "retire_gate"
+VERIFY_SUITE = "retire_verify"
+GATE_ON = "checks"
+RETIRED = "__retired_"
+CODE_SUFFIXES = {".py", ".sql", ".toml", ".yaml", ".yml", ".json", ".js", ".ts", ".java", ".cs", ".go", ".rb", ".sh",
+                 ".ps1", ".md", ".txt", ".cfg", ".ini", ".xml"}
+NONE = "none"
+
+
+class Config(PhaseBase):
+    kind: Literal["retire"]
+    tables: list[str] = Field(min_length=1)
+    grace: str = "7 days"
+    code_paths: list[str] = []  # folders searched for the table names; relative to the policy file
+
+    @field_validator("archive", mode="before")
+    @classmethod
+    def _archive_flag(cls, value):
+        if isinstance(value, bool):
+            return "table" if value else "none"
+        if value == "parquet":
+            raise ValueError("a retired table is archived whole, by moving it to schema dbsweep_archive: "
+                             "use archive = true")
+        return value
+
+    @field_validator("grace")
+    @classmethod
+    def _grace(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+def retired_name(base: str, on: datetime) -> str:
+    return f"{base}{RETIRED}{on:%Y%m%d}"
+
+
+def _retired_copies(conn: sa.Connection, schema: str | None, base: str) -> list[tuple[str, datetime]]:
+    pattern = re.compile(re.escape(base + RETIRED) + r"(\d{8})$")
+    found = []
+    for name in sa.inspect(conn).get_table_names(schema=schema):
+        match = pattern.match(name)
+        if match:
+            found.append((name, datetime.strptime(match.group(1), "%Y%m%d").replace(tzinfo=timezone.utc)))
+    return sorted(found, key=lambda item: item[1])
+
+
+def preconditions(conn: sa.Connection, dialect: Dialect, table: sa.Table, label: str, archive: bool,
+                  code_paths: list[Path], names: list[str]) -> list[dict]:
+    """One row per check; `found` is "none" when the check passes, else what blocks the retire."""
+    rows = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+    found = {
+        "empty (or archived)": [] if rows == 0 or archive else [f"{rows:,} rows"],
+        "no inbound foreign key": dialect.inbound_foreign_keys(conn, table),
+        "no dependent view": dialect.dependent_views(conn, table),
+        "no routine or trigger using it": dialect.dependent_routines(conn, table, names),
+        "no code reference": code_references(code_paths, names),
+    }
+    return [{"table": label, "check": check, "found": "; ".join(items) if items else NONE} for check, items in found.items()]
+
+
+def code_references(paths: list[Path], names: list[str], limit: int = 20) -> list[str]:
+    """`file:line` of each whole-word, case-insensitive mention of any of `names`."""
+    pattern = re.compile(r"(?<![\w])(" + "|".join(re.escape(n) for n in names) + r")(?![\w])", re.IGNORECASE)
+    hits = []
+    for root in paths:
+        if not root.exists():
+            raise BadInput(f"code_paths: folder {root} does not exist")
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in CODE_SUFFIXES)
+        for path in files:
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            for number, line in enumerate(text.splitlines(), 1):
+                if pattern.search(line):
+                    hits.append(f"{path}:{number}")
+                    if len(hits) >= limit:
+                        return hits
+    return hits
+
+
+def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) -> PlanParts:
+    grace = parse_duration(cfg.grace)
+    code_paths = [(cfg.base_dir / p).resolve() for p in cfg.code_paths]
+    steps, profile, checks = [], [], []
+    for qualified in cfg.tables:
+        schema, base = split_name(qualified)
+        copies = _retired_copies(conn, schema, base)
+        if sa.inspect(conn).has_table(base, schema=schema):
+            action, name, target, note = "rename", qualified, retired_name(base, now), "step 1: rename (gradual disable)"
+        elif copies:
+            name = f"{schema}.{copies[-1][0]}" if schema else copies[-1][0]
+            due = copies[-1][1] + grace
+            if now < due:
+                profile.append({"table": qualified, "action": "wait", "rows_total": None, "rows_selected": 0,
+                                "detail": f"renamed to {name}; drop due after {due:%Y-%m-%d} (grace {cfg.grace})"})
+                continue
+            action, target, note = "drop", None, f"step 2: drop {name} (renamed {copies[-1][1]:%Y-%m-%d}, grace passed)"
+        else:
+            raise BadInput(f"table '{qualified}' not found, nor a retired copy {base}{RETIRED}<date>: "
+                           "already dropped? remove it from the policy")
+        table = reflect_table(conn, name)
+        found = preconditions(conn, dialect, table, qualified, cfg.archive != "none", code_paths, [base, table.name])
+        checks += found
+        rows = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+        profile.append({"table": qualified, "action": action, "rows_total": rows, "rows_selected": rows,
+                        "est_bytes": dialect.table_bytes(conn, table), "detail": note})
+        spec = {"action": action, "name": table.fullname, "base": base, "target": target,
+                "code_paths": [str(p) for p in code_paths]}
+        steps.append(Step(table=table.fullname, walk="retire", rows_selected=rows, batch_size=1, spec=spec))
+    return PlanParts(steps=steps, profile=profile, checks=checks)
+
+
+def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
+    return sa.true()  # a retire step takes the whole table
+
+
+class RetireWalker:
+    """One batch per table: re-check the preconditions under the change's transaction, then rename
+    or drop (or move to the archive schema)."""
+
+    def __init__(self, dialect: Dialect, table: sa.Table, step: Step, sink, options):
+        self.dialect, self.table, self.step, self.sink = dialect, table, step, sink
+        self.archive = options.archive != "none"
+        self.done = False
+
+    def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
+        spec = self.step.spec
+        blocking = [c for c in preconditions(conn, self.dialect, self.table, spec["name"], self.archive,
+                                             [Path(p) for p in spec["code_paths"]], [spec["base"], self.table.name])
+                    if c["found"] != NONE]
+        if blocking:
+            raise GateRefused(f"retire {spec['name']}: precondition failed since planning: "
+                              + "; ".join(f"{c['check']}: {c['found']}" for c in blocking))
+        rows = conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar()
+        record = {"action": spec["action"], "table": spec["name"]}
+        if spec["action"] == "rename":
+            self.dialect.rename_table(conn, self.table, spec["target"])
+            record["renamed_to"] = f"{self.table.schema}.{spec['target']}" if self.table.schema else spec["target"]
+        elif self.archive:
+            moved = f"{self.table.name}__{self.sink.run_id}"
+            self.dialect.move_table(conn, self.table, ARCHIVE_SCHEMA, moved)
+            record["archived_as"] = f"{ARCHIVE_SCHEMA}.{moved}"
+        else:
+            self.dialect.drop_table(conn, self.table)
+        self.sink.ref = json.dumps(record)
+        return rows, None
+
+    def advance(self, cursor: dict, rows: int, size: int) -> None:
+        self.done = True
+
+
+def walker(dialect: Dialect, table: sa.Table, step: Step, sink, options) -> RetireWalker:
+    return RetireWalker(dialect, table, step, sink, options)
+
+
+def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
+    """Each step's table is gone from its old name; a renamed one exists under its new name."""
+    rows = []
+    inspector = sa.inspect(conn)
+    for step in plan.steps:
+        schema, name = split_name(step.spec["name"])
+        still_there = inspector.has_table(name, schema=schema)
+        renamed_ok = step.spec["action"] != "rename" or inspector.has_table(step.spec["target"], schema=schema)
+        rows.append({"table": step.spec["name"], "check": f"{step.spec['action']} done",
+                     "rows": step.rows_selected, "rows_wrong": int(still_there) + int(not renamed_ok)})
+    return rows
+
+
+def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
+    """Rename back, or move back from dbsweep_archive; a plain drop cannot be undone and is refused
+    before anything changes."""
+    from ..restore import RestoreReport
+
+    batches = list(reversed(ledger.archived_batches(run.run_id)))
+    records = [json.loads(b.archive) for b in batches]
+    dropped = [r["table"] for r in records if r["action"] == "drop" and "archived_as" not in r]
+    if dropped:
+        raise BadInput(f"run {run.run_id} dropped {', '.join(dropped)} without an archive: nothing to restore from")
+    dialect = dialect_for(engine)
+    for batch, record in zip(batches, records):
+        with engine.begin() as conn:
+            schema, name = split_name(record["table"])
+            if record["action"] == "rename":
+                renamed = reflect_table(conn, record["renamed_to"])
+                dialect.rename_table(conn, renamed, name)
+            else:
+                moved = reflect_table(conn, record["archived_as"])
+                dialect.move_table(conn, moved, schema or dialect.default_schema(conn), name)
+            ledger.mark_restored(conn, run.run_id, batch.batch_no)
+    names = ", ".join(r["table"] for r in records) or "nothing"
+    return RestoreReport(run.run_id, plan.phase, len(batches), run.rows_done, run.rows_done, 0,
+                         detail=f"put back {names}")
