@@ -82,22 +82,26 @@ def build_phase(policy_name: str, phase) -> PhaseAssets:
         except DbsweepError as exc:
             raise _fail(exc) from None
         frame = pd.DataFrame(plan.profile).assign(plan_id=plan.plan_id)
-        first = plan.profile[0]
-        return dg.Output(frame, metadata={
+        first = plan.profile[0] if plan.profile else {}
+        rows_total = sum(r.get("rows_total") or 0 for r in plan.profile)
+        metadata = {
             "plan_id": plan.plan_id,
             "env": target.env,
             "target": target.display_url,
             "cutoff": str(plan.cutoff) if plan.cutoff else "-",
-            "rows_total": sum(r["rows_total"] for r in plan.profile),
+            "rows_total": rows_total,
             "rows_selected": plan.rows_selected,
             "fraction": float(first.get("fraction_selected", 0.0)) if len(plan.profile) == 1 else
-            plan.rows_selected / max(1, sum(r["rows_total"] for r in plan.profile)),
+            plan.rows_selected / max(1, rows_total),
             "oldest_selected": str(first.get("oldest_selected") or "-"),
             "newest_selected": str(first.get("newest_selected") or "-"),
             "estimated_bytes": human_bytes(sum(r.get("est_bytes") or 0 for r in plan.profile)),
             "age_histogram": dg.MetadataValue.json(plan.histogram),
             "profile": dg.MetadataValue.md(frame.astype(str).to_markdown(index=False)),
-        })
+        }
+        if plan.checks:
+            metadata["preconditions"] = dg.MetadataValue.md(pd.DataFrame(plan.checks).to_markdown(index=False))
+        return dg.Output(frame, metadata=metadata)
 
     @dg.asset_check(asset=profile_key, name="gate", blocking=True,
                     description="Great Expectations gate on the profile; a failure stops apply in this run, "

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
@@ -29,17 +28,13 @@ def find_file(relative: str) -> Path:
     raise BadInput(f"cannot find {relative} (run from the dbsweep checkout)")
 
 
-def _count(engine: sa.Engine, table: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar()
-
-
 def run_demo(out: Console, scale: float) -> None:
     from expectations.runner import gate, verification
 
     summary = Table(title=f"dbsweep demo (scale {scale:g})")
-    for name in ("policy", "phase", "table", "rows before", "rows after", "deleted", "rows/s", "batches", "longest batch", "time", "verified"):
-        summary.add_column(name, justify="left" if name in ("policy", "phase", "table", "verified") else "right")
+    for name in ("policy", "phase", "kind", "tables", "rows before", "rows after", "changed", "rows/s", "batches",
+                 "longest batch", "time", "verified"):
+        summary.add_column(name, justify="left" if name in ("policy", "phase", "kind", "tables", "verified") else "right")
     for dataset_name, dataset in DATASETS.items():
         policy = load_policy(find_file(f"policies/{dataset_name}.toml"))
         if policy.database.env["dev"].url != "embedded":
@@ -49,22 +44,26 @@ def run_demo(out: Console, scale: float) -> None:
         dataset.create(target.engine, scale)
         for phase in policy.phases:
             started = time.monotonic()
-            table = phase.table
-            before = _count(target.engine, table)
             plan = service.make_plan(policy, phase.name, target)
             service.record_gate(target, plan, gate(plan))
             if not plan.gate.passed:
                 raise DbsweepError(f"demo gate refused {phase.name}: {plan.gate.summary}")
+            before = _rows(plan)
             report = service.apply(policy, target, plan, dry_run=False)
-            rows = service.verify(target, plan)
-            verdict = verification(plan, rows)
-            after = _count(target.engine, table)
-            summary.add_row(policy.name, phase.name, table, f"{before:,}", f"{after:,}", f"{report.rows:,}",
+            verdict = verification(plan, service.verify(target, plan))
+            after = before if phase.kind == "reset" else before - report.rows  # reset changes rows in place
+            tables = ", ".join(sorted({row["table"] for row in plan.profile}))
+            summary.add_row(policy.name, phase.name, phase.kind, tables, f"{before:,}", f"{after:,}", f"{report.rows:,}",
                             f"{report.rows_per_s:,.0f}", f"{report.batches:,}", f"{report.batch_ms['max']:.0f} ms",
                             f"{time.monotonic() - started:.1f} s", "yes" if verdict.passed else "[red]NO[/]")
             if not verdict.passed:
                 raise DbsweepError(f"demo verification failed for {phase.name}: {verdict.summary}")
     out.print(summary)
+
+
+def _rows(plan) -> int:
+    """Rows of the phase's tables (a reset profiles one table once per rule)."""
+    return sum({row["table"]: row.get("rows_total") or 0 for row in plan.profile}.values())
 
 
 def launch_ui(out: Console) -> None:

@@ -25,19 +25,27 @@ def _when(value) -> str:
 
 def print_plan(out: Console, target, plans: list[PhasePlan]) -> None:
     table = Table(title=f"plan on {target.display_url} (env {target.env})")
-    for name in ("phase", "plan id", "table", "rows", "selected", "fraction", "oldest selected", "cutoff", "est. bytes", "gate"):
+    for name in ("phase", "plan id", "table", "rows", "selected", "fraction", "oldest selected", "cutoff / action",
+                 "est. bytes", "gate"):
         table.add_column(name, justify="right" if name in ("rows", "selected", "fraction", "est. bytes") else "left")
     for plan in plans:
         verdict = "[green]passed[/]" if plan.gate and plan.gate.passed else f"[red]refused[/]: {plan.gate.summary if plan.gate else 'not run'}"
         for row in plan.profile:
-            table.add_row(plan.phase, plan.plan_id, row["table"], f"{row['rows_total']:,}", f"{row['rows_selected']:,}",
-                          f"{row.get('fraction_selected', 0):.1%}", _when(row.get("oldest_selected")),
-                          _when(plan.cutoff), human_bytes(row.get("est_bytes")), verdict)
+            total, selected = row.get("rows_total"), row.get("rows_selected") or 0
+            fraction = row.get("fraction_selected", selected / total if total else 0.0)
+            label = row["table"] + (f" ({row['rule']})" if "rule" in row else "")
+            what = row.get("detail") or row.get("sets") or _when(plan.cutoff)
+            table.add_row(plan.phase, plan.plan_id, label, "-" if total is None else f"{total:,}", f"{selected:,}",
+                          f"{fraction:.1%}", _when(row.get("oldest_selected")), what, human_bytes(row.get("est_bytes")),
+                          verdict)
     out.print(table)
     for plan in plans:
         for row in plan.profile:
             if row.get("whole_partitions"):
                 out.print(f"{plan.phase}: partitions going whole: {', '.join(row['whole_partitions'])}")
+        for check in plan.checks:
+            mark = "[green]ok[/]" if check["found"] == "none" else f"[red]blocked[/]: {check['found']}"
+            out.print(f"{plan.phase}: {check['table']}: {check['check']}: {mark}")
 
 
 def print_dry_run(out: Console, report) -> None:
@@ -45,7 +53,9 @@ def print_dry_run(out: Console, report) -> None:
     out.print(f"[bold]{report.phase}[/] (dry run, plan {report.plan_id}{note}): would change {report.rows:,} rows "
               f"in about {report.batches_estimate:,} batches; nothing changed")
     for step in report.steps:
-        if step["walk"] == "partition":
+        if step["walk"] == "retire":
+            out.print(f"  {step['table']}: {step['rows']:,} rows, {step['action']}")
+        elif step["walk"] == "partition":
             out.print(f"  {step['table']}: {step['rows']:,} rows, the whole partition goes at once (detach, then "
                       "drop, or move to schema dbsweep_archive when archiving)")
         else:

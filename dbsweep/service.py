@@ -125,9 +125,10 @@ def apply(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool = Tr
     options = run_options(policy, plan.phase, **overrides)
     if dry_run:
         size = options.batch_size
-        steps = [{"table": s.table, "rows": s.rows_selected, "walk": s.walk, "batch_size": size or s.batch_size}
-                 for s in plan.steps]
-        batches = sum(math.ceil(s["rows"] / s["batch_size"]) for s in steps)
+        steps = [{"table": s.table, "rows": s.rows_selected, "walk": s.walk, "batch_size": size or s.batch_size,
+                  "action": s.spec.get("action", "")} for s in plan.steps]
+        batches = sum(1 if s["walk"] in ("retire", "partition") else math.ceil(s["rows"] / s["batch_size"])
+                      for s in steps)
         return DryRunReport(plan.plan_id, plan.phase, plan.rows_selected, batches, steps, resumes)
     return Executor(target.engine, plan, options, on_progress).run()
 

@@ -1,5 +1,5 @@
 """Demo datasets shaped like the seeds' systems, created in the embedded PostgreSQL."""
 
-from . import telemetry
+from . import orders, telemetry
 
-DATASETS = {"telemetry": telemetry}
+DATASETS = {"telemetry": telemetry, "orders": orders}
