@@ -88,7 +88,9 @@ class ParquetArchive:
         self.ref = str(Path(run_id) / f"{self.table.fullname}-{batch_no:07d}.parquet")
 
     def apply(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
-        rows = conn.execute(stmt.returning(*table.c)).all()
+        return self.write(conn.execute(stmt.returning(*table.c)).all(), table)
+
+    def write(self, rows: list, table: sa.Table) -> int:
         write_parquet(self.root / self.ref, table, rows)
         return len(rows)
 

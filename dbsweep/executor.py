@@ -226,7 +226,7 @@ class Executor:
             sink = make_archive(self.options.archive, self.engine, self.dialect, table, self.options.archive_dir)
         if step.walk == "block":
             return BlockWalker(self.dialect, table, selection, step, sink, cursor.get("block", 0))
-        if KeyRangeWalker.fits(step, key_columns(table, step)):
+        if self.dialect.range_walk and KeyRangeWalker.fits(step, key_columns(table, step)):
             return KeyRangeWalker(self.dialect, table, selection, step, sink, cursor.get("after"))
         return KeyWalker(self.dialect, table, selection, step, sink, cursor.get("after"))
 

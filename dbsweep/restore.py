@@ -102,15 +102,21 @@ def _any_archived(ledger: Ledger, run_id: str) -> bool:
         return conn.execute(sa.select(sa.func.count()).where(b.run_id == run_id, b.archive.is_not(None))).scalar() > 0
 
 
-def _insert_from_archive(conn, table: sa.Table, keys: list[sa.Column], archive: sa.Table, run_id: str,
-                         batch_no: int) -> int:
+def _insert_from_archive_statement(table: sa.Table, keys: list[sa.Column], archive: sa.Table, run_id: str,
+                                   batch_no: int) -> sa.Insert:
+    """INSERT INTO t (...) SELECT ... FROM archive WHERE run/batch AND NOT EXISTS (same key in t)."""
     names = list(table.c.keys())
     source = sa.select(*[archive.c[n] for n in names]).where(archive.c[RUN_ID] == run_id, archive.c[BATCH_NO] == batch_no)
     if keys:
         taken = sa.select(sa.literal(1)).select_from(table).where(*[table.c[k.name] == archive.c[k.name] for k in keys])
         source = source.where(~sa.exists(taken))
+    return sa.insert(table).from_select(names, source)
+
+
+def _insert_from_archive(conn, table: sa.Table, keys: list[sa.Column], archive: sa.Table, run_id: str,
+                         batch_no: int) -> int:
     # counted from RETURNING: psycopg reports no rowcount for INSERT ... SELECT under SQLAlchemy 2.1
-    inserted = sa.insert(table).from_select(names, source).returning(sa.literal_column("1"))
+    inserted = _insert_from_archive_statement(table, keys, archive, run_id, batch_no).returning(sa.literal_column("1"))
     return len(conn.execute(inserted).all())
 
 

@@ -25,6 +25,7 @@ class Dialect:
     ledger_schema: str | None = "dbsweep"
     supports_row_locator = False  # ctid (PostgreSQL) for tables without a primary key
     dml_in_cte = False  # INSERT/UPDATE/DELETE inside WITH (PostgreSQL)
+    range_walk = True  # integer keys may be walked by key ranges sized from their density
 
     def quote(self, conn: sa.Connection, name: str) -> str:
         return conn.dialect.identifier_preparer.quote(name)

@@ -1,19 +1,117 @@
-"""SQL Server (pymssql). No server runs here: these statements are compile-tested only."""
+"""SQL Server (pymssql). No SQL Server runs here: these statements are compile-tested only
+(tests/test_mssql.py compiles each with SQLAlchemy's mssql dialect and asserts on the T-SQL).
+
+Statements are built by `*_statement` functions that need only a SQLAlchemy dialect, so a test
+can compile them without a server; the methods execute them."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect as SqlDialect
 
-from .base import Dialect
+from ..archive import ARCHIVED_AT, BATCH_NO, RUN_ID
+from ..keys import after_key, up_to_key
+from .base import NO_ARCHIVE, BatchOutcome, Dialect, saved_columns
+
+
+def named(sql_dialect: SqlDialect) -> SqlDialect:
+    """The same dialect with :name parameters, so compiled pieces can be joined into one text()."""
+    return type(sql_dialect)(paramstyle="named")
+
+
+def _compile(stmt, sql_dialect: SqlDialect):
+    return stmt.compile(dialect=named(sql_dialect), compile_kwargs={"render_postcompile": True})
+
+
+def _split_where(stmt, without_where, sql_dialect: SqlDialect) -> tuple[str, str, dict]:
+    """(head, ' WHERE ...', params): T-SQL puts OUTPUT between the two."""
+    full, head = _compile(stmt, sql_dialect), _compile(without_where, sql_dialect)
+    if not full.string.startswith(head.string):
+        raise AssertionError("unexpected statement shape while placing OUTPUT")
+    return head.string, full.string[len(head.string):], dict(full.params)
+
+
+def _output(prefix: str, columns: list[str], into: sa.Table | None, sql_dialect: SqlDialect) -> str:
+    prep = sql_dialect.identifier_preparer
+    values = [f"{prefix}.{prep.quote(c)}" for c in columns]
+    if into is None:
+        return " OUTPUT " + ", ".join(values)
+    values += [":dbsweep_run_id", ":dbsweep_batch_no", "SYSUTCDATETIME()"]
+    targets = ", ".join(prep.quote(c) for c in [*columns, RUN_ID, BATCH_NO, ARCHIVED_AT])
+    return f" OUTPUT {', '.join(values)} INTO {prep.format_table(into)} ({targets})"
+
+
+def delete_statement(sql_dialect: SqlDialect, table: sa.Table, where, top: int | None = None,
+                     archive: sa.Table | None = None, stamp: dict | None = None, output_rows: bool = False) -> sa.TextClause:
+    """DELETE TOP (n) FROM t [OUTPUT deleted.* INTO archive (...)] [OUTPUT deleted.*] WHERE ...
+    The WHERE is a key window holding at most n selected rows, so TOP is a guard, never a cut."""
+    head, tail, params = _split_where(sa.delete(table).where(where), sa.delete(table), sql_dialect)
+    if top is not None:
+        head = head.replace("DELETE FROM ", f"DELETE TOP ({int(top)}) FROM ", 1)
+    columns = list(table.c.keys())
+    output = _output("deleted", columns, archive, sql_dialect) if archive is not None else ""
+    if output_rows:
+        output += _output("deleted", columns, None, sql_dialect)
+    if archive is not None:
+        params.update(dbsweep_run_id=stamp[RUN_ID], dbsweep_batch_no=stamp[BATCH_NO])
+    return sa.text(head + output + tail).bindparams(**params)
+
+
+def update_statement(sql_dialect: SqlDialect, table: sa.Table, previous: sa.Table, targets: dict, where,
+                     stamp: dict) -> sa.TextClause:
+    """UPDATE t SET ... OUTPUT deleted.<key and reset columns> INTO previous (...) WHERE ..."""
+    head, tail, params = _split_where(sa.update(table).where(where).values(targets),
+                                      sa.update(table).values(targets), sql_dialect)
+    params.update(dbsweep_run_id=stamp[RUN_ID], dbsweep_batch_no=stamp[BATCH_NO])
+    return sa.text(head + _output("deleted", saved_columns(previous), previous, sql_dialect) + tail).bindparams(**params)
+
+
+def lock_timeout_statement(lock_s: float) -> sa.TextClause:
+    return sa.text(f"SET LOCK_TIMEOUT {int(lock_s * 1000)}")
+
+
+INBOUND_FOREIGN_KEYS = sa.text("""
+    SELECT fk.name, OBJECT_SCHEMA_NAME(fk.parent_object_id) + '.' + OBJECT_NAME(fk.parent_object_id) AS child
+    FROM sys.foreign_keys fk
+    WHERE fk.referenced_object_id = OBJECT_ID(:t) AND fk.parent_object_id <> fk.referenced_object_id
+    ORDER BY 2, 1""")
+
+DEPENDENT_OBJECTS = sa.text("""
+    SELECT DISTINCT o.type_desc, OBJECT_SCHEMA_NAME(d.referencing_id) + '.' + OBJECT_NAME(d.referencing_id) AS name
+    FROM sys.sql_expression_dependencies d JOIN sys.objects o ON o.object_id = d.referencing_id
+    WHERE d.referenced_id = OBJECT_ID(:t)
+    ORDER BY 2""")
+
+APPLOCK = sa.text("DECLARE @r int; EXEC @r = sp_getapplock @Resource = :k, @LockMode = 'Exclusive', "
+                  "@LockOwner = 'Session', @LockTimeout = 0; SELECT @r")
+RELEASE_APPLOCK = sa.text("EXEC sp_releaseapplock @Resource = :k, @LockOwner = 'Session'")
+
+TRIGGERS_ON = sa.text("SELECT name FROM sys.triggers WHERE parent_id = OBJECT_ID(:t) ORDER BY name")
+
+
+def rename_statement(sql_dialect: SqlDialect, table: sa.Table, new_name: str) -> sa.TextClause:
+    return sa.text("EXEC sp_rename :old, :new").bindparams(
+        old=sql_dialect.identifier_preparer.format_table(table), new=new_name)
+
+
+def move_statement(sql_dialect: SqlDialect, table: sa.Table, schema: str) -> sa.TextClause:
+    prep = sql_dialect.identifier_preparer
+    return sa.text(f"ALTER SCHEMA {prep.quote(schema)} TRANSFER {prep.format_table(table)}")
+
+
+def create_schema_statement(sql_dialect: SqlDialect, schema: str) -> sa.TextClause:
+    quoted = sql_dialect.identifier_preparer.quote(schema).replace("'", "''")
+    return sa.text(f"IF SCHEMA_ID(:s) IS NULL EXEC('CREATE SCHEMA {quoted}')").bindparams(s=schema)
 
 
 class MssqlDialect(Dialect):
     name = "mssql"
+    range_walk = False  # every batch is DELETE TOP (n) over a key window found first
 
     def set_session_timeouts(self, conn, lock_s, statement_s):
-        # SQL Server has no server-side statement timeout; the driver's query timeout would be per
-        # connection string, so only the lock timeout is set here.
-        conn.execute(sa.text(f"SET LOCK_TIMEOUT {int(lock_s * 1000)}"))
+        # SQL Server has no server-side statement timeout; pymssql's query timeout is per connection
+        # string, so only the lock timeout is set here.
+        conn.execute(lock_timeout_statement(lock_s))
 
     def table_bytes(self, conn, table):
         name = conn.dialect.identifier_preparer.format_table(table)
@@ -26,12 +124,61 @@ class MssqlDialect(Dialect):
         conn.execute(sa.text(f"UPDATE STATISTICS {conn.dialect.identifier_preparer.format_table(table)}"))
 
     def try_phase_lock(self, conn, key):
-        result = conn.execute(
-            sa.text("DECLARE @r int; EXEC @r = sp_getapplock @Resource = :k, @LockMode = 'Exclusive', "
-                    "@LockOwner = 'Session', @LockTimeout = 0; SELECT @r"),
-            {"k": key},
-        ).scalar()
+        result = conn.execute(APPLOCK, {"k": key}).scalar()
         return result is not None and result >= 0
 
     def release_phase_lock(self, conn, key):
-        conn.execute(sa.text("EXEC sp_releaseapplock @Resource = :k, @LockOwner = 'Session'"), {"k": key})
+        conn.execute(RELEASE_APPLOCK, {"k": key})
+
+    def delete_batch(self, conn, table, keys, selection, after, last, size, sink=NO_ARCHIVE):
+        """Find the key of the size-th selected row after the cursor (OFFSET/FETCH), then one
+        DELETE TOP (size) over that window, archived by OUTPUT ... INTO in the same statement."""
+        window = [selection, up_to_key(keys, last)]
+        if after is not None:
+            window.append(after_key(keys, after))
+        boundary = conn.execute(sa.select(*keys).where(*window).order_by(*keys).offset(size - 1).limit(1)).first()
+        upper = list(boundary) if boundary is not None else last
+        where = sa.and_(*window, up_to_key(keys, upper))
+        if sink.mode == "reset":
+            rows = sink.apply(conn, sa.delete(table).where(where), table)
+        elif sink.mode == "parquet":
+            rows = sink.write(conn.execute(delete_statement(conn.dialect, table, where, size, output_rows=True)).all(),
+                              table)
+        else:
+            archive = getattr(sink, "archive", None)
+            rows = conn.execute(delete_statement(conn.dialect, table, where, size, archive,
+                                                 getattr(sink, "stamp", None))).rowcount
+        return BatchOutcome(rows=rows, last_key=upper if boundary is not None else None)
+
+    def delete_into_archive(self, conn, stmt, table, archive, stamp):
+        return conn.execute(delete_statement(conn.dialect, table, stmt.whereclause, None, archive, stamp)).rowcount
+
+    def update_saving_previous(self, conn, table, previous, keys, targets, where, stamp):
+        return conn.execute(update_statement(conn.dialect, table, previous, targets, where, stamp)).rowcount
+
+    # catalog ------------------------------------------------------------------------------
+    def _name(self, conn, table) -> dict:
+        return {"t": conn.dialect.identifier_preparer.format_table(table)}
+
+    def inbound_foreign_keys(self, conn, table):
+        return [f"foreign key {r.name} on {r.child}" for r in conn.execute(INBOUND_FOREIGN_KEYS, self._name(conn, table))]
+
+    def dependent_views(self, conn, table):
+        return [f"{r.type_desc.lower().replace('_', ' ')} {r.name}"
+                for r in conn.execute(DEPENDENT_OBJECTS, self._name(conn, table)) if "VIEW" in r.type_desc]
+
+    def dependent_routines(self, conn, table, names):
+        """sys.sql_expression_dependencies tracks procedures, functions and triggers by object id."""
+        found = [f"{r.type_desc.lower().replace('_', ' ')} {r.name}"
+                 for r in conn.execute(DEPENDENT_OBJECTS, self._name(conn, table)) if "VIEW" not in r.type_desc]
+        return found + [f"trigger {name} on {table.fullname}" for name in conn.execute(TRIGGERS_ON, self._name(conn, table)).scalars()]
+
+    def rename_table(self, conn, table, new_name):
+        conn.execute(rename_statement(conn.dialect, table, new_name))
+
+    def move_table(self, conn, table, schema, new_name):
+        conn.execute(create_schema_statement(conn.dialect, schema))
+        if new_name != table.name:
+            self.rename_table(conn, table, new_name)
+            table = sa.Table(new_name, sa.MetaData(), schema=table.schema)
+        conn.execute(move_statement(conn.dialect, table, schema))

@@ -23,6 +23,7 @@ GATE_SUITE = "reset_gate"
 VERIFY_SUITE = "reset_verify"
 PREVIOUS_SUFFIX = "__previous"
 Scalar = str | int | float | bool | None
+ALWAYS = sa.literal_column("1") == sa.literal_column("1")  # `true` that T-SQL accepts in CASE WHEN
 
 
 class Condition(Strict):
@@ -121,7 +122,7 @@ def rule_predicates(table: sa.Table, rules: list[dict]) -> list[sa.ColumnElement
     for raw in rules:
         rule = Rule.model_validate(raw)
         if rule.match == "otherwise":
-            out.append(sa.true())
+            out.append(ALWAYS)
         else:
             conds = rule.match if isinstance(rule.match, list) else [rule.match]
             out.append(sa.and_(*(_condition(table, c) for c in conds)))
@@ -129,12 +130,10 @@ def rule_predicates(table: sa.Table, rules: list[dict]) -> list[sa.ColumnElement
 
 
 def first_match(predicates: list[sa.ColumnElement]) -> list[sa.ColumnElement]:
-    """Rule i applies where it matches and no earlier rule did (NULL-safe: a NULL test is no match)."""
-    out = []
-    for i, pred in enumerate(predicates):
-        earlier = [sa.func.coalesce(p, sa.false()) for p in predicates[:i]]
-        out.append(sa.and_(sa.func.coalesce(pred, sa.false()), *(sa.not_(e) for e in earlier)))
-    return out
+    """Rule i applies where it matches and no earlier rule did. Tests are folded to 0/1 with CASE,
+    as the CASE of the update does: a test that is NULL is no match (and T-SQL has no boolean values)."""
+    matched = [sa.case((pred, 1), else_=0) for pred in predicates]
+    return [sa.and_(matched[i] == 1, *(m == 0 for m in matched[:i])) for i in range(len(matched))]
 
 
 def targets(table: sa.Table, rules: list[dict]) -> dict[str, sa.ColumnElement]:
@@ -286,10 +285,14 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
     return RestoreReport(run.run_id, plan.phase, batches, run.rows_done, restored, 0, detail=detail)
 
 
-def _put_back(conn, table: sa.Table, previous: sa.Table, step: Step, run_id: str, batch_no: int) -> int:
+def put_back_statement(table: sa.Table, previous: sa.Table, step: Step, run_id: str, batch_no: int) -> sa.Update:
+    """UPDATE t SET c = (SELECT saved c) WHERE EXISTS (a saved row for this key, run and batch)."""
     keys = [table.c[k] for k in step.key]
     saved = sa.and_(previous.c[RUN_ID] == run_id, previous.c[BATCH_NO] == batch_no,
                     *(previous.c[k.name] == k for k in keys))
     values = {name: sa.select(previous.c[name]).where(saved).scalar_subquery() for name in step.spec["columns"]}
-    return conn.execute(sa.update(table).where(sa.exists(sa.select(sa.literal(1)).select_from(previous).where(saved)))
-                        .values(values)).rowcount
+    return sa.update(table).where(sa.exists(sa.select(sa.literal(1)).select_from(previous).where(saved))).values(values)
+
+
+def _put_back(conn, table: sa.Table, previous: sa.Table, step: Step, run_id: str, batch_no: int) -> int:
+    return conn.execute(put_back_statement(table, previous, step, run_id, batch_no)).rowcount

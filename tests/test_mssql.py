@@ -1,0 +1,174 @@
+"""SQL Server cannot run here: every T-SQL statement dbsweep would send is compiled with
+SQLAlchemy's mssql dialect (pymssql) and asserted on its text. The README says so."""
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.mssql import pymssql
+
+from dbsweep.archive import archive_table_for
+from dbsweep.dialects.mssql import (DEPENDENT_OBJECTS, INBOUND_FOREIGN_KEYS, TRIGGERS_ON, create_schema_statement,
+                                    delete_statement, lock_timeout_statement, move_statement, rename_statement,
+                                    update_statement)
+from dbsweep.keys import after_key, up_to_key
+from dbsweep.kinds import reset, retention
+from dbsweep.kinds.reset import previous_table_for
+from dbsweep.plan import Step
+
+MSSQL = pymssql.dialect()
+
+
+def sql(stmt) -> str:
+    return str(stmt.compile(dialect=MSSQL, compile_kwargs={"render_postcompile": True}))
+
+
+def orders_table() -> sa.Table:
+    return sa.Table(
+        "FACT_ORDER_LIST", sa.MetaData(),
+        sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("AAG ORDER NUMBER", sa.String(50)),
+        sa.Column("ORDER_TYPE", sa.String(20)),
+        sa.Column("sync_state", sa.String(20)),
+        sa.Column("action_type", sa.String(20)),
+        sa.Column("UPDATED AT", sa.DateTime(timezone=True)),
+        schema="dbo",
+    )
+
+
+def retention_window(table):
+    step = Step(table="dbo.FACT_ORDER_LIST", walk="key", key=["id"], rows_selected=1, batch_size=500,
+                spec={"time_column": "UPDATED AT", "cutoff": datetime(2026, 1, 1, tzinfo=timezone.utc).isoformat()})
+    keys = [table.c.id]
+    return sa.and_(retention.selection(table, step), after_key(keys, [100]), up_to_key(keys, [900]))
+
+
+def test_lock_timeout():
+    assert sql(lock_timeout_statement(2.0)) == "SET LOCK_TIMEOUT 2000"
+
+
+def test_delete_top_with_brackets_and_output_into_the_archive():
+    table = orders_table()
+    archive = archive_table_for(table)
+    text = sql(delete_statement(MSSQL, table, retention_window(table), 500, archive, {"dbsweep_run_id": "r1",
+                                                                                       "dbsweep_batch_no": 3}))
+    # SQLAlchemy brackets every name that needs it (spaces, capitals, reserved words)
+    assert text.startswith("DELETE TOP (500) FROM dbo.[FACT_ORDER_LIST] OUTPUT deleted.id, deleted.[AAG ORDER NUMBER], "
+                           "deleted.[ORDER_TYPE], deleted.sync_state, deleted.action_type, deleted.[UPDATED AT], "
+                           ":dbsweep_run_id, :dbsweep_batch_no, SYSUTCDATETIME() ")
+    assert ("INTO dbo.[FACT_ORDER_LIST__archive] (id, [AAG ORDER NUMBER], [ORDER_TYPE], sync_state, "
+            "action_type, [UPDATED AT], dbsweep_run_id, dbsweep_batch_no, dbsweep_archived_at) WHERE ") in text
+    where = text[text.index(" WHERE "):]
+    assert "dbo.[FACT_ORDER_LIST].[UPDATED AT] < :" in where
+    assert "dbo.[FACT_ORDER_LIST].id > :" in where and "dbo.[FACT_ORDER_LIST].id <= :" in where
+
+
+def test_delete_without_archive_and_to_parquet():
+    table = orders_table()
+    plain = sql(delete_statement(MSSQL, table, retention_window(table), 500))
+    assert plain.startswith("DELETE TOP (500) FROM dbo.[FACT_ORDER_LIST] WHERE ") and "OUTPUT" not in plain
+    rows = sql(delete_statement(MSSQL, table, retention_window(table), 500, output_rows=True))
+    assert " OUTPUT deleted.id, deleted.[AAG ORDER NUMBER]" in rows and " INTO " not in rows
+
+
+def test_batch_boundary_uses_offset_fetch_in_key_order():
+    table = orders_table()
+    keys = [table.c.id]
+    text = sql(sa.select(*keys).where(retention_window(table)).order_by(*keys).offset(499).limit(1))
+    # without a live server SQLAlchemy assumes no OFFSET/FETCH and numbers the rows instead
+    assert "ROW_NUMBER() OVER (ORDER BY dbo.[FACT_ORDER_LIST].id)" in text
+    assert "WHERE mssql_rn > :param_1 AND mssql_rn <= :param_2 + :param_1" in text
+
+
+def test_composite_keys_expand_without_row_values():
+    table = sa.Table("agg 1m", sa.MetaData(), sa.Column("client id", sa.Integer, primary_key=True),
+                     sa.Column("ts", sa.DateTime, primary_key=True), schema="dbo")
+    text = sql(sa.select(table).where(after_key([table.c["client id"], table.c.ts], [5, datetime(2026, 1, 1)])))
+    assert ("WHERE dbo.[agg 1m].[client id] > :client_id_1 OR dbo.[agg 1m].[client id] = :client_id_2 "
+            "AND dbo.[agg 1m].ts > :ts_1") in text
+
+
+def test_reset_update_saves_previous_values_with_output_into():
+    table = orders_table()
+    spec = {"rules": [
+        {"name": "test PO", "match": {"column": "AAG ORDER NUMBER", "equals": "GREYSON-PO-4755"},
+         "set": {"sync_state": "PENDING", "action_type": "INSERT"}},
+        {"name": "cancelled", "match": {"column": "ORDER_TYPE", "in": ["CANCELLED", "VOID"]},
+         "set": {"sync_state": "EXISTING", "action_type": "EXISTING"}},
+        {"match": "otherwise", "set": {"sync_state": "COMPLETED", "action_type": "NONE"}},
+    ], "columns": ["action_type", "sync_state"]}
+    previous = previous_table_for(table, spec)
+    step = Step(table="dbo.FACT_ORDER_LIST", walk="key", key=["id"], rows_selected=1, batch_size=500, spec=spec)
+    where = sa.and_(reset.selection(table, step), table.c.id > 100, table.c.id <= 900)
+    text = sql(update_statement(MSSQL, table, previous, reset.targets(table, spec["rules"]), where,
+                                {"dbsweep_run_id": "r1", "dbsweep_batch_no": 1}))
+    assert text.startswith("UPDATE dbo.[FACT_ORDER_LIST] SET sync_state=CASE WHEN ")
+    assert "WHEN (1 = 1) THEN :param_3 ELSE dbo.[FACT_ORDER_LIST].sync_state END" in text  # otherwise
+    assert "NOT EXISTS (SELECT dbo.[FACT_ORDER_LIST].action_type INTERSECT SELECT CASE" in text  # IS DISTINCT FROM
+    assert "dbo.[FACT_ORDER_LIST].[AAG ORDER NUMBER] = :" in text
+    assert "dbo.[FACT_ORDER_LIST].[ORDER_TYPE] IN (:" in text  # the IN list expanded for T-SQL
+    assert ("ELSE dbo.[FACT_ORDER_LIST].action_type END OUTPUT deleted.id, deleted.action_type, deleted.sync_state, "
+            ":dbsweep_run_id, :dbsweep_batch_no, "
+            "SYSUTCDATETIME() INTO dbo.[FACT_ORDER_LIST__previous] (id, action_type, sync_state, "
+            "dbsweep_run_id, dbsweep_batch_no, dbsweep_archived_at) WHERE ") in text
+    assert text.index(" OUTPUT ") < text.index(" WHERE ")
+
+
+def test_retire_reads_the_sys_catalog_and_renames_with_sp_rename():
+    assert "sys.foreign_keys" in sql(INBOUND_FOREIGN_KEYS) and "referenced_object_id = OBJECT_ID(:t)" in sql(INBOUND_FOREIGN_KEYS)
+    assert "sys.sql_expression_dependencies" in sql(DEPENDENT_OBJECTS) and "referenced_id = OBJECT_ID(:t)" in sql(DEPENDENT_OBJECTS)
+    assert "sys.triggers WHERE parent_id = OBJECT_ID(:t)" in sql(TRIGGERS_ON)
+    table = sa.Table("ORDER_LIST_DELTA", sa.MetaData(), schema="dbo")
+    rename = rename_statement(MSSQL, table, "ORDER_LIST_DELTA__retired_20261123")
+    assert sql(rename) == "EXEC sp_rename :old, :new"
+    assert rename.compile(dialect=MSSQL).params == {"old": "dbo.[ORDER_LIST_DELTA]", "new": "ORDER_LIST_DELTA__retired_20261123"}
+    assert sql(move_statement(MSSQL, table, "dbsweep_archive")) == "ALTER SCHEMA dbsweep_archive TRANSFER dbo.[ORDER_LIST_DELTA]"
+    assert sql(create_schema_statement(MSSQL, "dbsweep_archive")) == \
+        "IF SCHEMA_ID(:s) IS NULL EXEC('CREATE SCHEMA dbsweep_archive')"
+
+
+def test_restore_insert_skips_existing_keys():
+    from dbsweep.restore import _insert_from_archive_statement
+
+    table = orders_table()
+    text = sql(_insert_from_archive_statement(table, [table.c.id], archive_table_for(table), "r1", 3))
+    assert text.startswith("INSERT INTO dbo.[FACT_ORDER_LIST] (id, [AAG ORDER NUMBER],")
+    assert "dbsweep_batch_no = :dbsweep_batch_no_1 AND NOT (EXISTS (SELECT" in text
+    assert "WHERE dbo.[FACT_ORDER_LIST].id = dbo.[FACT_ORDER_LIST__archive].id))" in text
+
+
+def test_injection_in_names_stays_inside_brackets():
+    evil = sa.Table("t]; DROP TABLE x; --", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), schema="dbo")
+    text = sql(delete_statement(MSSQL, evil, evil.c.id > 1, 10))
+    assert text == "DELETE TOP (10) FROM dbo.[t]]; DROP TABLE x; --] WHERE dbo.[t]]; DROP TABLE x; --].id > :id_1"
+
+
+def test_mssql_urls_use_pymssql(tmp_path, monkeypatch):
+    from dbsweep.policy import load_policy
+    from dbsweep.target import resolve_url
+
+    path = tmp_path / "o.toml"
+    path.write_text('[policy]\nname = "o"\n[database]\ndefault_env = "prod"\n'
+                    'env.prod = { url_env = "O_URL", protected = true }\n'
+                    '[[phase]]\nname = "r"\nkind = "retire"\ntables = ["ORDER_LIST_DELTA"]\n')
+    monkeypatch.setenv("O_URL", "mssql://sweeper:S3cret@sqlhost:1433/orders")
+    url = resolve_url(load_policy(path), "prod")
+    assert url.drivername == "mssql+pymssql"
+    assert sa.create_engine(url).dialect.driver == "pymssql"
+    assert "S3cret" not in url.render_as_string(hide_password=True)
+
+
+def test_reset_restore_puts_previous_values_back():
+    table = orders_table()
+    spec = {"rules": [{"match": "otherwise", "set": {"sync_state": "COMPLETED"}}], "columns": ["sync_state"]}
+    step = Step(table="dbo.FACT_ORDER_LIST", walk="key", key=["id"], rows_selected=1, batch_size=500, spec=spec)
+    text = sql(reset.put_back_statement(table, previous_table_for(table, spec), step, "r1", 2))
+    assert text.startswith("UPDATE dbo.[FACT_ORDER_LIST] SET sync_state=(SELECT dbo.[FACT_ORDER_LIST__previous].sync_state ")
+    assert "dbo.[FACT_ORDER_LIST__previous].id = dbo.[FACT_ORDER_LIST].id" in text and "WHERE EXISTS (SELECT" in text
+
+
+def test_phase_lock_is_a_session_applock():
+    from dbsweep.dialects.mssql import APPLOCK, RELEASE_APPLOCK
+
+    assert sql(APPLOCK) == ("DECLARE @r int; EXEC @r = sp_getapplock @Resource = :k, @LockMode = 'Exclusive', "
+                            "@LockOwner = 'Session', @LockTimeout = 0; SELECT @r")
+    assert sql(RELEASE_APPLOCK) == "EXEC sp_releaseapplock @Resource = :k, @LockOwner = 'Session'"
