@@ -43,9 +43,13 @@ def print_plan(out: Console, target, plans: list[PhasePlan]) -> None:
         for row in plan.profile:
             if row.get("whole_partitions"):
                 out.print(f"{plan.phase}: partitions going whole: {', '.join(row['whole_partitions'])}")
-        for check in plan.checks:
-            mark = "[green]ok[/]" if check["found"] == "none" else f"[red]blocked[/]: {check['found']}"
-            out.print(f"{plan.phase}: {check['table']}: {check['check']}: {mark}")
+        _print_checks(out, plan.phase, plan.checks)
+
+
+def _print_checks(out: Console, phase: str, checks: list[dict]) -> None:
+    for check in checks:
+        mark = "[green]ok[/]" if check["found"] == "none" else f"[red]blocked[/]: {check['found']}"
+        out.print(f"{phase}: {check['table']}: {check['check']}: {mark}", soft_wrap=True)
 
 
 def print_dry_run(out: Console, report) -> None:
@@ -60,6 +64,7 @@ def print_dry_run(out: Console, report) -> None:
                       "drop, or move to schema dbsweep_archive when archiving)")
         else:
             out.print(f"  {step['table']}: {step['rows']:,} rows, walk by {step['walk']}, batch size {step['batch_size']:,}")
+    _print_checks(out, report.phase, report.checks)
 
 
 def print_run(out: Console, report) -> None:

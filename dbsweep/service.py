@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from .dialects import dialect_for
@@ -26,6 +26,7 @@ class DryRunReport:
     batches_estimate: int
     steps: list[dict]
     resumes_run: str | None
+    checks: list[dict] = field(default_factory=list)  # preconditions and their results (retire)
 
 
 def make_plan(policy: Policy, phase_name: str, target: Target, now: datetime | None = None) -> PhasePlan:
@@ -129,7 +130,7 @@ def apply(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool = Tr
                   "action": s.spec.get("action", "")} for s in plan.steps]
         batches = sum(1 if s["walk"] in ("retire", "partition") else math.ceil(s["rows"] / s["batch_size"])
                       for s in steps)
-        return DryRunReport(plan.plan_id, plan.phase, plan.rows_selected, batches, steps, resumes)
+        return DryRunReport(plan.plan_id, plan.phase, plan.rows_selected, batches, steps, resumes, plan.checks)
     return Executor(target.engine, plan, options, on_progress).run()
 
 

@@ -30,6 +30,11 @@ def test_shipped_definitions_load():
     assert schedule.cron_schedule == "0 2 * * *"
     checks = {key.name for key in definitions.defs.resolve_asset_graph().asset_check_keys}
     assert {"gate", "postconditions"} <= checks
+    for phase in ("retire_delta", "sync_reset"):  # seed 001: each phase its own graph and job
+        assert {f"orders/{phase}/profile", f"orders/{phase}/apply", f"orders/{phase}/verified"} <= keys
+        assert definitions.defs.resolve_job_def(f"orders__{phase}")
+    for policy in ("telemetry", "orders"):
+        assert definitions.defs.resolve_job_def(f"{policy}__restore")
 
 
 def test_dry_run_then_real_run_metadata(tmp_path, pg, dbname):

@@ -130,3 +130,23 @@ def test_archived_drop_moves_the_table_and_restores_it(tmp_path, pg, dbname):
     assert f"ORDER_LIST_DELTA__retired_{today}" in tables(pg)
     assert count(pg, f'"ORDER_LIST_DELTA__retired_{today}"') == 1
     assert Ledger(pg).run(report.run_id).state == "restored"
+
+
+def test_cli_dry_run_lists_each_precondition_and_changes_nothing(tmp_path, pg, dbname):
+    from tests.conftest import run_cli
+
+    orders.create(pg, scale=0.02)
+    with pg.begin() as conn:
+        conn.exec_driver_sql('CREATE VIEW lines_view AS SELECT * FROM "ORDER_LIST_LINES_DELTA"')
+    path = policy(tmp_path, dbname)
+    before = tables(pg)
+    dry = run_cli("run", path, "--phase", "retire_delta", "--dry-run")
+    assert dry.returncode == 3 and "view lines_view" in dry.stderr  # the gate refuses before the dry run
+    with pg.begin() as conn:
+        conn.exec_driver_sql("DROP VIEW lines_view")
+    dry = run_cli("run", path, "--phase", "retire_delta", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    for check in ("empty (or archived)", "no inbound foreign key", "no dependent view",
+                  "no routine or trigger using it", "no code reference"):
+        assert f"ORDER_LIST_DELTA: {check}: ok" in dry.stdout
+    assert "rename" in dry.stdout and tables(pg) == before
