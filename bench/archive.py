@@ -31,6 +31,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from purge import POLICY as PURGE_POLICY  # noqa: E402
 from purge import build_template, fresh_copy, plain_delete  # noqa: E402
 
 from dbsweep import service  # noqa: E402
@@ -38,22 +39,8 @@ from dbsweep.plan import utcnow  # noqa: E402
 from dbsweep.policy import load_policy  # noqa: E402
 from dbsweep.target import connect  # noqa: E402
 
-POLICY = """
-[policy]
-name = "bench"
-archive_dir = "{archive_dir}"
-[database]
-default_env = "dev"
-database_name = "dbsweep_bench"
-env.dev = {{ url = "embedded" }}
-[[phase]]
-name = "{table}"
-kind = "retention"
-table = "{table}"
-time_column = "created_at"
-older_than = "7 days"
-{extra}
-"""
+POLICY = PURGE_POLICY.replace('name = "bench"\n', 'name = "bench"\narchive_dir = "{archive_dir}"\n').replace(
+    "{sizing}", "{extra}")
 
 
 def sweep(engine, policy_dir: Path, table: str, extra: str, now, copy: bool = True):

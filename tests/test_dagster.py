@@ -18,6 +18,15 @@ def _materialize(defs, selection, instance, run_config=None, raise_on_error=True
                           resources=defs.resources, raise_on_error=raise_on_error)
 
 
+def _real_run(policy_dir):
+    """Materialize the test policy's phase for real: (definitions, instance, result)."""
+    defs = _defs(policy_dir)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _materialize(defs, dg.AssetSelection.groups("testpol_purge"), instance,
+                          run_config={"ops": {"testpol__purge__apply": {"config": {"dry_run": False}}}})
+    return defs, instance, result
+
+
 def test_shipped_definitions_load():
     from pipelines import definitions
 
@@ -105,10 +114,7 @@ def test_protected_env_needs_confirm_in_dagster(tmp_path, pg, dbname):
 def test_restore_job_puts_an_archived_run_back(tmp_path, pg, dbname):
     load_events(pg, old=600, new=400)
     retention_policy(tmp_path, dbname, batch_size=250, extra='archive = "table"')
-    defs = _defs(tmp_path)
-    instance = dg.DagsterInstance.ephemeral()
-    real = _materialize(defs, dg.AssetSelection.groups("testpol_purge"), instance,
-                        run_config={"ops": {"testpol__purge__apply": {"config": {"dry_run": False}}}})
+    defs, instance, real = _real_run(tmp_path)
     run_id = real.asset_materializations_for_node("testpol__purge__apply")[0].metadata["run_id"].value
     survivors = count(pg, "events")
     assert survivors == len(ids(pg, "events", NEW)) < 1000
@@ -125,10 +131,7 @@ def test_restore_job_puts_an_archived_run_back(tmp_path, pg, dbname):
 def test_apply_logs_progress_every_n_batches(tmp_path, pg, dbname):
     load_events(pg, old=3000, new=1000)
     retention_policy(tmp_path, dbname, batch_size=100, extra="progress_every = 10")
-    defs = _defs(tmp_path)
-    instance = dg.DagsterInstance.ephemeral()
-    result = _materialize(defs, dg.AssetSelection.groups("testpol_purge"), instance,
-                          run_config={"ops": {"testpol__purge__apply": {"config": {"dry_run": False}}}})
+    defs, instance, result = _real_run(tmp_path)
     batches = result.asset_materializations_for_node("testpol__purge__apply")[0].metadata["batches"].value
     lines = [e.user_message for e in instance.all_logs(result.run_id) if "rows/s, batch" in (e.user_message or "")]
     assert len(lines) == batches // 10 and "events" in lines[0]

@@ -90,6 +90,16 @@ def _server():
     return _server(str(Path(os.environ["DBSWEEP_HOME"]) / "pgdata"))
 
 
+def _started_with_batches(engine, path, batches: int):
+    """A `dbsweep run` in its own process, once it has committed `batches` batches."""
+    proc = _start(path)
+    deadline = time.monotonic() + 120
+    while _batches(engine) < batches:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    return proc
+
+
 def _stop_server() -> None:
     import pgserver
 
@@ -105,11 +115,7 @@ def test_server_restart_mid_run_is_ridden_out_or_resumable(tmp_path, pg, dbname)
     load_events(pg, old=40000, new=10000)
     keep = ids(pg, "events", NEW)
     path = retention_policy(tmp_path, dbname, batch_size=300, extra='archive = "table"\nsleep_ms = 10')
-    proc = _start(path)
-    deadline = time.monotonic() + 120
-    while _batches(pg) < 5:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.02)
+    proc = _started_with_batches(pg, path, 5)
     _stop_server()  # a short outage: retries with backoff ride it out
     _start_server()
     out, err = proc.communicate(timeout=300)
@@ -128,11 +134,7 @@ def test_server_down_longer_than_retries_ends_resumable(tmp_path, pg, dbname):
     load_events(pg, old=40000, new=10000)
     keep = ids(pg, "events", NEW)
     path = retention_policy(tmp_path, dbname, batch_size=300, extra="sleep_ms = 10")
-    proc = _start(path)
-    deadline = time.monotonic() + 120
-    while _batches(pg) < 5:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.02)
+    proc = _started_with_batches(pg, path, 5)
     _stop_server()
     try:
         out, err = proc.communicate(timeout=120)
