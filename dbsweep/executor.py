@@ -219,7 +219,7 @@ class Executor:
         if step.walk == "partition":
             return PartitionWalker(self.dialect, table, step, NoArchive(), self.options.archive != "none")
         if hasattr(self.kind, "walker"):  # kinds whose steps are one catalog action (retire)
-            return self.kind.walker(self.dialect, table, step, NoArchive(), self.options)
+            return self.kind.walker(self.dialect, table, step, NoArchive(), self.options, cursor)
         if hasattr(self.kind, "make_change"):  # kinds that change rows in place (reset)
             sink = self.kind.make_change(self.engine, self.dialect, table, step, self.options)
         else:
@@ -247,7 +247,8 @@ class Executor:
                             cursor = {"step": index + 1, "after": None}
                         else:
                             cursor = {"step": index, **cursor}
-                        self.ledger.record_batch(conn, run, walker.step.table, rows, cursor, began_at,
+                        self.ledger.record_batch(conn, run, getattr(walker, "table_name", walker.step.table), rows,
+                                                 cursor, began_at,
                                                  (time.perf_counter() - began) * 1000, walker.sink.ref)
                 except BaseException:
                     self._disconnect()  # a fresh connection for the retry, whatever state this one is in

@@ -36,7 +36,7 @@ def print_plan(out: Console, target, plans: list[PhasePlan]) -> None:
             label = row["table"] + (f" ({row['rule']})" if "rule" in row else "")
             what = row.get("detail") or row.get("sets") or _when(plan.cutoff)
             table.add_row(plan.phase, plan.plan_id, label, "-" if total is None else f"{total:,}", f"{selected:,}",
-                          f"{fraction:.1%}", _when(row.get("oldest_selected")), what, human_bytes(row.get("est_bytes")),
+                          f"{fraction:.1%}", _when(row.get("oldest_selected") or row.get("oldest_activity")), what, human_bytes(row.get("est_bytes")),
                           verdict)
     out.print(table)
     for plan in plans:

@@ -126,12 +126,25 @@ def apply(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool = Tr
     options = run_options(policy, plan.phase, **overrides)
     if dry_run:
         size = options.batch_size
-        steps = [{"table": s.table, "rows": s.rows_selected, "walk": s.walk, "batch_size": size or s.batch_size,
-                  "action": s.spec.get("action", "")} for s in plan.steps]
+        steps = [row for s in plan.steps for row in _dry_steps(plan, s, size)]
         batches = sum(1 if s["walk"] in ("retire", "partition") else math.ceil(s["rows"] / s["batch_size"])
                       for s in steps)
         return DryRunReport(plan.plan_id, plan.phase, plan.rows_selected, batches, steps, resumes, plan.checks)
     return Executor(target.engine, plan, options, on_progress).run()
+
+
+def _dry_steps(plan: PhasePlan, step, size: int | None) -> list[dict]:
+    """What a dry run lists: one line per table, a cascade's children included."""
+    if step.walk != "cascade":
+        return [{"table": step.table, "rows": step.rows_selected, "walk": step.walk,
+                 "batch_size": size or step.batch_size, "action": step.spec.get("action", "")}]
+    rows = {row["table"]: row["rows_selected"] for row in plan.profile}
+    sizes = {step.table: size or step.batch_size}
+    for child in step.spec["children"]:
+        sizes.setdefault(next((t for t in rows if t == child["table"] or t.endswith("." + child["table"])),
+                              child["table"]), child["batch_size"])
+    return [{"table": table, "rows": rows.get(table, 0), "walk": "cascade " + ("parent" if table == step.table else "child"),
+             "batch_size": sizes[table], "action": ""} for table in sizes]
 
 
 def verify(target: Target, plan: PhasePlan) -> list[dict]:

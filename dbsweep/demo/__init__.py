@@ -1,5 +1,5 @@
 """Demo datasets shaped like the seeds' systems, created in the embedded PostgreSQL."""
 
-from . import orders, telemetry
+from . import nes, orders, telemetry
 
-DATASETS = {"telemetry": telemetry, "orders": orders}
+DATASETS = {"telemetry": telemetry, "orders": orders, "nes": nes}

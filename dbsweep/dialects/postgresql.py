@@ -27,10 +27,12 @@ class PostgresDialect(Dialect):
 
     def table_bytes(self, conn, table):
         """Heap, indexes and TOAST; for a partitioned table, of all its leaf partitions."""
-        return conn.execute(sa.text(
-            "SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint FROM pg_partition_tree(to_regclass(:t)) "
-            "WHERE isleaf"),
-            {"t": self._regname(conn, table)}).scalar()
+        return conn.execute(sa.text("""
+            SELECT (CASE WHEN c.relkind = 'p'
+                         THEN (SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(c.oid)
+                               WHERE isleaf)
+                         ELSE pg_total_relation_size(c.oid) END)::bigint
+            FROM pg_class c WHERE c.oid = to_regclass(:t)"""), {"t": self._regname(conn, table)}).scalar()
 
     def table_blocks(self, conn, table) -> int:
         regclass = sa.func.to_regclass(self._regname(conn, table))
@@ -86,6 +88,11 @@ class PostgresDialect(Dialect):
         update = (sa.update(table).where(*[table.c[k.name] == old.c[k.name] for k in keys]).values(targets)
                   .returning(sa.literal_column("1")).add_cte(old).add_cte(saved))
         return len(conn.execute(update).all())
+
+    def delete_some(self, conn, table, where, limit):
+        """By ctid: a TID scan, with or without a primary key."""
+        some = sa.func.array(sa.select(ROW_LOCATOR).select_from(table).where(where).limit(limit).scalar_subquery())
+        return conn.execute(sa.delete(table).where(ROW_LOCATOR == sa.any_(some), where)).rowcount
 
     def delete_batch(self, conn, table, keys, selection, after, last, size, sink=NO_ARCHIVE):
         """One statement: pick the next `size` selected rows in key order, delete them by ctid

@@ -10,7 +10,7 @@ and, where the kind needs them:
 
     make_change(engine, dialect, table, step, options)    what a batch does to its key window
                                                            (default: delete, archived per policy)
-    walker(dialect, table, step, sink, options)           a step that is one catalog action
+    walker(dialect, table, step, sink, options, cursor)   steps that are not one table's key walk
     restore(engine, ledger, run, plan) -> RestoreReport   undo (default: put archived rows back)
 """
 
@@ -21,7 +21,7 @@ from types import ModuleType
 
 from ..errors import BadInput
 
-KINDS = ("retention", "reset", "retire")
+KINDS = ("retention", "cascade", "reset", "retire")
 
 
 def kind_module(kind: str) -> ModuleType:

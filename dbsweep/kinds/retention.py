@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Literal
 
 import sqlalchemy as sa
@@ -32,6 +32,7 @@ class Config(PhaseBase):
     cutoff: datetime | None = None
     where: str | None = None
     partition_fast_path: bool = True  # PostgreSQL range partitions on time_column go whole when wholly expired
+    keep_if_referenced_by: list[str] = []  # "table.column" (or schema.table.column): rows it points at stay
 
     @field_validator("older_than")
     @classmethod
@@ -54,7 +55,10 @@ def _aware(moment: datetime) -> datetime:
 
 
 def _column_moment(col: sa.Column, moment: datetime):
-    """Compare like with like: aware for timestamptz, naive UTC for timestamp without time zone."""
+    """Compare like with like: aware for timestamptz, naive UTC for timestamp without time zone,
+    the UTC date for a date column."""
+    if isinstance(col.type, sa.Date) and not isinstance(col.type, sa.DateTime):
+        return moment.astimezone(timezone.utc).date()
     if getattr(col.type, "timezone", False):
         return moment
     return moment.astimezone(timezone.utc).replace(tzinfo=None)
@@ -66,7 +70,35 @@ def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
     clauses = [time_col < cutoff]
     if step.spec.get("where"):
         clauses.append(sa.literal_column(f"({step.spec['where']})", sa.Boolean))
+    for keep in step.spec.get("keep", []):
+        referrer = sa.table(keep["table"], sa.column(keep["column"]), schema=keep["schema"])
+        clauses.append(~sa.exists(sa.select(sa.literal(1)).select_from(referrer)
+                                  .where(referrer.c[keep["column"]] == table.c[keep["refers_to"]])))
     return sa.and_(*clauses)
+
+
+def _keep_rules(conn: sa.Connection, table: sa.Table, references: list[str]) -> list[dict]:
+    """keep_if_referenced_by entries, checked against the catalog: the referring column and the
+    column of `table` it points at (its foreign key's target, else the single-column primary key)."""
+    rules = []
+    for reference in references:
+        qualified, dot, name = reference.rpartition(".")
+        if not dot or not qualified:
+            raise BadInput(f"keep_if_referenced_by {reference!r}: expected table.column")
+        referrer = reflect_table(conn, qualified)
+        column(referrer, name)
+        target = None
+        for fk in sa.inspect(conn).get_foreign_keys(referrer.name, schema=referrer.schema):
+            if fk["constrained_columns"] == [name] and fk["referred_table"] == table.name:
+                target = fk["referred_columns"][0]
+        if target is None:
+            keys = list(table.primary_key.columns)
+            if len(keys) != 1:
+                raise BadInput(f"keep_if_referenced_by {reference!r}: no foreign key to '{table.fullname}' and no "
+                               "single-column primary key to compare with")
+            target = keys[0].name
+        rules.append({"schema": referrer.schema, "table": referrer.name, "column": name, "refers_to": target})
+    return rules
 
 
 def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) -> PlanParts:
@@ -76,7 +108,8 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
     if cutoff > now:
         raise BadInput(f"cutoff {cutoff.isoformat()} is in the future")
     where = check_where(cfg.where, list(table.c.keys()), dialect.name) if cfg.where else None
-    spec = {"time_column": time_col.name, "cutoff": cutoff.isoformat(), "where": where}
+    spec = {"time_column": time_col.name, "cutoff": cutoff.isoformat(), "where": where,
+            "keep": _keep_rules(conn, table, cfg.keep_if_referenced_by)}
     probe = Step(table=table.fullname, walk="key", rows_selected=0, batch_size=cfg.start_batch_size, spec=spec)
     chosen = selection(table, probe)
 
@@ -109,7 +142,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         "est_bytes": int(table_bytes * fraction) if table_bytes is not None else None,
     }
     steps = None
-    if cfg.partition_fast_path:
+    if cfg.partition_fast_path and not cfg.keep_if_referenced_by:  # a kept row may sit in any partition
         steps = partition_steps(conn, dialect, table, time_col, cutoff, spec, cfg.start_batch_size, selection)
         if steps is not None:
             profile["whole_partitions"] = [s.table for s in steps if s.walk == "partition"]
@@ -131,6 +164,8 @@ def _as_utc(value):
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime.combine(value, time.min)
     return _aware(value)
 
 

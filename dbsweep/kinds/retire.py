@@ -176,7 +176,7 @@ class RetireWalker:
         self.done = True
 
 
-def walker(dialect: Dialect, table: sa.Table, step: Step, sink, options) -> RetireWalker:
+def walker(dialect: Dialect, table: sa.Table, step: Step, sink, options, cursor: dict) -> RetireWalker:
     return RetireWalker(dialect, table, step, sink, options)
 
 

@@ -1,0 +1,380 @@
+"""Kind `cascade`: select parent entities by a rule (type, a `where`, no activity for N years),
+delete their children (foreign-key children, and polymorphic children keyed by a type column and
+an id column, which no foreign key can protect), then the parents (seed 000, NES contacts).
+
+Parents are walked in key order, `parent.batch_size` at a time; each parent batch's keys are frozen
+in the ledger cursor when it starts. Its children go first, each child table in transactions of
+at most that table's `batch_size` rows; then one transaction deletes any straggling children and
+the parents, guarded by NOT EXISTS on every child table: a parent is deleted only in the same
+transaction as, or after, its last child. Kill it anywhere: the rerun resumes inside the same
+parent batch, and nothing is deleted twice."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import sqlalchemy as sa
+from pydantic import Field, field_validator, model_validator
+
+from ..catalog import column, primary_key, reflect_table
+from ..dialects import Dialect
+from ..durations import parse_duration
+from ..errors import BadInput
+from ..keys import from_json, to_json
+from ..plan import PhasePlan, Step
+from ..policy import PhaseBase, Strict
+from ..predicate import check_where
+
+GATE_SUITE = "cascade_gate"
+VERIFY_SUITE = "cascade_verify"
+NONE = "none"
+
+
+class Link(Strict):
+    """How rows of a table point at a parent: a foreign-key column, or polymorphic
+    (`type_column` = `type_value` and `id_column` = the parent's key)."""
+
+    table: str
+    fk_column: str | None = None
+    type_column: str | None = None
+    id_column: str | None = None
+    type_value: int | str | None = None
+
+    @model_validator(mode="after")
+    def _one_join(self) -> Link:
+        polymorphic = (self.type_column, self.id_column, self.type_value)
+        if self.fk_column is not None and any(v is not None for v in polymorphic):
+            raise ValueError(f"{self.table}: give fk_column, or type_column + id_column + type_value, not both")
+        if self.fk_column is None and any(v is None for v in polymorphic):
+            raise ValueError(f"{self.table}: give fk_column, or all of type_column, id_column and type_value")
+        return self
+
+
+class Child(Link):
+    batch_size: int = Field(default=1000, ge=1, le=1_000_000)
+
+
+class Activity(Link):
+    time_column: str
+
+
+class Parent(Strict):
+    table: str
+    type_column: str | None = None
+    type_value: int | str | None = None
+    where: str | None = None
+    inactive_for: str | None = None  # no activity for this long, across activity_columns and [[phase.activity]]
+    activity_columns: list[str] = []
+    batch_size: int = Field(default=100, ge=1, le=100_000)
+
+    @field_validator("inactive_for")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class Config(PhaseBase):
+    kind: Literal["cascade"]
+    parent: Parent
+    children: list[Child] = Field(min_length=1)
+    activity: list[Activity] = []
+
+    @model_validator(mode="after")
+    def _activity_needs_a_window(self) -> Config:
+        if (self.activity or self.parent.activity_columns) and self.parent.inactive_for is None:
+            raise ValueError("parent.inactive_for is needed when activity evidence is listed")
+        return self
+
+
+# predicates --------------------------------------------------------------------------------
+def link(row_table: sa.Table, spec: dict, parent: sa.Table, key: sa.Column) -> sa.ColumnElement:
+    if spec.get("fk_column"):
+        return row_table.c[spec["fk_column"]] == key
+    return sa.and_(row_table.c[spec["type_column"]] == spec["type_value"], row_table.c[spec["id_column"]] == key)
+
+
+def parent_selection(tables: dict[str, sa.Table], spec: dict) -> sa.ColumnElement:
+    """The frozen parent rule: type, `where`, and no activity at or after the frozen cutoff."""
+    p = spec["parent"]
+    parent = tables[p["table"]]
+    key = parent.c[spec["key"]]
+    clauses = []
+    if p.get("type_column"):
+        clauses.append(parent.c[p["type_column"]] == p["type_value"])
+    if p.get("where"):
+        clauses.append(sa.literal_column(f"({p['where']})", sa.Boolean))
+    if p.get("cutoff"):
+        cutoff = datetime.fromisoformat(p["cutoff"])
+        for name in p.get("activity_columns", []):
+            clauses.append(sa.or_(parent.c[name].is_(None), parent.c[name] < _moment(parent.c[name], cutoff)))
+        for act in spec["activity"]:
+            table = tables[act["table"]]
+            recent = table.c[act["time_column"]] >= _moment(table.c[act["time_column"]], cutoff)
+            clauses.append(~sa.exists(sa.select(sa.literal(1)).select_from(table).where(link(table, act, parent, key), recent)))
+    return sa.and_(*clauses) if clauses else sa.true()
+
+
+def _moment(col: sa.Column, moment: datetime):
+    from .retention import _column_moment
+
+    return _column_moment(col, moment)
+
+
+def children_of(child: sa.Table, spec: dict, parent: sa.Table, key: sa.Column, parents) -> sa.ColumnElement:
+    """Rows of `child` pointing at any parent in `parents` (a subquery of parent keys)."""
+    if spec.get("fk_column"):
+        return child.c[spec["fk_column"]].in_(parents)
+    return sa.and_(child.c[spec["type_column"]] == spec["type_value"], child.c[spec["id_column"]].in_(parents))
+
+
+def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
+    """The walker builds the parent rule itself: it needs the activity tables reflected too."""
+    return sa.true()
+
+
+def reflect_all(conn: sa.Connection, spec: dict) -> dict[str, sa.Table]:
+    names = [spec["parent"]["table"], *(c["table"] for c in spec["children"]), *(a["table"] for a in spec["activity"])]
+    return {name: reflect_table(conn, name) for name in dict.fromkeys(names)}
+
+
+# plan --------------------------------------------------------------------------------------
+def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime):
+    from .common import PlanParts
+
+    p = cfg.parent
+    parent = reflect_table(conn, p.table)
+    keys = primary_key(parent)
+    if len(keys) != 1:
+        raise BadInput(f"cascade parent '{p.table}' needs a single-column primary key")
+    key = keys[0]
+    for name in [p.type_column, *p.activity_columns]:
+        if name:
+            column(parent, name)
+    where = check_where(p.where, list(parent.c.keys()), dialect.name) if p.where else None
+    cutoff = now - parse_duration(p.inactive_for) if p.inactive_for else None
+    spec = {
+        "key": key.name,
+        "parent": {**p.model_dump(exclude={"where", "inactive_for"}), "where": where,
+                   "cutoff": cutoff.isoformat() if cutoff else None},
+        "children": [c.model_dump() for c in cfg.children],
+        "activity": [a.model_dump() for a in cfg.activity],
+    }
+    tables = reflect_all(conn, spec)
+    parent = tables[p.table]
+    key = parent.c[key.name]
+    for link_cfg in [*cfg.children, *cfg.activity]:
+        table = tables[link_cfg.table]
+        for name in (link_cfg.fk_column, link_cfg.type_column, link_cfg.id_column,
+                     getattr(link_cfg, "time_column", None)):
+            if name:
+                column(table, name)
+    chosen = parent_selection(tables, spec)
+    selected = sa.select(key).where(chosen)
+    profile, blockers = [], uncovered_foreign_keys(conn, tables, cfg)
+    latest = _latest_activity(tables, spec, parent, key)
+    row = conn.execute(sa.select(
+        sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((chosen, 1), else_=0)), 0),
+        sa.func.min(sa.case((chosen, latest))), sa.func.max(sa.case((chosen, latest))),
+        sa.func.min(sa.case((chosen, key))), sa.func.max(sa.case((chosen, key))),
+    ).select_from(parent)).one()
+    rows_total, parents_selected = int(row[0]), int(row[1])
+    live = _unexpected_parents(conn, tables, spec, chosen, p)
+    profile.append(_profile_row(conn, dialect, parent, "parent", rows_total, parents_selected,
+                                blockers.get(parent.fullname, []) + live, row[2], row[3]))
+    for child_cfg in cfg.children:
+        child = tables[child_cfg.table]
+        total, chosen_rows = conn.execute(sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.case((children_of(child, child_cfg.model_dump(), parent, key, selected), 1),
+                                                  else_=0)), 0),
+        ).select_from(child)).one()
+        orphans = _orphans(conn, child, child_cfg.model_dump(), parent, key)
+        profile.append({**_profile_row(conn, dialect, child, "child", int(total), int(chosen_rows),
+                                       blockers.get(child.fullname, [])), "orphans_before": orphans})
+    spec["orphans_before"] = {r["table"]: r["orphans_before"] for r in profile if r["role"] == "child"}
+    step = Step(table=parent.fullname, walk="cascade", key=[key.name], rows_selected=sum(r["rows_selected"] for r in profile),
+                batch_size=p.batch_size, spec=spec, first_key=to_json([row[4]]) if parents_selected else None,
+                last_key=to_json([row[5]]) if parents_selected else None)
+    return PlanParts(steps=[step], profile=profile, cutoff=cutoff, expect={
+        "max_rows": cfg.expect.max_rows if cfg.expect.max_rows is not None else max(r["rows_total"] for r in profile),
+        "max_fraction": cfg.expect.max_fraction if cfg.expect.max_fraction is not None else 1.0,
+        "min_rows": cfg.expect.min_rows,
+    })
+
+
+def _profile_row(conn, dialect, table, role, total, chosen, blockers, oldest=None, newest=None) -> dict:
+    size = dialect.table_bytes(conn, table)
+    return {
+        "table": table.fullname, "role": role, "rows_total": total, "rows_selected": chosen,
+        "fraction_selected": chosen / total if total else 0.0,
+        "est_bytes": int(size * chosen / total) if size and total else None,
+        "oldest_activity": oldest.isoformat() if hasattr(oldest, "isoformat") else oldest,
+        "newest_activity": newest.isoformat() if hasattr(newest, "isoformat") else newest,
+        "blockers": "; ".join(blockers) if blockers else NONE,
+    }
+
+
+def _latest_activity(tables, spec, parent: sa.Table, key: sa.Column):
+    """The newest activity of a parent across its activity columns and activity tables."""
+    parts = [parent.c[name] for name in spec["parent"].get("activity_columns", [])]
+    for act in spec["activity"]:
+        table = tables[act["table"]]
+        parts.append(sa.select(sa.func.max(table.c[act["time_column"]])).where(link(table, act, parent, key))
+                     .scalar_subquery())
+    if not parts:
+        return sa.null()
+    return parts[0] if len(parts) == 1 else sa.func.greatest(*parts)
+
+
+def _unexpected_parents(conn, tables, spec, chosen, p: Parent) -> list[str]:
+    """The gate's SQL expectation on the live tables: no selected parent has activity at or after
+    the cutoff or is of another type, evaluated as its own query over the newest activity."""
+    if not spec["parent"].get("cutoff") and not p.type_column:
+        return []
+    parent = tables[p.table]
+    key = parent.c[spec["key"]]
+    wrong = []
+    if p.type_column:
+        wrong.append(parent.c[p.type_column] != p.type_value)
+    latest = _latest_activity(tables, spec, parent, key)
+    if spec["parent"].get("cutoff") and latest is not None and not isinstance(latest, sa.sql.elements.Null):
+        wrong.append(latest >= datetime.fromisoformat(spec["parent"]["cutoff"]))
+    if not wrong:
+        return []
+    keys = conn.execute(sa.select(key).where(chosen, sa.or_(*wrong)).order_by(key).limit(5)).scalars().all()
+    return [f"selected parents that are active or of another type: {', '.join(map(str, keys))}"] if keys else []
+
+
+def _orphans(conn, child: sa.Table, spec: dict, parent: sa.Table, key: sa.Column) -> int:
+    """Children whose parent does not exist (polymorphic links have no foreign key to prevent it)."""
+    if spec.get("fk_column"):
+        pointer, same_type = child.c[spec["fk_column"]], sa.true()
+    else:
+        pointer, same_type = child.c[spec["id_column"]], child.c[spec["type_column"]] == spec["type_value"]
+    missing = ~sa.exists(sa.select(sa.literal(1)).select_from(parent).where(key == pointer))
+    return int(conn.execute(sa.select(sa.func.count()).select_from(child)
+                            .where(same_type, pointer.is_not(None), missing)).scalar())
+
+
+def uncovered_foreign_keys(conn, tables: dict[str, sa.Table], cfg: Config) -> dict[str, list[str]]:
+    """Every foreign key into a table this phase deletes from must be one of its fk children
+    (a self-reference goes with the rows themselves)."""
+    parent = tables[cfg.parent.table]
+    deleting = {(t.schema, t.name): t for t in [parent, *(tables[c.table] for c in cfg.children)]}
+    covered = {((tables[c.table].schema, tables[c.table].name), c.fk_column) for c in cfg.children if c.fk_column}
+    inspector = sa.inspect(conn)
+    found: dict[str, list[str]] = {}
+    for schema in {t.schema for t in deleting.values()}:
+        for source, fks in inspector.get_multi_foreign_keys(schema=schema).items():
+            for fk in fks:
+                target = deleting.get((fk.get("referred_schema") or source[0], fk["referred_table"]))
+                if target is None or source == (target.schema, target.name):
+                    continue
+                columns = fk["constrained_columns"]
+                if target is parent and len(columns) == 1 and (source, columns[0]) in covered:
+                    continue
+                name = ".".join(part for part in source if part)
+                found.setdefault(target.fullname, []).append(
+                    f"foreign key {fk['name']} on {name}({', '.join(columns)}) is not covered by the policy")
+    return found
+
+
+# execution ---------------------------------------------------------------------------------
+class CascadeWalker:
+    """One transaction per call; the cursor says where in the current parent batch it stands:
+    {"after": last parent key done, "parents": frozen keys of the batch, "child": table index}."""
+
+    def __init__(self, dialect: Dialect, table: sa.Table, step: Step, sink, options, cursor: dict):
+        self.dialect, self.step, self.sink = dialect, step, sink
+        self.spec = step.spec
+        self.key_name = step.spec["key"]
+        self.state = {"after": cursor.get("after"), "parents": cursor.get("parents"), "child": cursor.get("child", 0)}
+        self.done = step.last_key is None
+        self.parent_size = options.batch_size or step.batch_size
+        self.tables: dict[str, sa.Table] | None = None
+        self.table_name = step.table
+
+    def _prepare(self, conn: sa.Connection) -> None:
+        if self.tables is None:
+            self.tables = reflect_all(conn, self.spec)
+            self.parent = self.tables[self.spec["parent"]["table"]]
+            self.key = self.parent.c[self.key_name]
+            self.chosen = parent_selection(self.tables, self.spec)
+            self.last = from_json([self.key], self.step.last_key)[0]
+
+    def _frozen_parents(self):
+        """Keys of this batch's parents that still match the rule (re-checked in every transaction)."""
+        keys = from_json([self.key] * len(self.state["parents"]), self.state["parents"])
+        return sa.select(self.key).where(self.key.in_(keys), self.chosen)
+
+    def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
+        self._prepare(conn)
+        if self.state["parents"] is None:
+            window = [self.chosen, self.key <= self.last]
+            if self.state["after"] is not None:
+                window.append(self.key > from_json([self.key], self.state["after"])[0])
+            keys = conn.execute(sa.select(self.key).where(*window).order_by(self.key).limit(self.parent_size)).scalars().all()
+            if not keys:
+                self.table_name = self.step.table
+                return 0, None
+            self.state = {"after": self.state["after"], "parents": to_json(keys), "child": 0}
+        children = self.spec["children"]
+        if self.state["child"] < len(children):
+            spec = children[self.state["child"]]
+            child = self.tables[spec["table"]]
+            self.table_name = child.fullname
+            rows = self.dialect.delete_some(conn, child, children_of(child, spec, self.parent, self.key,
+                                                                        self._frozen_parents()), spec["batch_size"])
+            if rows < spec["batch_size"]:
+                self.state = {**self.state, "child": self.state["child"] + 1}
+            return rows, dict(self.state)
+        return self._parents(conn)
+
+    def _parents(self, conn: sa.Connection) -> tuple[int, dict | None]:
+        """Stragglers (children added since), then the parents still childless, in one transaction."""
+        rows = 0
+        guards = []
+        for spec in self.spec["children"]:
+            child = self.tables[spec["table"]]
+            rows += conn.execute(sa.delete(child).where(
+                children_of(child, spec, self.parent, self.key, self._frozen_parents()))).rowcount
+            guards.append(~sa.exists(sa.select(sa.literal(1)).select_from(child).where(link(child, spec, self.parent, self.key))))
+        keys = from_json([self.key] * len(self.state["parents"]), self.state["parents"])
+        rows += conn.execute(sa.delete(self.parent).where(self.key.in_(keys), self.chosen, *guards)).rowcount
+        self.table_name = self.parent.fullname
+        last = self.state["parents"][-1]
+        finished = from_json([self.key], [last])[0] >= self.last
+        self.state = {"after": [last], "parents": None, "child": 0}
+        return rows, None if finished else dict(self.state)
+
+    def advance(self, cursor: dict, rows: int, size: int) -> None:
+        if cursor.get("after") is None and cursor.get("parents") is None:
+            self.done = True
+
+
+def walker(dialect: Dialect, table: sa.Table, step: Step, sink, options, cursor: dict) -> CascadeWalker:
+    return CascadeWalker(dialect, table, step, sink, options, cursor)
+
+
+def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
+    """Nothing selected remains among the parents (within the frozen key range), and no child was
+    left without its parent beyond the orphans that were there before."""
+    step = plan.steps[0]
+    spec = step.spec
+    tables = reflect_all(conn, spec)
+    parent = tables[spec["parent"]["table"]]
+    key = parent.c[spec["key"]]
+    chosen = parent_selection(tables, spec)
+    in_range = sa.and_(chosen, key <= from_json([key], step.last_key)[0]) if step.last_key else sa.false()
+    rows = [{"table": parent.fullname, "rows_now": conn.execute(sa.select(sa.func.count()).select_from(parent)).scalar(),
+             "remaining_selected": conn.execute(sa.select(sa.func.count()).select_from(parent).where(in_range)).scalar()}]
+    for child_spec in spec["children"]:
+        child = tables[child_spec["table"]]
+        orphans = _orphans(conn, child, child_spec, parent, key)
+        rows.append({"table": child.fullname,
+                     "rows_now": conn.execute(sa.select(sa.func.count()).select_from(child)).scalar(),
+                     "remaining_selected": max(0, orphans - spec["orphans_before"].get(child.fullname, 0))})
+    return rows
