@@ -52,7 +52,8 @@ def run_demo(out: Console, scale: float) -> None:
             report = service.apply(policy, target, plan, dry_run=False)
             verdict = verification(plan, service.verify(target, plan))
             after = before if phase.kind == "reset" else before - report.rows  # reset changes rows in place
-            tables = ", ".join(sorted({row["table"] for row in plan.profile}))
+            names = list(dict.fromkeys(row["table"] for row in plan.profile))
+            tables = ", ".join(names) if len(names) <= 2 else f"{names[0]} + {len(names) - 1} children"
             summary.add_row(policy.name, phase.name, phase.kind, tables, f"{before:,}", f"{after:,}", f"{report.rows:,}",
                             f"{report.rows_per_s:,.0f}", f"{report.batches:,}", f"{report.batch_ms['max']:.0f} ms",
                             f"{time.monotonic() - started:.1f} s", "yes" if verdict.passed else "[red]NO[/]")

@@ -1,0 +1,163 @@
+"""Seed 000's NES cleanup on real PostgreSQL: exact survivors per table for each phase, the FK
+coverage gate, SIGKILL and resume mid-cascade, and a protected environment's confirmation."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import sqlalchemy as sa
+
+from dbsweep.demo import nes
+from tests.conftest import ROOT, run_cli, write_policy
+from tests.helpers import plan_and_gate, purge
+
+CHILDREN = {"addresses": "object", "phones": "object", "emails": "object", "notes": "object",
+            "contact_tags": "fk", "contact_activity": "fk"}
+
+
+def nes_policy(tmp_path, dbname, env_block=None):
+    body = (ROOT / "policies" / "nes.toml").read_text().split("[[phase]]", 1)[1]
+    return write_policy(tmp_path, "[[phase]]" + body, dbname, name="nes", env_block=env_block)
+
+
+def inactive(type_id: int, extra: str = "true") -> str:
+    """The seed's rule, written independently of dbsweep: type, extra, no activity for 7 years."""
+    cutoff = "now() - interval '7 years'"
+    return f"""object_type_id = {type_id} AND ({extra})
+        AND (updated_at IS NULL OR updated_at < {cutoff}) AND (last_login_at IS NULL OR last_login_at < {cutoff})
+        AND NOT EXISTS (SELECT 1 FROM contact_activity a WHERE a.contact_id = c.id AND a.occurred_at >= {cutoff})"""
+
+
+def snapshot(engine) -> dict[str, set]:
+    with engine.connect() as conn:
+        out = {"contacts": set(conn.execute(sa.text("SELECT id FROM contacts")).scalars())}
+        for table in CHILDREN:
+            out[table] = set(conn.execute(sa.text(f"SELECT id FROM {table}")).scalars())
+        return out
+
+
+def expected_after(engine, doomed_where: str, type_id: int) -> dict[str, set]:
+    """What must survive: every row except the doomed parents and their children."""
+    with engine.connect() as conn:
+        doomed = f"SELECT id FROM contacts c WHERE {doomed_where}"
+        out = {"contacts": set(conn.execute(sa.text(f"SELECT id FROM contacts WHERE id NOT IN ({doomed})")).scalars())}
+        for table, how in CHILDREN.items():
+            gone = (f"object_type_id = {type_id} AND object_id IN ({doomed})" if how == "object"
+                    else f"contact_id IN ({doomed})")
+            out[table] = set(conn.execute(sa.text(f"SELECT id FROM {table} WHERE NOT ({gone})")).scalars())
+        return out
+
+
+def orphans(engine) -> int:
+    """Children whose parent is gone, beyond the five orphan addresses the demo data starts with."""
+    with engine.connect() as conn:
+        polymorphic = sum(conn.execute(sa.text(
+            f"SELECT count(*) FROM {t} x WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.id = x.object_id)")).scalar()
+            for t, how in CHILDREN.items() if how == "object")
+    return polymorphic - 5
+
+
+def test_each_phase_keeps_exactly_what_it_must(tmp_path, pg, dbname):
+    nes.create(pg, scale=0.1)
+    path = nes_policy(tmp_path, dbname)
+    community = inactive(49, "contact_type = 'Closed' OR name LIKE 'ZY%'")
+    keep = expected_after(pg, community, 49)
+    plan, report, _ = purge(path, phase="community")
+    assert report.state == "finished" and plan.profile[0]["rows_selected"] > 20
+    assert snapshot(pg) == keep  # active communities, other types, their children all survive
+    assert orphans(pg) == 0
+    assert report.rows == sum(p["rows_selected"] for p in plan.profile)
+
+    with pg.connect() as conn:
+        billed = set(conn.execute(sa.text("SELECT reading_id FROM sm_usage")).scalars())
+        keep_readings = set(conn.execute(sa.text(
+            "SELECT id FROM readings WHERE reading_date >= current_date - interval '2 years' "
+            "OR id IN (SELECT reading_id FROM sm_usage)")).scalars())
+    purge(path, phase="reading")
+    with pg.connect() as conn:
+        readings = set(conn.execute(sa.text("SELECT id FROM readings")).scalars())
+    assert readings == keep_readings and billed <= readings  # a billed reading never goes
+
+    keep = expected_after(pg, inactive(94), 94)
+    purge(path, phase="tenant")
+    assert snapshot(pg) == keep and orphans(pg) == 0
+
+
+def test_uncovered_foreign_key_fails_the_gate_and_deletes_nothing(tmp_path, pg, dbname):
+    nes.create(pg, scale=0.05)
+    with pg.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE invoices (id bigserial PRIMARY KEY, "
+                             "contact_id bigint CONSTRAINT invoices_contact_fk REFERENCES contacts (id))")
+        conn.exec_driver_sql("CREATE TABLE phone_calls (id bigserial PRIMARY KEY, "
+                             "phone_id bigint CONSTRAINT calls_phone_fk REFERENCES phones (id))")
+    before = snapshot(pg)
+    policy, target, plan = plan_and_gate(nes_policy(tmp_path, dbname), phase="community")
+    assert not plan.gate.passed
+    assert "foreign key invoices_contact_fk on invoices(contact_id) is not covered" in plan.gate.summary
+    assert "foreign key calls_phone_fk on phone_calls(phone_id) is not covered" in plan.gate.summary
+    result = run_cli("run", nes_policy(tmp_path, dbname), "--phase", "community")
+    assert result.returncode == 3 and "invoices_contact_fk" in result.stderr
+    assert snapshot(pg) == before
+
+
+def _batches(engine) -> int:
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("batches", schema="dbsweep"):
+            return 0
+        return conn.execute(sa.text("SELECT count(*) FROM dbsweep.batches")).scalar()
+
+
+def test_sigkill_mid_cascade_then_resume(tmp_path, pg, dbname):
+    nes.create(pg, scale=0.3)
+    path = nes_policy(tmp_path, dbname)
+    path.write_text(path.read_text().replace("batch_size = 100 ", "batch_size = 20 ")
+                    .replace('name = "tenant"', 'name = "tenant"\nsleep_ms = 5'))
+    keep = expected_after(pg, inactive(94), 94)
+    total_before = sum(len(v) for v in snapshot(pg).values())
+    inside_a_parent_batch = 0
+    for kill_after in (7, 23, 41):
+        proc = subprocess.Popen([sys.executable, "-m", "dbsweep.cli", "run", str(path), "--phase", "tenant"],
+                                cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while _batches(pg) < kill_after:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # the invariant, after every kill: no child of a deleted parent remains
+        assert orphans(pg) == 0
+        assert keep["contacts"] <= snapshot(pg)["contacts"]
+        with pg.connect() as conn:
+            cursor = json.loads(conn.execute(sa.text("SELECT cursor FROM dbsweep.runs")).scalar())
+        inside_a_parent_batch += cursor.get("parents") is not None  # children gone, parents not yet
+    assert inside_a_parent_batch >= 1
+    assert snapshot(pg) != keep  # work was left
+    done = run_cli("run", path, "--phase", "tenant")
+    assert done.returncode == 0, done.stderr
+    assert "resuming plan" in done.stdout
+    assert snapshot(pg) == keep and orphans(pg) == 0
+    with pg.connect() as conn:
+        rows_done, ledger = conn.execute(sa.text(
+            "SELECT rows_done, (SELECT sum(rows) FROM dbsweep.batches) FROM dbsweep.runs")).one()
+    assert rows_done == ledger == total_before - sum(len(v) for v in keep.values())  # nothing counted twice
+
+
+def test_protected_env_needs_each_phase_confirmation(tmp_path, pg, dbname):
+    nes.create(pg, scale=0.05)
+    path = nes_policy(tmp_path, dbname, env_block='env.dev = { url = "embedded", protected = true }')
+    keep = expected_after(pg, inactive(49, "contact_type = 'Closed' OR name LIKE 'ZY%'"), 49)
+    plan_file = tmp_path / "cutoff_report.json"
+    assert run_cli("plan", path, "-o", plan_file).returncode == 0
+    before = snapshot(pg)
+    assert run_cli("run", path, "--plan", plan_file, "--dry-run").returncode == 0
+    for args in ([], ["--confirm", "tenant"]):  # none, or another phase's confirmation
+        refused = run_cli("run", path, "--plan", plan_file, "--phase", "community", *args)
+        assert refused.returncode == 2 and "--confirm community" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    assert snapshot(pg) == before
+    done = run_cli("run", path, "--plan", plan_file, "--phase", "community", "--confirm", "community")
+    assert done.returncode == 0, done.stderr
+    assert snapshot(pg) == keep != before
