@@ -3,6 +3,7 @@ coverage gate, SIGKILL and resume mid-cascade, and a protected environment's con
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -113,12 +114,13 @@ def _batches(engine) -> int:
 def test_sigkill_mid_cascade_then_resume(tmp_path, pg, dbname):
     nes.create(pg, scale=0.3)
     path = nes_policy(tmp_path, dbname)
-    path.write_text(path.read_text().replace("batch_size = 100 ", "batch_size = 20 ")
-                    .replace('name = "tenant"', 'name = "tenant"\nsleep_ms = 5'))
+    # small batches, addresses smaller still: a parent batch then spans several transactions
+    text = re.sub(r"batch_size = 500\b", "batch_size = 25", re.sub(r"batch_size = 100\b", "batch_size = 20", path.read_text()))
+    path.write_text(text.replace('name = "tenant"', 'name = "tenant"\nsleep_ms = 5'))
     keep = expected_after(pg, inactive(94), 94)
     total_before = sum(len(v) for v in snapshot(pg).values())
     inside_a_parent_batch = 0
-    for kill_after in (7, 23, 41):
+    for kill_after in (5, 23, 61):
         proc = subprocess.Popen([sys.executable, "-m", "dbsweep.cli", "run", str(path), "--phase", "tenant"],
                                 cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120

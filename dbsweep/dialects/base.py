@@ -112,6 +112,10 @@ class Dialect:
         ))
         return conn.execute(sa.update(table).where(where).values(targets)).rowcount
 
+    def in_values(self, column: sa.ColumnElement, values: list) -> sa.ColumnElement:
+        """column IN (values)."""
+        return column.in_(values)
+
     def delete_some(self, conn: sa.Connection, table: sa.Table, where: sa.ColumnElement, limit: int) -> int:
         """Delete at most `limit` rows matching `where`, any of them (the caller loops until fewer
         come back). Portable form: by primary key through a LIMIT subquery."""

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from ..archive import ARCHIVED_AT, BATCH_NO, RUN_ID
 from ..keys import after_key, up_to_key
@@ -89,10 +90,16 @@ class PostgresDialect(Dialect):
                   .returning(sa.literal_column("1")).add_cte(old).add_cte(saved))
         return len(conn.execute(update).all())
 
+    def in_values(self, column, values):
+        """column = ANY(:array): one parameter whatever the count, so the statement's text stays the
+        same from batch to batch and psycopg prepares it once (no planning per batch)."""
+        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+
     def delete_some(self, conn, table, where, limit):
-        """By ctid: a TID scan, with or without a primary key."""
+        """By ctid: a TID scan, with or without a primary key. The row versions the subquery saw are
+        deleted; one updated meanwhile has a new ctid and is left for the next call."""
         some = sa.func.array(sa.select(ROW_LOCATOR).select_from(table).where(where).limit(limit).scalar_subquery())
-        return conn.execute(sa.delete(table).where(ROW_LOCATOR == sa.any_(some), where)).rowcount
+        return conn.execute(sa.delete(table).where(ROW_LOCATOR == sa.any_(some))).rowcount
 
     def delete_batch(self, conn, table, keys, selection, after, last, size, sink=NO_ARCHIVE):
         """One statement: pick the next `size` selected rows in key order, delete them by ctid

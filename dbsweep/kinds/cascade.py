@@ -123,11 +123,12 @@ def _moment(col: sa.Column, moment: datetime):
     return _column_moment(col, moment)
 
 
-def children_of(child: sa.Table, spec: dict, parent: sa.Table, key: sa.Column, parents) -> sa.ColumnElement:
-    """Rows of `child` pointing at any parent in `parents` (a subquery of parent keys)."""
+def children_of(child: sa.Table, spec: dict, parents) -> sa.ColumnElement:
+    """Rows of `child` pointing at any of `parents`: a function of the pointer column giving the
+    condition (e.g. IN a subquery of parent keys)."""
     if spec.get("fk_column"):
-        return child.c[spec["fk_column"]].in_(parents)
-    return sa.and_(child.c[spec["type_column"]] == spec["type_value"], child.c[spec["id_column"]].in_(parents))
+        return parents(child.c[spec["fk_column"]])
+    return sa.and_(child.c[spec["type_column"]] == spec["type_value"], parents(child.c[spec["id_column"]]))
 
 
 def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
@@ -188,7 +189,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         child = tables[child_cfg.table]
         total, chosen_rows = conn.execute(sa.select(
             sa.func.count(),
-            sa.func.coalesce(sa.func.sum(sa.case((children_of(child, child_cfg.model_dump(), parent, key, selected), 1),
+            sa.func.coalesce(sa.func.sum(sa.case((children_of(child, child_cfg.model_dump(), lambda c: c.in_(selected)), 1),
                                                   else_=0)), 0),
         ).select_from(child)).one()
         orphans = _orphans(conn, child, child_cfg.model_dump(), parent, key)
@@ -284,8 +285,12 @@ def uncovered_foreign_keys(conn, tables: dict[str, sa.Table], cfg: Config) -> di
 
 # execution ---------------------------------------------------------------------------------
 class CascadeWalker:
-    """One transaction per call; the cursor says where in the current parent batch it stands:
-    {"after": last parent key done, "parents": frozen keys of the batch, "child": table index}."""
+    """One transaction per call. A call goes through the child tables in order, deleting the
+    children of the current parent batch, at most each table's `batch_size` rows; when a table has
+    more, the transaction ends there and the next call goes on with that table. Once every child
+    table is done, the same transaction deletes the parents that have no child left. The cursor
+    says where it stands: {"after": last parent key done, "parents": the batch's frozen keys,
+    "child": index of the first child table not yet done}."""
 
     def __init__(self, dialect: Dialect, table: sa.Table, step: Step, sink, options, cursor: dict):
         self.dialect, self.step, self.sink = dialect, step, sink
@@ -305,50 +310,61 @@ class CascadeWalker:
             self.chosen = parent_selection(self.tables, self.spec)
             self.last = from_json([self.key], self.step.last_key)[0]
 
-    def _frozen_parents(self):
-        """Keys of this batch's parents that still match the rule (re-checked in every transaction)."""
-        keys = from_json([self.key] * len(self.state["parents"]), self.state["parents"])
-        return sa.select(self.key).where(self.key.in_(keys), self.chosen)
+    def _keys(self) -> list:
+        return from_json([self.key] * len(self.state["parents"]), self.state["parents"])
+
+    def _parents_now(self, selected_here: bool):
+        """This batch's parents: as selected, when that was in this transaction; else those that
+        still match the rule, so a parent that became active since loses no more children."""
+        keys = self._keys()
+        if selected_here:
+            return lambda pointer: self.dialect.in_values(pointer, keys)
+        still = sa.select(self.key).where(self.dialect.in_values(self.key, keys), self.chosen)
+        return lambda pointer: pointer.in_(still)
 
     def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
         self._prepare(conn)
-        if self.state["parents"] is None:
-            window = [self.chosen, self.key <= self.last]
-            if self.state["after"] is not None:
-                window.append(self.key > from_json([self.key], self.state["after"])[0])
-            keys = conn.execute(sa.select(self.key).where(*window).order_by(self.key).limit(self.parent_size)).scalars().all()
-            if not keys:
-                self.table_name = self.step.table
-                return 0, None
-            self.state = {"after": self.state["after"], "parents": to_json(keys), "child": 0}
+        selected_here = self.state["parents"] is None
+        if selected_here and not self._next_parents(conn):
+            self.table_name = self.step.table
+            return 0, None
+        parents = self._parents_now(selected_here)
+        rows, touched = 0, []
         children = self.spec["children"]
-        if self.state["child"] < len(children):
+        while self.state["child"] < len(children):
             spec = children[self.state["child"]]
             child = self.tables[spec["table"]]
-            self.table_name = child.fullname
-            rows = self.dialect.delete_some(conn, child, children_of(child, spec, self.parent, self.key,
-                                                                        self._frozen_parents()), spec["batch_size"])
-            if rows < spec["batch_size"]:
-                self.state = {**self.state, "child": self.state["child"] + 1}
-            return rows, dict(self.state)
-        return self._parents(conn)
-
-    def _parents(self, conn: sa.Connection) -> tuple[int, dict | None]:
-        """Stragglers (children added since), then the parents still childless, in one transaction."""
-        rows = 0
-        guards = []
-        for spec in self.spec["children"]:
-            child = self.tables[spec["table"]]
-            rows += conn.execute(sa.delete(child).where(
-                children_of(child, spec, self.parent, self.key, self._frozen_parents()))).rowcount
-            guards.append(~sa.exists(sa.select(sa.literal(1)).select_from(child).where(link(child, spec, self.parent, self.key))))
-        keys = from_json([self.key] * len(self.state["parents"]), self.state["parents"])
-        rows += conn.execute(sa.delete(self.parent).where(self.key.in_(keys), self.chosen, *guards)).rowcount
-        self.table_name = self.parent.fullname
+            deleted = self.dialect.delete_some(conn, child, children_of(child, spec, parents), spec["batch_size"])
+            rows += deleted
+            touched.append(child.fullname)
+            if deleted >= spec["batch_size"]:  # maybe more: this table goes on in the next transaction
+                self.table_name = ", ".join(touched)
+                return rows, dict(self.state)
+            self.state = {**self.state, "child": self.state["child"] + 1}
+        rows += self._delete_parents(conn)
+        self.table_name = ", ".join([*touched, self.parent.fullname])
         last = self.state["parents"][-1]
         finished = from_json([self.key], [last])[0] >= self.last
         self.state = {"after": [last], "parents": None, "child": 0}
         return rows, None if finished else dict(self.state)
+
+    def _next_parents(self, conn: sa.Connection) -> bool:
+        window = [self.chosen, self.key <= self.last]
+        if self.state["after"] is not None:
+            window.append(self.key > from_json([self.key], self.state["after"])[0])
+        keys = conn.execute(sa.select(self.key).where(*window).order_by(self.key).limit(self.parent_size)).scalars().all()
+        if keys:
+            self.state = {"after": self.state["after"], "parents": to_json(keys), "child": 0}
+        return bool(keys)
+
+    def _delete_parents(self, conn: sa.Connection) -> int:
+        """Only parents still selected and with no child left in any child table (one added since
+        the children went keeps its parent, and is reported by verify, never orphaned)."""
+        guards = [~sa.exists(sa.select(sa.literal(1)).select_from(self.tables[spec["table"]])
+                             .where(link(self.tables[spec["table"]], spec, self.parent, self.key)))
+                  for spec in self.spec["children"]]
+        return conn.execute(sa.delete(self.parent).where(self.dialect.in_values(self.key, self._keys()), self.chosen,
+                                                         *guards)).rowcount
 
     def advance(self, cursor: dict, rows: int, size: int) -> None:
         if cursor.get("after") is None and cursor.get("parents") is None:
