@@ -210,7 +210,7 @@ def _find_run(run_id: str, policy_path: Path | None, env: str | None) -> tuple[P
 
 @app.command()
 @guarded
-def demo(scale: Annotated[float, typer.Option(min=0.01, help="Data volume multiplier (1 = 200k events, 100k aggregates).")] = 1.0):
+def demo(scale: Annotated[float, typer.Option(min=0.01, help="Data volume multiplier (1 = 200k events, 100k aggregates, 20k orders, 20k NES contacts, 100k readings).")] = 1.0):
     """Start the embedded PostgreSQL, load the sample data, and run every phase: plan, gate, apply, verify."""
     from .demo_run import run_demo
 
