@@ -42,7 +42,9 @@ def test_shipped_definitions_load():
     for phase in ("retire_delta", "sync_reset"):  # seed 001: each phase its own graph and job
         assert {f"orders/{phase}/profile", f"orders/{phase}/apply", f"orders/{phase}/verified"} <= keys
         assert definitions.defs.resolve_job_def(f"orders__{phase}")
-    for policy in ("telemetry", "orders"):
+    for phase in ("community", "reading", "tenant"):  # seed 000: each phase its own graph and job
+        assert f"nes/{phase}/apply" in keys and definitions.defs.resolve_job_def(f"nes__{phase}")
+    for policy in ("telemetry", "orders", "nes"):
         assert definitions.defs.resolve_job_def(f"{policy}__restore")
 
 
