@@ -127,10 +127,25 @@ def apply(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool = Tr
     if dry_run:
         size = options.batch_size
         steps = [row for s in plan.steps for row in _dry_steps(plan, s, size)]
-        batches = sum(1 if s["walk"] in ("retire", "partition") else math.ceil(s["rows"] / s["batch_size"])
-                      for s in steps)
+        batches = _batches_estimate(steps)
         return DryRunReport(plan.plan_id, plan.phase, plan.rows_selected, batches, steps, resumes, plan.checks)
     return Executor(target.engine, plan, options, on_progress).run()
+
+
+def _batches_estimate(steps: list[dict]) -> int:
+    """Transactions to expect. A cascade takes one per parent batch, plus one more for every
+    further `batch_size` of a child table than its share of the parent batches holds."""
+    parents = [s for s in steps if s["walk"] == "cascade parent"]
+    parent_batches = sum(math.ceil(s["rows"] / s["batch_size"]) for s in parents)
+    total = parent_batches
+    for s in steps:
+        if s["walk"] in ("retire", "partition"):
+            total += 1
+        elif s["walk"] == "cascade child":
+            total += max(0, math.ceil(s["rows"] / s["batch_size"]) - parent_batches)
+        elif s["walk"] != "cascade parent":
+            total += math.ceil(s["rows"] / s["batch_size"])
+    return total
 
 
 def _dry_steps(plan: PhasePlan, step, size: int | None) -> list[dict]:

@@ -172,3 +172,22 @@ def test_phase_lock_is_a_session_applock():
     assert sql(APPLOCK) == ("DECLARE @r int; EXEC @r = sp_getapplock @Resource = :k, @LockMode = 'Exclusive', "
                             "@LockOwner = 'Session', @LockTimeout = 0; SELECT @r")
     assert sql(RELEASE_APPLOCK) == "EXEC sp_releaseapplock @Resource = :k, @LockOwner = 'Session'"
+
+
+def test_cascade_statements():
+    from dbsweep.kinds import cascade
+
+    contacts = sa.Table("contacts", sa.MetaData(), sa.Column("id", sa.BigInteger, primary_key=True),
+                        sa.Column("object_type_id", sa.Integer), schema="dbo")
+    addresses = sa.Table("addresses", sa.MetaData(), sa.Column("id", sa.BigInteger, primary_key=True),
+                         sa.Column("object_type_id", sa.Integer), sa.Column("object_id", sa.BigInteger), schema="dbo")
+    spec = {"table": "addresses", "type_column": "object_type_id", "id_column": "object_id", "type_value": 49}
+    where = cascade.children_of(addresses, spec, lambda pointer: pointer.in_([11, 12, 13]))
+    text = sql(delete_statement(MSSQL, addresses, where, 500))
+    assert text == ("DELETE TOP (500) FROM dbo.addresses WHERE dbo.addresses.object_type_id = :object_type_id_1 "
+                    "AND dbo.addresses.object_id IN (:object_id_1_1, :object_id_1_2, :object_id_1_3)")
+    guard = ~sa.exists(sa.select(sa.literal(1)).select_from(addresses).where(cascade.link(addresses, spec, contacts, contacts.c.id)))
+    parents = sql(sa.delete(contacts).where(contacts.c.id.in_([11, 12, 13]), guard))
+    assert parents.startswith("DELETE FROM dbo.contacts WHERE dbo.contacts.id IN (")
+    assert ("NOT (EXISTS (SELECT :param_1 AS anon_1 FROM dbo.addresses WHERE dbo.addresses.object_type_id = "
+            ":object_type_id_1 AND dbo.addresses.object_id = dbo.contacts.id))") in " ".join(parents.split())
