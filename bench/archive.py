@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3_000_000)
     parser.add_argument("--partition-rows", type=int, default=5_000_000)
     parser.add_argument("--writer-seconds", type=float, default=3.0)
-    parser.add_argument("--throttle-sleep-ms", type=int, default=100)
+    parser.add_argument("--throttle-sleep-ms", type=int, default=400)
     args = parser.parse_args()
     os.environ.setdefault("DBSWEEP_HOME", str(Path(tempfile.gettempdir()) / "dbsweep-bench"))
     console = Console(width=160)
