@@ -163,3 +163,11 @@ def test_protected_env_needs_each_phase_confirmation(tmp_path, pg, dbname):
     done = run_cli("run", path, "--plan", plan_file, "--phase", "community", "--confirm", "community")
     assert done.returncode == 0, done.stderr
     assert snapshot(pg) == keep != before
+
+
+def test_archive_on_a_cascade_is_refused_not_ignored(tmp_path, pg, dbname):
+    path = nes_policy(tmp_path, dbname)
+    path.write_text(path.read_text().replace('name = "community"', 'name = "community"\narchive = "table"'))
+    result = run_cli("plan", path, "--phase", "community")
+    assert result.returncode == 2 and "not supported for cascade" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -82,6 +82,14 @@ class Config(PhaseBase):
     children: list[Child] = Field(min_length=1)
     activity: list[Activity] = []
 
+    @field_validator("archive")
+    @classmethod
+    def _no_archive_yet(cls, value: str) -> str:
+        if value != "none":
+            raise ValueError(f"archive {value!r} is not supported for cascade yet (the rows would not be kept); "
+                             "use 'none'")
+        return value
+
     @model_validator(mode="after")
     def _activity_needs_a_window(self) -> Config:
         if (self.activity or self.parent.activity_columns) and self.parent.inactive_for is None:

@@ -94,6 +94,14 @@ class Config(PhaseBase):
     rules: list[Rule] = Field(min_length=1)
     verify_query: ConsumerQuery | None = None
 
+    @field_validator("archive")
+    @classmethod
+    def _previous_values_instead(cls, value: str) -> str:
+        if value != "none":
+            raise ValueError("a reset keeps the previous values of every row it changes in <table>__previous; "
+                             "archive must be 'none'")
+        return value
+
     @model_validator(mode="after")
     def _otherwise_last(self) -> Config:
         for index, rule in enumerate(self.rules[:-1]):
