@@ -165,9 +165,33 @@ def test_protected_env_needs_each_phase_confirmation(tmp_path, pg, dbname):
     assert snapshot(pg) == keep != before
 
 
-def test_archive_on_a_cascade_is_refused_not_ignored(tmp_path, pg, dbname):
+def test_parquet_archive_on_a_cascade_is_refused(tmp_path, pg, dbname):
+    path = nes_policy(tmp_path, dbname)
+    path.write_text(path.read_text().replace('name = "community"', 'name = "community"\narchive = "parquet"'))
+    result = run_cli("plan", path, "--phase", "community")
+    assert result.returncode == 2 and "use archive = 'table'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def full_snapshot(engine) -> dict[str, list]:
+    with engine.connect() as conn:
+        return {t: [tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {t} ORDER BY id"))]
+                for t in ["contacts", *CHILDREN]}
+
+
+def test_archived_cascade_then_restore_gives_back_every_table(tmp_path, pg, dbname):
+    from dbsweep.restore import restore_run
+
+    nes.create(pg, scale=0.05)
+    original = full_snapshot(pg)
     path = nes_policy(tmp_path, dbname)
     path.write_text(path.read_text().replace('name = "community"', 'name = "community"\narchive = "table"'))
-    result = run_cli("plan", path, "--phase", "community")
-    assert result.returncode == 2 and "not supported for cascade" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    keep = expected_after(pg, inactive(49, "contact_type = 'Closed' OR name LIKE 'ZY%'"), 49)
+    plan, report, target = purge(path, phase="community")
+    assert snapshot(pg) == keep
+    with pg.connect() as conn:
+        archived = sum(conn.execute(sa.text(f"SELECT count(*) FROM {t}__archive")).scalar() for t in ["contacts", *CHILDREN])
+    assert archived == report.rows > 0  # every deleted row, in its table's archive
+    result = restore_run(target.engine, report.run_id, tmp_path)
+    assert (result.rows_restored, result.rows_skipped) == (report.rows, 0)
+    assert full_snapshot(pg) == original  # row for row, every table

@@ -116,7 +116,8 @@ class Dialect:
         """column IN (values)."""
         return column.in_(values)
 
-    def delete_some(self, conn: sa.Connection, table: sa.Table, where: sa.ColumnElement, limit: int) -> int:
+    def delete_some(self, conn: sa.Connection, table: sa.Table, where: sa.ColumnElement, limit: int,
+                    sink=NO_ARCHIVE) -> int:
         """Delete at most `limit` rows matching `where`, any of them (the caller loops until fewer
         come back). Portable form: by primary key through a LIMIT subquery."""
         keys = list(table.primary_key.columns)
@@ -124,7 +125,7 @@ class Dialect:
             raise BadInput(f"table '{table.fullname}' has no primary key; dbsweep needs one on {self.name}")
         some = sa.select(*keys).where(where).limit(limit)
         match = keys[0].in_(some) if len(keys) == 1 else sa.tuple_(*keys).in_(some)
-        return conn.execute(sa.delete(table).where(match)).rowcount
+        return sink.apply(conn, sa.delete(table).where(match), table)
 
     def delete_into_archive(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table, archive: sa.Table,
                             stamp: dict) -> int:

@@ -150,8 +150,9 @@ class MssqlDialect(Dialect):
                                                  getattr(sink, "stamp", None))).rowcount
         return BatchOutcome(rows=rows, last_key=upper if boundary is not None else None)
 
-    def delete_some(self, conn, table, where, limit):
-        return conn.execute(delete_statement(conn.dialect, table, where, limit)).rowcount
+    def delete_some(self, conn, table, where, limit, sink=NO_ARCHIVE):
+        return conn.execute(delete_statement(conn.dialect, table, where, limit, getattr(sink, "archive", None),
+                                             getattr(sink, "stamp", None))).rowcount
 
     def delete_into_archive(self, conn, stmt, table, archive, stamp):
         return conn.execute(delete_statement(conn.dialect, table, stmt.whereclause, None, archive, stamp)).rowcount

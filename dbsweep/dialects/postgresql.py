@@ -95,11 +95,11 @@ class PostgresDialect(Dialect):
         same from batch to batch and psycopg prepares it once (no planning per batch)."""
         return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
 
-    def delete_some(self, conn, table, where, limit):
+    def delete_some(self, conn, table, where, limit, sink=NO_ARCHIVE):
         """By ctid: a TID scan, with or without a primary key. The row versions the subquery saw are
         deleted; one updated meanwhile has a new ctid and is left for the next call."""
         some = sa.func.array(sa.select(ROW_LOCATOR).select_from(table).where(where).limit(limit).scalar_subquery())
-        return conn.execute(sa.delete(table).where(ROW_LOCATOR == sa.any_(some))).rowcount
+        return sink.apply(conn, sa.delete(table).where(ROW_LOCATOR == sa.any_(some)), table)
 
     def delete_batch(self, conn, table, keys, selection, after, last, size, sink=NO_ARCHIVE):
         """One statement: pick the next `size` selected rows in key order, delete them by ctid

@@ -11,14 +11,17 @@ parent batch, and nothing is deleted twice."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
 from pydantic import Field, field_validator, model_validator
 
+from ..archive import TableArchive
 from ..catalog import column, primary_key, reflect_table
 from ..dialects import Dialect
+from ..dialects.base import NO_ARCHIVE
 from ..durations import parse_duration
 from ..errors import BadInput
 from ..keys import from_json, to_json
@@ -84,10 +87,9 @@ class Config(PhaseBase):
 
     @field_validator("archive")
     @classmethod
-    def _no_archive_yet(cls, value: str) -> str:
-        if value != "none":
-            raise ValueError(f"archive {value!r} is not supported for cascade yet (the rows would not be kept); "
-                             "use 'none'")
+    def _table_archive_only(cls, value: str) -> str:
+        if value == "parquet":
+            raise ValueError("a cascade archives into tables (<table>__archive, one per table): use archive = 'table'")
         return value
 
     @model_validator(mode="after")
@@ -301,7 +303,8 @@ class CascadeWalker:
     "child": index of the first child table not yet done}."""
 
     def __init__(self, dialect: Dialect, table: sa.Table, step: Step, sink, options, cursor: dict):
-        self.dialect, self.step, self.sink = dialect, step, sink
+        self.dialect, self.step = dialect, step
+        self.sink = ArchiveSet() if options.archive == "table" else sink
         self.spec = step.spec
         self.key_name = step.spec["key"]
         self.state = {"after": cursor.get("after"), "parents": cursor.get("parents"), "child": cursor.get("child", 0)}
@@ -317,6 +320,9 @@ class CascadeWalker:
             self.key = self.parent.c[self.key_name]
             self.chosen = parent_selection(self.tables, self.spec)
             self.last = from_json([self.key], self.step.last_key)[0]
+            order = [self.parent, *(self.tables[c["table"]] for c in self.spec["children"])]
+            self.sinks = {t.fullname: self.sink.for_table(conn, self.dialect, t) if isinstance(self.sink, ArchiveSet)
+                          else NO_ARCHIVE for t in order}
 
     def _keys(self) -> list:
         return from_json([self.key] * len(self.state["parents"]), self.state["parents"])
@@ -332,6 +338,8 @@ class CascadeWalker:
 
     def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
         self._prepare(conn)
+        if isinstance(self.sink, ArchiveSet):
+            self.sink.stamp_all()
         selected_here = self.state["parents"] is None
         if selected_here and not self._next_parents(conn):
             self.table_name = self.step.table
@@ -342,7 +350,8 @@ class CascadeWalker:
         while self.state["child"] < len(children):
             spec = children[self.state["child"]]
             child = self.tables[spec["table"]]
-            deleted = self.dialect.delete_some(conn, child, children_of(child, spec, parents), spec["batch_size"])
+            deleted = self.dialect.delete_some(conn, child, children_of(child, spec, parents), spec["batch_size"],
+                                               self.sinks[child.fullname])
             rows += deleted
             touched.append(child.fullname)
             if deleted >= spec["batch_size"]:  # maybe more: this table goes on in the next transaction
@@ -371,12 +380,37 @@ class CascadeWalker:
         guards = [~sa.exists(sa.select(sa.literal(1)).select_from(self.tables[spec["table"]])
                              .where(link(self.tables[spec["table"]], spec, self.parent, self.key)))
                   for spec in self.spec["children"]]
-        return conn.execute(sa.delete(self.parent).where(self.dialect.in_values(self.key, self._keys()), self.chosen,
-                                                         *guards)).rowcount
+        doomed = sa.delete(self.parent).where(self.dialect.in_values(self.key, self._keys()), self.chosen, *guards)
+        return self.sinks[self.parent.fullname].apply(conn, doomed, self.parent)
 
     def advance(self, cursor: dict, rows: int, size: int) -> None:
         if cursor.get("after") is None and cursor.get("parents") is None:
             self.done = True
+
+
+class ArchiveSet:
+    """archive = "table" for a cascade: one `<table>__archive` per table, all stamped with the
+    transaction's run and batch; the ledger row names them all."""
+
+    mode = "table"
+
+    def __init__(self):
+        self.archives: list[TableArchive] = []
+        self.ref = None
+
+    def for_table(self, conn: sa.Connection, dialect: Dialect, table: sa.Table) -> TableArchive:
+        archive = TableArchive.ensure(conn.engine, dialect, table)
+        self.archives.append(archive)
+        return archive
+
+    def begin_batch(self, run_id: str, batch_no: int) -> None:
+        self.run_id, self.batch_no = run_id, batch_no
+        self.ref = json.dumps({"cascade": True})
+
+    def stamp_all(self) -> None:
+        for archive in self.archives:
+            archive.begin_batch(self.run_id, self.batch_no)
+        self.ref = json.dumps({"cascade": [a.archive.fullname for a in self.archives]})
 
 
 def walker(dialect: Dialect, table: sa.Table, step: Step, sink, options, cursor: dict) -> CascadeWalker:
@@ -402,3 +436,29 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
                      "rows_now": conn.execute(sa.select(sa.func.count()).select_from(child)).scalar(),
                      "remaining_selected": max(0, orphans - spec["orphans_before"].get(child.fullname, 0))})
     return rows
+
+
+def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
+    """Newest batch first; in each, the parents before their children (foreign keys need them)."""
+    from ..restore import RestoreReport, _insert_from_archive
+
+    step = plan.steps[0]
+    batches = ledger.archived_batches(run.run_id)
+    if run.rows_done and not any(json.loads(b.archive).get("cascade") for b in batches if b.archive):
+        raise BadInput(f"run {run.run_id} recorded no archive (archive = 'none'): there is nothing to restore from")
+    archived = restored = 0
+    with engine.connect() as conn:
+        tables = reflect_all(conn, step.spec)
+    order = [tables[step.spec["parent"]["table"]], *(tables[c["table"]] for c in step.spec["children"])]
+    for batch in reversed(batches):
+        with engine.begin() as conn:
+            for table in order:
+                archive = reflect_table(conn, f"{table.fullname}__archive")
+                restored += _insert_from_archive(conn, table, list(table.primary_key.columns), archive, run.run_id,
+                                                 batch.batch_no)
+            ledger.mark_restored(conn, run.run_id, batch.batch_no)
+        archived += batch.rows
+    skipped = archived - restored
+    detail = f"restored {restored:,} of {archived:,} archived rows across {len(order)} tables" + (
+        f"; {skipped:,} skipped (their key exists again)" if skipped else "")
+    return RestoreReport(run.run_id, plan.phase, len(batches), archived, restored, skipped, detail=detail)
