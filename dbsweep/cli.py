@@ -176,7 +176,8 @@ def status(policy_path: Annotated[Optional[Path], typer.Argument(help="Policy fi
         policy, target = _open(path, env)
         ledger = Ledger(target.engine)
         ledger.ensure()
-        print_status(out, policy, target, ledger.list_runs(policy.name))
+        runs = ledger.list_runs(policy.name)
+        print_status(out, policy, target, runs, ledger.undoable([r.run_id for r in runs]))
 
 
 @app.command()

@@ -216,6 +216,13 @@ class Ledger:
             conn.execute(record)
             conn.execute(advance)
 
+    def undoable(self, run_ids: list[str]) -> set[str]:
+        """Runs that recorded something to undo them with (archives, previous values, renames)."""
+        b = self.batches.c
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(b.run_id).where(b.run_id.in_(run_ids), b.archive.is_not(None),
+                                                              b.restored_at.is_(None)).distinct()).scalars())
+
     def archived_batches(self, run_id: str) -> list:
         """Batches of a run that archived rows and are not yet restored, in order."""
         b = self.batches.c

@@ -85,13 +85,13 @@ def print_verification(out: Console, plan: PhasePlan, rows: list[dict], verdict:
         out.print(f"  {row['table']}: {details}")
 
 
-def print_status(out: Console, policy, target, runs) -> None:
+def print_status(out: Console, policy, target, runs, undoable: set[str]) -> None:
     table = Table(title=f"{policy.name} runs on {target.display_url} (env {target.env})")
     for name in ("run id", "phase", "plan id", "state", "rows", "batches", "started", "updated", "why it stopped", "next"):
         table.add_column(name, justify="right" if name in ("rows", "batches") else "left")
     for run in runs:
         resumable = "yes: dbsweep run" if run.state in ("running", "stopped", "failed") else ""
-        if run.state == "finished" or resumable:
+        if run.run_id in undoable:
             resumable += ("; " if resumable else "") + f"undo: dbsweep restore {run.run_id}"
         table.add_row(run.run_id, run.phase, run.plan_id, run.state, f"{run.rows_done:,}", f"{run.batches_done:,}",
                       _when(run.started_at), _when(run.updated_at), run.stop_reason or "", resumable)
