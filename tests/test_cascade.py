@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import sqlalchemy as sa
 
 from dbsweep.demo import nes
@@ -195,3 +196,26 @@ def test_archived_cascade_then_restore_gives_back_every_table(tmp_path, pg, dbna
     result = restore_run(target.engine, report.run_id, tmp_path)
     assert (result.rows_restored, result.rows_skipped) == (report.rows, 0)
     assert full_snapshot(pg) == original  # row for row, every table
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('table = "notes"', 'table = "notez"', "table 'notez' not found"),
+    ('fk_column = "contact_id"\nbatch_size = 1000', 'fk_column = "contactid"\nbatch_size = 1000', "column 'contactid' not found"),
+    ("where = \"contact_type = 'Closed' OR name LIKE 'ZY%'\"", "where = \"id IN (SELECT id FROM contacts)\"", "not allowed"),
+    ('inactive_for = "7 years"', 'inactive_for = "7 yeers"', "malformed duration"),
+    ('keep_if_referenced_by = ["sm_usage.reading_id"]', 'keep_if_referenced_by = ["sm_usage.nope"]', "column 'nope' not found"),
+    ('type_value = 49\nbatch_size = 500', 'type_value = 49', None),  # control: still valid
+])
+def test_bad_cascade_input_is_one_line_and_exit_2(tmp_path, pg, dbname, old, new, message):
+    nes.create(pg, scale=0.02)
+    path = nes_policy(tmp_path, dbname)
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    before = snapshot(pg)
+    result = run_cli("plan", path)
+    if message is None:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and snapshot(pg) == before
