@@ -137,3 +137,28 @@ def test_apply_logs_progress_every_n_batches(tmp_path, pg, dbname):
     batches = result.asset_materializations_for_node("testpol__purge__apply")[0].metadata["batches"].value
     lines = [e.user_message for e in instance.all_logs(result.run_id) if "rows/s, batch" in (e.user_message or "")]
     assert len(lines) == batches // 10 and "events" in lines[0]
+
+
+def test_cascade_phase_in_dagster_needs_its_own_confirmation(tmp_path, pg, dbname):
+    from dbsweep.demo import nes
+    from tests.conftest import ROOT, write_policy
+
+    nes.create(pg, scale=0.03)
+    body = (ROOT / "policies" / "nes.toml").read_text().split("[[phase]]", 1)[1]
+    write_policy(tmp_path, "[[phase]]" + body, dbname, name="nes",
+                 env_block='env.dev = { url = "embedded", protected = true }')
+    defs = _defs(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    group = dg.AssetSelection.groups("nes_community")
+    contacts = count(pg, "contacts")
+    for confirm in ("", "tenant"):
+        config = {"ops": {"nes__community__apply": {"config": {"dry_run": False, "confirm": confirm}}}}
+        refused = _materialize(defs, group, instance, config, raise_on_error=False)
+        assert not refused.success and count(pg, "contacts") == contacts
+    config = {"ops": {"nes__community__apply": {"config": {"dry_run": False, "confirm": "community"}}}}
+    done = _materialize(defs, group, instance, config)
+    profile = done.asset_materializations_for_node("nes__community__profile")[0].metadata
+    assert "addresses" in profile["profile"].value and "newest_activity" in profile["profile"].value
+    rows = done.asset_materializations_for_node("nes__community__apply")[0].metadata["rows"].value
+    assert rows == profile["rows_selected"].value > 0 and count(pg, "contacts") < contacts
+    assert all(e.passed for e in done.get_asset_check_evaluations())
