@@ -90,10 +90,15 @@ def _restore_archived(engine: sa.Engine, ledger: Ledger, run, plan: PhasePlan, a
                                                  batch.batch_no)
             ledger.mark_restored(conn, run.run_id, batch.batch_no)
         archived += batch.rows
+    return rows_put_back(run.run_id, plan.phase, len(batches), archived, restored)
+
+
+def rows_put_back(run_id: str, phase: str, batches: int, archived: int, restored: int, where: str = "") -> RestoreReport:
+    """The report of a restore that inserted archived rows; those not restored had their key taken."""
     skipped = archived - restored
-    detail = f"restored {restored:,} of {archived:,} archived rows" + (
+    detail = f"restored {restored:,} of {archived:,} archived rows{where}" + (
         f"; {skipped:,} skipped (their key exists again)" if skipped else "")
-    return RestoreReport(run.run_id, plan.phase, len(batches), archived, restored, skipped, detail=detail)
+    return RestoreReport(run_id, phase, batches, archived, restored, skipped, detail=detail)
 
 
 def _any_archived(ledger: Ledger, run_id: str) -> bool:

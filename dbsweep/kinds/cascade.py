@@ -440,7 +440,7 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
 
 def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
     """Newest batch first; in each, the parents before their children (foreign keys need them)."""
-    from ..restore import RestoreReport, _insert_from_archive
+    from ..restore import _insert_from_archive, rows_put_back
 
     step = plan.steps[0]
     batches = ledger.archived_batches(run.run_id)
@@ -458,7 +458,4 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
                                                  batch.batch_no)
             ledger.mark_restored(conn, run.run_id, batch.batch_no)
         archived += batch.rows
-    skipped = archived - restored
-    detail = f"restored {restored:,} of {archived:,} archived rows across {len(order)} tables" + (
-        f"; {skipped:,} skipped (their key exists again)" if skipped else "")
-    return RestoreReport(run.run_id, plan.phase, len(batches), archived, restored, skipped, detail=detail)
+    return rows_put_back(run.run_id, plan.phase, len(batches), archived, restored, f" across {len(order)} tables")
