@@ -48,6 +48,8 @@ def sweep(engine, policy_dir: Path, table: str, extra: str, now, copy: bool = Tr
 
     if copy:
         fresh_copy(engine, table)
+        with engine.begin() as conn:  # each archived run starts from an empty archive
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}__archive")
     path = policy_dir / "bench.toml"
     path.write_text(POLICY.format(table=table, extra=extra, archive_dir=policy_dir / "archive"))
     policy = load_policy(path)
