@@ -28,6 +28,7 @@ from ..keys import from_json, to_json
 from ..plan import PhasePlan, Step
 from ..policy import PhaseBase, Strict
 from ..predicate import check_where
+from .common import PlanParts
 
 GATE_SUITE = "cascade_gate"
 VERIFY_SUITE = "cascade_verify"
@@ -152,9 +153,7 @@ def reflect_all(conn: sa.Connection, spec: dict) -> dict[str, sa.Table]:
 
 
 # plan --------------------------------------------------------------------------------------
-def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime):
-    from .common import PlanParts
-
+def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) -> PlanParts:
     p = cfg.parent
     parent = reflect_table(conn, p.table)
     keys = primary_key(parent)
@@ -251,7 +250,7 @@ def _unexpected_parents(conn, tables, spec, chosen, p: Parent) -> list[str]:
     if p.type_column:
         wrong.append(parent.c[p.type_column] != p.type_value)
     latest = _latest_activity(tables, spec, parent, key)
-    if spec["parent"].get("cutoff") and latest is not None and not isinstance(latest, sa.sql.elements.Null):
+    if spec["parent"].get("cutoff") and not isinstance(latest, sa.sql.elements.Null):
         wrong.append(latest >= datetime.fromisoformat(spec["parent"]["cutoff"]))
     if not wrong:
         return []
