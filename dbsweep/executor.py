@@ -14,7 +14,7 @@ from typing import Callable
 import sqlalchemy as sa
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .archive import NoArchive, make_archive
+from .archive import NoArchive, RetryBatch, make_archive
 from .catalog import reflect_table
 from .dialects import dialect_for
 from .errors import DbsweepError, StoppedEarly
@@ -93,6 +93,8 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, RetryBatch):
+        return True
     if isinstance(exc, sa.exc.DBAPIError):
         return is_unavailable(exc) or getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
     return False

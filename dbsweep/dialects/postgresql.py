@@ -95,6 +95,17 @@ class PostgresDialect(Dialect):
         same from batch to batch and psycopg prepares it once (no planning per batch)."""
         return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
 
+    def delete_returning_csv(self, conn, stmt, table) -> bytes:
+        """COPY (DELETE … RETURNING *) TO STDOUT as CSV, in the caller's transaction, timestamps in UTC."""
+        compiled = stmt.returning(*table.c).compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+        conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
+        out = bytearray()
+        with conn.connection.driver_connection.cursor() as cursor:
+            with cursor.copy(f"COPY ({compiled.string}) TO STDOUT (FORMAT csv)", compiled.params) as copy:
+                for data in copy:
+                    out += data
+        return bytes(out)
+
     def delete_some(self, conn, table, where, limit, sink=NO_ARCHIVE):
         """By ctid: a TID scan, with or without a primary key. The row versions the subquery saw are
         deleted; one updated meanwhile has a new ctid and is left for the next call."""
