@@ -112,7 +112,9 @@ class ParquetArchive:
             rows = pacsv.read_csv(pa.BufferReader(data), read_options=pacsv.ReadOptions(column_names=self.schema.names),
                                   parse_options=pacsv.ParseOptions(newlines_in_values=True),
                                   convert_options=pacsv.ConvertOptions(
-                                      column_types=self.schema, strings_can_be_null=True,
+                                      # only PostgreSQL's NULL (an unquoted empty field) is null: not
+                                      # the text 'NULL', 'N/A' or 'nan', and a float NaN stays NaN
+                                      column_types=self.schema, null_values=[""], strings_can_be_null=True,
                                       quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]))
         except pa.ArrowInvalid as exc:
             self.schema = None

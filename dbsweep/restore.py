@@ -126,6 +126,9 @@ def _insert_from_archive(conn, table: sa.Table, keys: list[sa.Column], archive: 
 
 
 def _insert_missing(conn, table: sa.Table, keys: list[sa.Column], rows: list[dict]) -> int:
+    for column in table.c:
+        if isinstance(column.type, sa.JSON):
+            column.type.none_as_null = True  # a NULL archived from a json column is SQL NULL, not JSON null
     if keys and rows:
         taken = set()
         for start in range(0, len(rows), KEY_CHUNK):
