@@ -86,7 +86,7 @@ class ParquetArchive:
 
     Where the dialect can stream the deleted rows as CSV (PostgreSQL: COPY (DELETE … RETURNING *)
     TO STDOUT) and every column has a known Arrow type, the rows go to Arrow without passing
-    through Python objects, about three times faster; anything Arrow cannot parse makes the batch
+    through Python objects, several times faster; anything Arrow cannot parse makes the batch
     roll back and run again the row-by-row way, for the rest of the run."""
 
     mode = "parquet"
@@ -108,6 +108,9 @@ class ParquetArchive:
         import pyarrow.csv as pacsv
 
         data = self.dialect.delete_returning_csv(conn, stmt, table)
+        if not data:  # nothing deleted: Arrow reads no CSV at all from an empty buffer
+            _write_arrow(self.root / self.ref, self.schema.empty_table())
+            return 0
         try:
             rows = pacsv.read_csv(pa.BufferReader(data), read_options=pacsv.ReadOptions(column_names=self.schema.names),
                                   parse_options=pacsv.ParseOptions(newlines_in_values=True),
