@@ -7,9 +7,9 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .durations import parse_duration
 from .errors import BadInput
@@ -17,6 +17,14 @@ from .errors import BadInput
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 AFTER_ACTIONS = ("analyze", "vacuum")
 ARCHIVE_MODES = ("none", "table", "parquet")
+
+
+def _checked_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_checked_duration)]  # text like "7 days", checked on load
 
 
 class Strict(BaseModel):
@@ -48,14 +56,14 @@ class PhaseBase(Strict):
     schedule: str | None = None
     after: list[str] = []
     expect: Expect = Expect()
-    lock_timeout: str = "2 seconds"
-    statement_timeout: str = "60 seconds"
+    lock_timeout: Duration = "2 seconds"
+    statement_timeout: Duration = "60 seconds"
     sleep_ms: int = Field(default=0, ge=0)
-    max_runtime: str | None = None
-    max_replica_lag: str | None = None  # pause (after committing) while a replica lags more than this
+    max_runtime: Duration | None = None
+    max_replica_lag: Duration | None = None  # pause (after committing) while a replica lags more than this
     progress_every: int | str | None = None  # batches (int) or a duration; default 1000 batches or 10 s
     max_rows: int | None = Field(default=None, ge=1)
-    max_plan_age: str = "24 hours"
+    max_plan_age: Duration = "24 hours"
     description: str = ""
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
@@ -82,13 +90,6 @@ class PhaseBase(Strict):
             parse_duration(value)
         elif isinstance(value, int) and value < 1:
             raise ValueError("progress_every must be a number of batches (at least 1) or a duration")
-        return value
-
-    @field_validator("lock_timeout", "statement_timeout", "max_runtime", "max_plan_age", "max_replica_lag")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
         return value
 
     @field_validator("name")

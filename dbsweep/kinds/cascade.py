@@ -26,7 +26,7 @@ from ..durations import parse_duration
 from ..errors import BadInput
 from ..keys import from_json, to_json
 from ..plan import PhasePlan, Step
-from ..policy import PhaseBase, Strict
+from ..policy import Duration, PhaseBase, Strict
 from ..predicate import check_where
 from .common import PlanParts
 
@@ -68,16 +68,9 @@ class Parent(Strict):
     type_column: str | None = None
     type_value: int | str | None = None
     where: str | None = None
-    inactive_for: str | None = None  # no activity for this long, across activity_columns and [[phase.activity]]
+    inactive_for: Duration | None = None  # no activity for this long, across activity_columns and [[phase.activity]]
     activity_columns: list[str] = []
     batch_size: int = Field(default=100, ge=1, le=100_000)
-
-    @field_validator("inactive_for")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
 
 
 class Config(PhaseBase):

@@ -6,7 +6,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Literal
 
 import sqlalchemy as sa
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 from ..catalog import column, reflect_table, split_name
 from ..dialects import Dialect
@@ -14,7 +14,7 @@ from ..durations import parse_duration
 from ..errors import BadInput
 from ..keys import from_json, up_to_key
 from ..plan import PhasePlan, Step
-from ..policy import PhaseBase
+from ..policy import Duration, PhaseBase
 from ..predicate import check_where
 from .common import PlanParts, key_columns, walk_step
 from .partitioned import partition_steps
@@ -28,18 +28,11 @@ class Config(PhaseBase):
     kind: Literal["retention"]
     table: str
     time_column: str
-    older_than: str | None = None
+    older_than: Duration | None = None
     cutoff: datetime | None = None
     where: str | None = None
     partition_fast_path: bool = True  # PostgreSQL range partitions on time_column go whole when wholly expired
     keep_if_referenced_by: list[str] = []  # "table.column" (or schema.table.column): rows it points at stay
-
-    @field_validator("older_than")
-    @classmethod
-    def _older_than(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
 
     @model_validator(mode="after")
     def _one_cutoff(self) -> Config:

@@ -20,7 +20,7 @@ from ..dialects import Dialect, dialect_for
 from ..durations import parse_duration
 from ..errors import BadInput, GateRefused
 from ..plan import PhasePlan, Step
-from ..policy import PhaseBase
+from ..policy import Duration, PhaseBase
 from .common import PlanParts
 from .partitioned import ARCHIVE_SCHEMA
 
@@ -36,7 +36,7 @@ NONE = "none"
 class Config(PhaseBase):
     kind: Literal["retire"]
     tables: list[str] = Field(min_length=1)
-    grace: str = "7 days"
+    grace: Duration = "7 days"
     code_paths: list[str] = []  # folders searched for the table names; relative to the policy file
 
     @field_validator("archive", mode="before")
@@ -47,12 +47,6 @@ class Config(PhaseBase):
         if value == "parquet":
             raise ValueError("a retired table is archived whole, by moving it to schema dbsweep_archive: "
                              "use archive = true")
-        return value
-
-    @field_validator("grace")
-    @classmethod
-    def _grace(cls, value: str) -> str:
-        parse_duration(value)
         return value
 
 
