@@ -72,7 +72,7 @@ def _restore_archived(engine: sa.Engine, ledger: Ledger, run, plan: PhasePlan, a
         with engine.begin() as conn:
             if batch.archive.startswith("{"):  # a whole partition, moved to the archive schema
                 moved = json.loads(batch.archive)
-                dialect_for(conn).reattach_partition(conn, moved["archived_as"], moved["partition"],
+                dialect_for(conn).reattach_partition(conn, reflect_table(conn, moved["archived_as"]), moved["partition"],
                                                      reflect_table(conn, moved["parent"]), moved["bound"])
                 ledger.mark_restored(conn, run.run_id, batch.batch_no)
                 archived += batch.rows

@@ -232,13 +232,11 @@ class PostgresDialect(Dialect):
             self.move_table(conn, partition, schema, name)
         return rows
 
-    def reattach_partition(self, conn, archived_as: str, original: str, parent: sa.Table, bound: str) -> None:
-        """Undo drop_partition with archive_as: move the table back, its old name, attached again."""
+    def reattach_partition(self, conn, archived: sa.Table, original: str, parent: sa.Table, bound: str) -> None:
+        """Undo drop_partition with archive_as: move the table back under its old name, attach it again."""
         prep = conn.dialect.identifier_preparer
-        a_schema, a_name = archived_as.split(".", 1)
         o_schema, o_name = original.split(".", 1)
-        conn.execute(sa.text(f"ALTER TABLE {prep.quote(a_schema)}.{prep.quote(a_name)} SET SCHEMA {prep.quote(o_schema)}"))
-        conn.execute(sa.text(f"ALTER TABLE {prep.quote(o_schema)}.{prep.quote(a_name)} RENAME TO {prep.quote(o_name)}"))
+        self.move_table(conn, archived, o_schema, o_name)
         conn.execute(sa.text(f"ALTER TABLE {prep.format_table(parent)} ATTACH PARTITION "
                              f"{prep.quote(o_schema)}.{prep.quote(o_name)} {bound}"))
 
