@@ -153,13 +153,8 @@ def _dry_steps(plan: PhasePlan, step, size: int | None) -> list[dict]:
     if step.walk != "cascade":
         return [{"table": step.table, "rows": step.rows_selected, "walk": step.walk,
                  "batch_size": size or step.batch_size, "action": step.spec.get("action", "")}]
-    rows = {row["table"]: row["rows_selected"] for row in plan.profile}
-    sizes = {step.table: size or step.batch_size}
-    for child in step.spec["children"]:
-        sizes.setdefault(next((t for t in rows if t == child["table"] or t.endswith("." + child["table"])),
-                              child["table"]), child["batch_size"])
-    return [{"table": table, "rows": rows.get(table, 0), "walk": "cascade " + ("parent" if table == step.table else "child"),
-             "batch_size": sizes[table], "action": ""} for table in sizes]
+    return [{"table": row["table"], "rows": row["rows_selected"], "walk": f"cascade {row['role']}",
+             "batch_size": row.get("batch_size") or size or step.batch_size, "action": ""} for row in plan.profile]
 
 
 def verify(target: Target, plan: PhasePlan) -> list[dict]:

@@ -196,7 +196,8 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         ).select_from(child)).one()
         orphans = _orphans(conn, child, child_cfg.model_dump(), parent, key)
         profile.append({**_profile_row(conn, dialect, child, "child", int(total), int(chosen_rows),
-                                       blockers.get(child.fullname, [])), "orphans_before": orphans})
+                                       blockers.get(child.fullname, [])), "orphans_before": orphans,
+                        "batch_size": child_cfg.batch_size})
     spec["orphans_before"] = {r["table"]: r["orphans_before"] for r in profile if r["role"] == "child"}
     step = Step(table=parent.fullname, walk="cascade", key=[key.name], rows_selected=sum(r["rows_selected"] for r in profile),
                 batch_size=p.batch_size, spec=spec, first_key=to_json([row[4]]) if parents_selected else None,
