@@ -66,11 +66,14 @@ def ids(engine: sa.Engine, table: str, where: str = "true") -> set:
         return {r[0] for r in conn.execute(sa.text(f"SELECT id FROM {table} WHERE {where}"))}
 
 
-def write_policy(tmp_path: Path, body: str, dbname: str, name: str = "testpol", env_block: str | None = None) -> Path:
+def write_policy(tmp_path: Path, body: str, dbname: str, name: str = "testpol", env_block: str | None = None,
+                 archive_dir: str | None = None) -> Path:
     env_block = env_block or 'env.dev = { url = "embedded" }'
+    archive = f'archive_dir = "{archive_dir}"' if archive_dir else ""
     text = textwrap.dedent(f"""
         [policy]
         name = "{name}"
+        {archive}
 
         [database]
         default_env = "dev"

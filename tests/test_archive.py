@@ -25,8 +25,7 @@ def test_archive_then_restore_gives_back_the_table(tmp_path, pg, dbname, mode, k
     load_events(pg, old=3000, new=2000, key=key)
     original, survivors = snapshot(pg), count(pg, "events", NEW)
     extra = f'archive = "{mode}"'
-    path = retention_policy(tmp_path, dbname, batch_size=400, extra=extra)
-    path.write_text(path.read_text().replace('name = "testpol"', 'name = "testpol"\narchive_dir = "arch"'))
+    path = retention_policy(tmp_path, dbname, batch_size=400, extra=extra, archive_dir="arch")
     plan, report, target = purge(path)
     assert count(pg, "events") == survivors and report.rows == 5000 - survivors
     if mode == "table":  # archive ∪ survivors = original, no row twice
@@ -87,8 +86,7 @@ def test_archive_keeps_awkward_values_exactly(tmp_path, pg, dbname, mode):
             (4, E'two\\nlines', E'tab\\there', 0, 1.5e-300, true, '2024-01-01', '{}', now() - interval '9 days'),
             (5, '', 'kept', 1, 2, false, '2024-01-02', '[]', now())""")
         conn.exec_driver_sql("CREATE TABLE original AS SELECT * FROM events")
-    path = retention_policy(tmp_path, dbname, batch_size=2, extra=f'archive = "{mode}"')
-    path.write_text(path.read_text().replace('name = "testpol"', 'name = "testpol"\narchive_dir = "arch"'))
+    path = retention_policy(tmp_path, dbname, batch_size=2, extra=f'archive = "{mode}"', archive_dir="arch")
     plan, report, target = purge(path)
     assert report.rows == 4 and count(pg, "events") == 1
     restore_run(target.engine, report.run_id, tmp_path / "arch")

@@ -166,7 +166,7 @@ def test_protected_env_needs_each_phase_confirmation(tmp_path, pg, dbname):
     assert snapshot(pg) == keep != before
 
 
-def test_parquet_archive_on_a_cascade_is_refused(tmp_path, pg, dbname):
+def test_parquet_archive_on_a_cascade_is_refused(tmp_path, dbname):
     path = nes_policy(tmp_path, dbname)
     path.write_text(path.read_text().replace('name = "community"', 'name = "community"\narchive = "parquet"'))
     result = run_cli("plan", path, "--phase", "community")

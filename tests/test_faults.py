@@ -57,8 +57,7 @@ def _archived_ids(engine, mode: str, archive_dir: Path) -> list:
 def test_five_sigkills_of_an_archived_purge(tmp_path, pg, dbname, mode):
     load_events(pg, old=30000, new=10000)
     original, keep = ids(pg, "events"), ids(pg, "events", NEW)
-    path = retention_policy(tmp_path, dbname, batch_size=300, extra=f'archive = "{mode}"\nsleep_ms = 15')
-    path.write_text(path.read_text().replace('name = "testpol"', 'name = "testpol"\narchive_dir = "arch"'))
+    path = retention_policy(tmp_path, dbname, batch_size=300, extra=f'archive = "{mode}"\nsleep_ms = 15', archive_dir="arch")
     rng = random.Random(7)
     for kill in range(5):
         proc = _start(path)
