@@ -1,6 +1,6 @@
 """Batched purge vs one plain DELETE vs the naive ctid loop, on identical copies of the same data.
 
-    python bench/purge.py [--rows 3000000] [--batch-size N] [--naive-batch 10000]
+    python bench/purge.py [--rows 3000000] [--batch-size N] [--naive-batch 10000] [--repeat 3]
 
 Each method gets a fresh copy of one generated table (ids not correlated with time, about half
 the rows older than the 7-day cutoff), checkpointed before timing. Ratios are what to compare:
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +40,7 @@ table = "{table}"
 time_column = "created_at"
 older_than = "7 days"
 {sizing}
+{walk}
 """
 
 
@@ -89,12 +91,12 @@ def naive_loop(engine: sa.Engine, cutoff, batch: int) -> tuple[int, float, float
     return total, time.perf_counter() - began, longest
 
 
-def dbsweep_purge(engine: sa.Engine, policy_dir: Path, batch: int, now) -> tuple[int, float, float, object]:
+def dbsweep_purge(engine: sa.Engine, policy_dir: Path, batch: int, now, walk: str) -> tuple[int, float, float]:
     from expectations.runner import gate
 
     fresh_copy(engine, "swept")
     path = policy_dir / "bench.toml"
-    path.write_text(POLICY.format(table="swept", sizing=f"batch_size = {batch}" if batch else ""))
+    path.write_text(POLICY.format(table="swept", sizing=f"batch_size = {batch}" if batch else "", walk=f'walk = "{walk}"'))
     policy = load_policy(path)
     target = connect(policy)
     plan = service.make_plan(policy, "swept", target, now=now)
@@ -102,7 +104,7 @@ def dbsweep_purge(engine: sa.Engine, policy_dir: Path, batch: int, now) -> tuple
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("CHECKPOINT")
     report = service.apply(policy, target, plan, dry_run=False)
-    return report.rows, report.seconds, report.batch_ms["max"] / 1000, report
+    return report.rows, report.seconds, report.batch_ms["max"] / 1000
 
 
 def main() -> None:
@@ -111,40 +113,60 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="a fixed dbsweep batch size; default: the policy defaults (adaptive, 100 ms batches)")
     parser.add_argument("--naive-batch", type=int, default=10_000, help="LIMIT of the naive loop (the seed's 10,000)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds; each method runs once per round, in turn, and its median time is reported")
     args = parser.parse_args()
     os.environ.setdefault("DBSWEEP_HOME", str(Path(tempfile.gettempdir()) / "dbsweep-bench"))
     console = Console(width=160)
     with tempfile.TemporaryDirectory() as tmp:
         policy_dir = Path(tmp)
-        (policy_dir / "bench.toml").write_text(POLICY.format(table="template", sizing=""))
+        (policy_dir / "bench.toml").write_text(POLICY.format(table="template", sizing="", walk=""))
         target = connect(load_policy(policy_dir / "bench.toml"))
         engine = target.engine
         console.print(f"generating {args.rows:,} rows ...")
         build_template(engine, args.rows)
-        from dbsweep.plan import utcnow
         from datetime import timedelta
+
+        from dbsweep.plan import utcnow
 
         now = utcnow()
         cutoff = now - timedelta(days=7)
-        swept_name = f"dbsweep batched (batch {args.batch_size:,})" if args.batch_size else "dbsweep batched (defaults)"
-        naive_name = f"naive ctid IN (... LIMIT {args.naive_batch:,}) loop"
-        swept = dbsweep_purge(engine, policy_dir, args.batch_size, now)
-        results = {
-            "plain DELETE (one statement)": plain_delete(engine, cutoff),
-            swept_name: swept[:3],
-            naive_name: naive_loop(engine, cutoff, args.naive_batch),
+        sizing = f"batch {args.batch_size:,}" if args.batch_size else "adaptive 100 ms batches"
+        methods = {
+            PLAIN: lambda: plain_delete(engine, cutoff),
+            f"dbsweep, walk = \"key\" (default; {sizing})": lambda: dbsweep_purge(engine, policy_dir, args.batch_size,
+                                                                                  now, "key"),
+            f"dbsweep, walk = \"blocks\" ({sizing})": lambda: dbsweep_purge(engine, policy_dir, args.batch_size,
+                                                                            now, "blocks"),
+            f"naive ctid IN (... LIMIT {args.naive_batch:,}) loop": lambda: naive_loop(engine, cutoff, args.naive_batch),
         }
-    plain_rate = results["plain DELETE (one statement)"][0] / results["plain DELETE (one statement)"][1]
-    table = Table(title=f"purge of {args.rows:,} rows (ids uncorrelated with time), one run")
-    for name in ("method", "rows deleted", "seconds", "rows/s", "ratio to plain DELETE", "longest batch (s)"):
+        runs: dict[str, list] = {name: [] for name in methods}
+        for round_no in range(args.repeat):
+            for name, method in methods.items():
+                runs[name].append(method())
+                console.print(f"round {round_no + 1}: {name}: {runs[name][-1][1]:.2f} s")
+    results = {name: _median_run(found) for name, found in runs.items()}
+    plain_rate = results[PLAIN][0] / results[PLAIN][1]
+    table = Table(title=f"purge of {args.rows:,} rows (ids uncorrelated with time), one run of the script, "
+                        f"median of {args.repeat} rounds")
+    for name in ("method", "rows deleted", "seconds", "rows/s", "ratio to plain DELETE", "vs naive loop",
+                 "longest batch (s)"):
         table.add_column(name, justify="left" if name == "method" else "right")
+    naive = list(results.values())[-1]
     for name, (rows, seconds, longest) in results.items():
         rate = rows / seconds
-        table.add_row(name, f"{rows:,}", f"{seconds:.2f}", f"{rate:,.0f}", f"{rate / plain_rate:.2f}x", f"{longest:.3f}")
+        table.add_row(name, f"{rows:,}", f"{seconds:.2f}", f"{rate:,.0f}", f"{rate / plain_rate:.2f}x",
+                      f"{rate / (naive[0] / naive[1]):.2f}x", f"{longest:.3f}")
     console.print(table)
-    sweep, naive = results[swept_name], results[naive_name]
-    console.print(f"dbsweep vs naive loop: {(sweep[0] / sweep[1]) / (naive[0] / naive[1]):.2f}x; "
-                  f"dbsweep batches: {swept[3].batches:,}, p50 {swept[3].batch_ms['p50']:.0f} ms")
+
+
+PLAIN = "plain DELETE (one statement)"
+
+
+def _median_run(found: list[tuple]) -> tuple[int, float, float]:
+    """Rows, the median time, and the longest batch over all rounds."""
+    seconds = statistics.median(r[1] for r in found)
+    return found[0][0], seconds, max(r[2] for r in found)
 
 
 if __name__ == "__main__":

@@ -227,7 +227,9 @@ class Executor:
         else:
             sink = make_archive(self.options.archive, self.engine, self.dialect, table, self.options.archive_dir)
         if step.walk == "block":
-            return BlockWalker(self.dialect, table, selection, step, sink, cursor.get("block", 0))
+            with self.engine.connect() as conn:
+                blocks_now = self.dialect.table_blocks(conn, table)
+            return BlockWalker(self.dialect, table, selection, step, sink, cursor.get("block", 0), blocks_now)
         if self.dialect.range_walk and KeyRangeWalker.fits(step, key_columns(table, step)):
             return KeyRangeWalker(self.dialect, table, selection, step, sink, cursor.get("after"))
         return KeyWalker(self.dialect, table, selection, step, sink, cursor.get("after"))
@@ -357,12 +359,15 @@ class KeyRangeWalker:
 
 
 class BlockWalker:
-    """PostgreSQL tables without a key: ranges of heap blocks, sized from the observed density."""
+    """PostgreSQL heap-block ranges (TID range scans), sized from the observed density of selected
+    rows per block: tables without a key, and `walk = "blocks"`. The walk ends at the plan's block
+    count or the table's size when the walk starts, whichever is larger, so rows moved past the
+    plan's extent by updates since the plan are still visited."""
 
-    def __init__(self, dialect, table: sa.Table, selection, step: Step, sink, first_block: int):
+    def __init__(self, dialect, table: sa.Table, selection, step: Step, sink, first_block: int, blocks_now: int = 0):
         self.dialect, self.table, self.selection, self.step, self.sink = dialect, table, selection, step, sink
         self.block = first_block or 0
-        self.end = step.blocks or 0
+        self.end = max(step.blocks or 0, blocks_now)
         self.density = max(step.rows_selected / self.end, 1.0) if self.end else 1.0
         self.done = self.block >= self.end
         self.pages = 1
@@ -370,6 +375,13 @@ class BlockWalker:
     def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
         self.pages = max(1, int(size / self.density))
         stop = min(self.end, self.block + self.pages)
+        if exact:  # near a row cap: at most `size` rows, the cursor at the block of the last one
+            rows, last_block = self.dialect.delete_block_prefix(conn, self.table, self.selection, self.block, stop,
+                                                                size, self.sink)
+            if last_block is not None:
+                self.pages = max(1, last_block - self.block)
+                return rows, {"block": last_block}
+            return rows, None if stop >= self.end else {"block": stop}
         rows = self.dialect.delete_block_range(conn, self.table, self.selection, self.block, stop, self.sink)
         return rows, None if stop >= self.end else {"block": stop}
 

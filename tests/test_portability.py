@@ -5,10 +5,8 @@ import sys
 
 import sqlalchemy as sa
 
-from tests.conftest import RETENTION, ROOT, write_policy
+from tests.conftest import RETENTION, ROOT, run_cli, write_policy
 from tests.helpers import purge
-
-
 
 def _sqlite_events(path, with_key: bool):
     engine = sa.create_engine(f"sqlite:///{path}")
@@ -38,6 +36,18 @@ def test_sqlite_retention_with_key_and_with_rowid(tmp_path):
         assert _ids(engine) == keep and report.rows == 2000
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT sum(rows) FROM dbsweep_batches").scalar() == 2000
+
+
+def test_walk_blocks_on_sqlite_is_bad_input_and_changes_nothing(tmp_path):
+    db = tmp_path / "local.db"
+    engine = _sqlite_events(db, with_key=True)
+    policy = write_policy(tmp_path, RETENTION.format(table="events", batch_size=250, extra='walk = "blocks"'),
+                          "unused", env_block=f'env.dev = {{ url = "sqlite:///{db}" }}')
+    result = run_cli("run", policy, "--phase", "purge")
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'walk = "blocks"' in lines[0] and "needs PostgreSQL" in lines[0]
+    assert len(_ids(engine)) == 3000
 
 
 def test_engine_imports_neither_dagster_nor_great_expectations():

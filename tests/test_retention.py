@@ -98,3 +98,60 @@ def test_analyze_after(tmp_path, pg, dbname):
     with pg.connect() as conn:
         analyzed = conn.execute(sa.text("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'events'")).scalar()
     assert analyzed is not None
+
+
+def test_walk_blocks_with_a_key_keeps_exactly_the_newer_rows(tmp_path, pg, dbname):
+    load_events(pg, old=9000, new=4000)
+    keep = ids(pg, "events", NEW)
+    plan, report, target = purge(retention_policy(tmp_path, dbname, batch_size=800, extra='walk = "blocks"'))
+    step = plan.steps[0]
+    assert step.walk == "block" and step.key == ["id"] and step.last_key is not None
+    assert ids(pg, "events") == keep
+    assert report.rows == 13000 - len(keep) == plan.rows_selected and report.batches > 5
+    assert Ledger(target.engine).ledger_rows(report.run_id) == report.rows
+    assert service.verify(target, plan)[0]["remaining_selected"] == 0
+
+
+def test_walk_blocks_stops_exactly_at_the_row_cap_and_resumes(tmp_path, pg, dbname):
+    load_events(pg, old=6000, new=2000, key="none")
+    keep = count(pg, "events", NEW)
+    policy, target, plan = plan_and_gate(retention_policy(tmp_path, dbname, batch_size=700))
+    first = service.apply(policy, target, plan, dry_run=False, max_rows=1500)
+    assert first.state == "stopped" and first.stop_reason == "row cap" and first.rows == 1500
+    assert count(pg, "events") == 8000 - 1500
+    second = service.apply(policy, target, plan, dry_run=False, max_rows=1000)
+    assert second.rows == 2500 and count(pg, "events") == 8000 - 2500
+    last = service.apply(policy, target, plan, dry_run=False)
+    assert last.state == "finished" and last.rows == plan.rows_selected
+    assert count(pg, "events") == keep and count(pg, "events", OLD) == 0
+
+
+def _update_a_row_into_a_swept_block(pg, beyond_block: int) -> tuple[int, int]:
+    """VACUUM records the swept blocks' free space; a non-HOT update of an old row in a full,
+    unswept block then puts its new version there, behind the walk's cursor."""
+    with pg.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM events")
+        moved = conn.execute(sa.text(f"SELECT id FROM events WHERE {OLD} AND ctid >= '({beyond_block + 2},0)'::tid "
+                                     "ORDER BY ctid LIMIT 1")).scalar()
+        conn.exec_driver_sql(f"UPDATE events SET created_at = created_at - interval '1 second' WHERE id = {moved}")
+        block = conn.execute(sa.text(f"SELECT (ctid::text::point)[0] FROM events WHERE id = {moved}")).scalar()
+    return moved, int(block)
+
+
+def test_walk_blocks_reports_a_selected_row_updated_behind_its_cursor(tmp_path, pg, dbname):
+    """The documented cost of walking by blocks: a selected row updated into an already-swept block
+    during the run stays, and verify says so; the key walk deletes it."""
+    for walk, remains in (("blocks", True), ("key", False)):
+        with pg.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS events")
+        load_events(pg, old=6000, new=2000)
+        keep = ids(pg, "events", NEW)
+        policy, target, plan = plan_and_gate(retention_policy(tmp_path, dbname, batch_size=500, extra=f'walk = "{walk}"'))
+        service.apply(policy, target, plan, dry_run=False, max_rows=3000)
+        with pg.connect() as conn:
+            first_unswept = conn.execute(sa.text(f"SELECT (min(ctid)::text::point)[0] FROM events WHERE {OLD}")).scalar()
+        moved, block = _update_a_row_into_a_swept_block(pg, int(first_unswept))
+        assert block < first_unswept  # behind the cursor
+        service.apply(policy, target, plan, dry_run=False)
+        assert ids(pg, "events") == keep | ({moved} if remains else set())
+        assert service.verify(target, plan)[0]["remaining_selected"] == (1 if remains else 0)

@@ -15,6 +15,13 @@ from .base import NO_ARCHIVE, BatchOutcome, Dialect, saved_columns
 ROW_LOCATOR = sa.literal_column("ctid")
 
 
+class Tid(sa.types.UserDefinedType):
+    cache_ok = True
+
+    def get_col_spec(self, **kw):
+        return "tid"
+
+
 class PostgresDialect(Dialect):
     name = "postgresql"
     supports_row_locator = True
@@ -147,6 +154,24 @@ class PostgresDialect(Dialect):
         lo = sa.literal_column(f"'({int(first_block)},0)'::tid")
         hi = sa.literal_column(f"'({int(end_block)},0)'::tid")
         return sink.apply(conn, sa.delete(table).where(ROW_LOCATOR >= lo, ROW_LOCATOR < hi, selection), table)
+
+    def delete_block_prefix(self, conn, table, selection, first_block: int, end_block: int, limit: int,
+                            sink=NO_ARCHIVE) -> tuple[int, int | None]:
+        """At most `limit` selected rows of blocks [first, end), the first ones in heap order; returns
+        the count and, when the limit was reached, the block of the last row (where the walk goes on:
+        that block may hold more)."""
+        lo = sa.literal_column(f"'({int(first_block)},0)'::tid")
+        hi = sa.literal_column(f"'({int(end_block)},0)'::tid")
+        found = conn.execute(sa.select(ROW_LOCATOR).select_from(table)
+                             .where(ROW_LOCATOR >= lo, ROW_LOCATOR < hi, selection)
+                             .order_by(ROW_LOCATOR).limit(limit)).scalars().all()
+        if not found:
+            return 0, None
+        chosen = sa.cast(sa.bindparam(None, [str(t) for t in found], type_=postgresql.ARRAY(sa.Text)),
+                         postgresql.ARRAY(Tid()))
+        rows = sink.apply(conn, sa.delete(table).where(ROW_LOCATOR == sa.any_(chosen), selection), table)
+        last_block = int(str(found[-1]).strip("()").split(",")[0])
+        return rows, last_block if len(found) == limit else None
 
     # catalog: what depends on a table -------------------------------------------------------
     def inbound_foreign_keys(self, conn, table):

@@ -34,20 +34,27 @@ def key_columns(table: sa.Table, step: Step) -> list[sa.ColumnElement]:
 
 
 def walk_step(conn: sa.Connection, dialect: Dialect, table: sa.Table, selection: sa.ColumnElement,
-              rows_selected: int, batch_size: int, spec: dict[str, Any]) -> Step:
-    """Decide how to walk `table`: key-set over its primary key, heap blocks (PostgreSQL, no key),
-    or SQLite's rowid; record the walk's bounds among the selected rows, frozen in the plan."""
+              rows_selected: int, batch_size: int, spec: dict[str, Any], walk: str = "key") -> Step:
+    """Decide how to walk `table`: key-set over its primary key, heap blocks (PostgreSQL: a table
+    with no key, or `walk = "blocks"`), or SQLite's rowid; record the walk's bounds among the
+    selected rows, frozen in the plan (a block walk keeps the key range too, for verify)."""
     common = dict(table=table.fullname, rows_selected=rows_selected, batch_size=batch_size, spec=spec)
     keys = [c.name for c in primary_key(table)]
-    if not keys and dialect.supports_row_locator:
-        return Step(walk="block", blocks=dialect.table_blocks(conn, table), **common)
+    if walk == "blocks" and not dialect.supports_row_locator:
+        raise BadInput(f"walk = \"blocks\" (table '{table.fullname}') needs PostgreSQL; {dialect.name} walks by key")
+    if (walk == "blocks" or not keys) and dialect.supports_row_locator:
+        step = Step(walk="block", key=keys, blocks=dialect.table_blocks(conn, table), **common)
+        return _with_key_range(conn, table, selection, step) if keys else step
     if not keys and dialect.name == "sqlite":
         keys = [ROWID]
     if not keys:
         raise BadInput(f"table '{table.fullname}' has no primary key; dbsweep needs one on {dialect.name}")
-    step = Step(walk="key", key=keys, **common)
+    return _with_key_range(conn, table, selection, Step(walk="key", key=keys, **common))
+
+
+def _with_key_range(conn: sa.Connection, table: sa.Table, selection: sa.ColumnElement, step: Step) -> Step:
     columns = key_columns(table, step)
-    if rows_selected:
+    if step.rows_selected:
         first = conn.execute(sa.select(*columns).where(selection).order_by(*columns).limit(1)).first()
         last = conn.execute(sa.select(*columns).where(selection).order_by(*[c.desc() for c in columns]).limit(1)).first()
         step.first_key, step.last_key = to_json(first), to_json(last)

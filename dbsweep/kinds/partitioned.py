@@ -17,7 +17,7 @@ ARCHIVE_SCHEMA = "dbsweep_archive"
 
 
 def partition_steps(conn: sa.Connection, dialect: Dialect, table: sa.Table, time_col: sa.Column, cutoff: datetime,
-                    spec: dict, batch_size: int, selection) -> list[Step] | None:
+                    spec: dict, batch_size: int, selection, walk: str = "key") -> list[Step] | None:
     """Steps per partition, or None when the table is not range-partitioned on the time column.
     `selection(table, step)` rebuilds the retention predicate on a partition."""
     if not hasattr(dialect, "range_partitions"):
@@ -41,5 +41,5 @@ def partition_steps(conn: sa.Connection, dialect: Dialect, table: sa.Table, time
         chosen = selection(child, probe)
         rows = conn.execute(sa.select(sa.func.count()).select_from(child).where(chosen)).scalar()
         if rows:
-            steps.append(walk_step(conn, dialect, child, chosen, rows, batch_size, spec))
+            steps.append(walk_step(conn, dialect, child, chosen, rows, batch_size, spec, walk))
     return steps
