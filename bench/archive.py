@@ -40,7 +40,7 @@ from dbsweep.policy import load_policy  # noqa: E402
 from dbsweep.target import connect  # noqa: E402
 
 POLICY = PURGE_POLICY.replace('name = "bench"\n', 'name = "bench"\narchive_dir = "{archive_dir}"\n').replace(
-    "{sizing}", "{extra}")
+    "{sizing}", "{extra}").replace("{walk}", "")
 
 
 def sweep(engine, policy_dir: Path, table: str, extra: str, now, copy: bool = True):
@@ -144,11 +144,12 @@ def main() -> None:
             purges.add_column(name, justify="left" if name == "method" else "right")
         purges.add_row("plain DELETE (one statement, no archive)", f"{plain_rows:,}", f"{plain_s:.2f}",
                        f"{plain_rate:,.0f}", "1.00x", f"{plain_s:.3f}")
-        for mode in ("none", "table", "parquet"):
-            _, report = sweep(engine, policy_dir, "swept", f'archive = "{mode}"', now)
-            rate = report.rows / report.seconds
-            purges.add_row(f"dbsweep, archive = {mode}", f"{report.rows:,}", f"{report.seconds:.2f}", f"{rate:,.0f}",
-                           f"{rate / plain_rate:.2f}x", f"{report.batch_ms['max'] / 1000:.3f}")
+        for walk in ("key", "blocks"):
+            for mode in ("none", "table", "parquet"):
+                _, report = sweep(engine, policy_dir, "swept", f'archive = "{mode}"\nwalk = "{walk}"', now)
+                rate = report.rows / report.seconds
+                purges.add_row(f"dbsweep, archive = {mode}, walk = {walk}", f"{report.rows:,}", f"{report.seconds:.2f}",
+                               f"{rate:,.0f}", f"{rate / plain_rate:.2f}x", f"{report.batch_ms['max'] / 1000:.3f}")
         console.print(purges)
 
         console.print(f"building a {args.partition_rows:,}-row partition ...")

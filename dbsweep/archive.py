@@ -170,7 +170,9 @@ def _write_arrow(path: Path, rows) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     with open(partial, "wb") as handle:
-        pq.write_table(rows, handle)
+        # zstd without dictionaries: faster to write than the default (snappy, dictionaries tried on
+        # every column, mostly unique keys and timestamps here) and about a third smaller
+        pq.write_table(rows, handle, compression="zstd", use_dictionary=False)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(partial, path)
