@@ -130,18 +130,46 @@ class Executor:
 
     def run(self) -> RunReport:
         self.ledger.ensure()
-        lock_key = f"dbsweep:{self.plan.policy}:{self.plan.phase}"
-        with self.engine.connect() as lock_conn:
-            if not self.dialect.try_phase_lock(lock_conn, lock_key):
+        self.lock_key = f"dbsweep:{self.plan.policy}:{self.plan.phase}"
+        self.lock_conn: sa.Connection | None = self.engine.connect()
+        try:
+            if not self.dialect.try_phase_lock(self.lock_conn, self.lock_key):
                 raise DbsweepError(f"phase {self.plan.phase!r} is already running against this database")
+            self.lock_conn.commit()  # a session lock: not left idle in a transaction for the whole run
+            return self._run_locked()
+        finally:
+            self._drop_lock_session(release=True)
+
+    def _drop_lock_session(self, release: bool) -> None:
+        if self.lock_conn is None:
+            return
+        try:
+            if release:
+                self.dialect.release_phase_lock(self.lock_conn, self.lock_key)
+                self.lock_conn.commit()
+            self.lock_conn.close()
+        except sa.exc.DBAPIError:
+            self.lock_conn.invalidate()  # the session is gone, and its lock with it
+        self.lock_conn = None
+
+    def _hold_phase_lock(self) -> None:
+        """The phase lock belongs to its own session, and a server restart ends that session and
+        frees the lock. Before a new walk connection is used, make sure the lock is still ours,
+        taking it again after a restart; if another process took it meanwhile, stop."""
+        if self.lock_conn is not None:
             try:
-                return self._run_locked()
-            finally:
-                try:
-                    self.dialect.release_phase_lock(lock_conn, lock_key)
-                    lock_conn.commit()
-                except sa.exc.DBAPIError:
-                    pass  # the session is gone, and its lock with it
+                self.lock_conn.execute(sa.select(sa.literal(1)))
+                self.lock_conn.rollback()
+                return
+            except sa.exc.DBAPIError:
+                self._drop_lock_session(release=False)
+        conn = self.engine.connect()  # fails (and the batch is retried) while the server is down
+        if not self.dialect.try_phase_lock(conn, self.lock_key):
+            conn.close()
+            raise DbsweepError(f"phase {self.plan.phase!r}: another process took its lock while the database "
+                               "restarted; this run stops here (its ledger is consistent)")
+        conn.commit()
+        self.lock_conn = conn
 
     def _run_locked(self) -> RunReport:
         plan = self.plan
@@ -276,6 +304,7 @@ class Executor:
         """One connection per walk, its timeouts set once for the session: a batch costs only its
         own statements, not a pool checkout, a reset and a SET each time."""
         if self.conn is None:
+            self._hold_phase_lock()
             self.conn = self.engine.connect()
             self.dialect.set_session_timeouts(self.conn, self.options.lock_timeout_s, self.options.statement_timeout_s)
             self.conn.commit()

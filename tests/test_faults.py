@@ -99,6 +99,17 @@ def _started_with_batches(engine, path, batches: int):
     return proc
 
 
+def _batches_after_restart(engine) -> int:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return _batches(engine)
+        except sa.exc.OperationalError:  # the server is still starting
+            assert time.monotonic() < deadline
+            engine.dispose()
+            time.sleep(0.1)
+
+
 def _stop_server() -> None:
     import pgserver
 
@@ -113,10 +124,17 @@ def _start_server() -> None:
 def test_server_restart_mid_run_is_ridden_out_or_resumable(tmp_path, pg, dbname):
     load_events(pg, old=40000, new=10000)
     keep = ids(pg, "events", NEW)
-    path = retention_policy(tmp_path, dbname, batch_size=300, extra='archive = "table"\nsleep_ms = 10')
+    path = retention_policy(tmp_path, dbname, batch_size=300, extra='archive = "table"\nsleep_ms = 30')
     proc = _started_with_batches(pg, path, 5)
     _stop_server()  # a short outage: retries with backoff ride it out
     _start_server()
+    pg.dispose()
+    at_restart = _batches_after_restart(pg)
+    while proc.poll() is None and _batches_after_restart(pg) < at_restart + 3:
+        time.sleep(0.02)
+    if proc.poll() is None:  # riding it out: the phase lock, freed by the restart, is held again
+        with pg.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")).scalar() == 1
     out, err = proc.communicate(timeout=300)
     assert proc.returncode in (0, 4), err
     pg.dispose()
