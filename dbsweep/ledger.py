@@ -81,6 +81,10 @@ class RunRecord:
     cursor: dict | None
 
 
+# in a batch's archive record: this step cannot be undone (kept there as the record of what it did)
+NOT_UNDOABLE_KEY = "undoable"
+
+
 class Ledger:
     def __init__(self, engine: sa.Engine):
         self.engine = engine
@@ -217,11 +221,15 @@ class Ledger:
             conn.execute(advance)
 
     def undoable(self, run_ids: list[str]) -> set[str]:
-        """Runs that recorded something to undo them with (archives, previous values, renames)."""
+        """Runs that recorded something to undo them with (archives, previous values, renames), and
+        no step that cannot be undone (a table dropped without an archive)."""
         b = self.batches.c
+        final = b.archive.contains(f'"{NOT_UNDOABLE_KEY}": false')
         with self.engine.connect() as conn:
-            return set(conn.execute(sa.select(b.run_id).where(b.run_id.in_(run_ids), b.archive.is_not(None),
-                                                              b.restored_at.is_(None)).distinct()).scalars())
+            found = set(conn.execute(sa.select(b.run_id).where(b.run_id.in_(run_ids), b.archive.is_not(None),
+                                                               b.restored_at.is_(None)).distinct()).scalars())
+            final_runs = set(conn.execute(sa.select(b.run_id).where(b.run_id.in_(run_ids), final)).scalars())
+        return found - final_runs
 
     def archived_batches(self, run_id: str) -> list:
         """Batches of a run that archived rows and are not yet restored, in order."""

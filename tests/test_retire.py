@@ -91,6 +91,7 @@ def test_rename_restore_rename_then_drop_after_grace(tmp_path, pg, dbname):
 
     plan, report, target = plan_gate_apply(path)
     assert plan.gate.passed and [s.spec["action"] for s in plan.steps] == ["rename", "rename"]
+    assert Ledger(pg).undoable([report.run_id]) == {report.run_id}  # status offers its restore
     assert renamed <= tables(pg) and not {"ORDER_LIST_DELTA", "ORDER_LIST_LINES_DELTA"} & tables(pg)
 
     restore_run(target.engine, report.run_id, tmp_path)  # the gradual disable is undone
@@ -107,6 +108,7 @@ def test_rename_restore_rename_then_drop_after_grace(tmp_path, pg, dbname):
     assert [s.spec["action"] for s in plan.steps] == ["drop", "drop"]
     assert not renamed & tables(pg) and not {"ORDER_LIST_DELTA", "ORDER_LIST_LINES_DELTA"} & tables(pg)
     assert count(pg, '"FACT_ORDER_LIST"') == fact_rows  # the live table is untouched
+    assert Ledger(pg).undoable([report.run_id]) == set()  # status offers no restore for a plain drop
     with pytest.raises(BadInput, match="without an archive"):
         restore_run(target.engine, report.run_id, tmp_path)
     with pytest.raises(BadInput, match="already dropped"):

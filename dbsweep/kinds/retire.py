@@ -19,6 +19,7 @@ from ..catalog import reflect_table, split_name
 from ..dialects import Dialect, dialect_for
 from ..durations import parse_duration
 from ..errors import BadInput, GateRefused
+from ..ledger import NOT_UNDOABLE_KEY
 from ..plan import PhasePlan, Step
 from ..policy import Duration, PhaseBase
 from .common import PlanParts
@@ -163,6 +164,7 @@ class RetireWalker:
             record["archived_as"] = f"{ARCHIVE_SCHEMA}.{moved}"
         else:
             self.dialect.drop_table(conn, self.table)
+            record[NOT_UNDOABLE_KEY] = False  # kept in the ledger as a record; status offers no restore for it
         self.sink.ref = json.dumps(record)
         return rows, None
 
@@ -194,7 +196,7 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
 
     batches = list(reversed(ledger.archived_batches(run.run_id)))
     records = [json.loads(b.archive) for b in batches]
-    dropped = [r["table"] for r in records if r["action"] == "drop" and "archived_as" not in r]
+    dropped = [r["table"] for r in records if r.get(NOT_UNDOABLE_KEY) is False]
     if dropped:
         raise BadInput(f"run {run.run_id} dropped {', '.join(dropped)} without an archive: nothing to restore from")
     dialect = dialect_for(engine)
