@@ -191,3 +191,17 @@ def test_cascade_statements():
     assert parents.startswith("DELETE FROM dbo.contacts WHERE dbo.contacts.id IN (")
     assert ("NOT (EXISTS (SELECT :param_1 AS anon_1 FROM dbo.addresses WHERE dbo.addresses.object_type_id = "
             ":object_type_id_1 AND dbo.addresses.object_id = dbo.contacts.id))") in " ".join(parents.split())
+
+
+def test_newest_activity_needs_no_greatest():
+    """GREATEST exists only from SQL Server 2022: the newest of several activity columns is the
+    MAX over them as rows (NULLs ignored, as PostgreSQL's greatest() does)."""
+    from dbsweep.kinds.cascade import latest_of
+
+    contacts = sa.Table("contacts", sa.MetaData(), sa.Column("id", sa.BigInteger, primary_key=True),
+                        sa.Column("updated_at", sa.DateTime), sa.Column("last login", sa.DateTime), schema="dbo")
+    text = " ".join(sql(sa.select(contacts.c.id).where(latest_of(contacts.c.updated_at, contacts.c["last login"])
+                                                       < sa.literal(1))).split())
+    assert "greatest" not in text.lower()
+    assert ("(SELECT max(v) FROM (SELECT dbo.contacts.updated_at AS v UNION ALL "
+            "SELECT dbo.contacts.[last login] AS v) AS latest) <") in text

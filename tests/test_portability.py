@@ -63,3 +63,69 @@ def test_no_sql_in_the_dagster_layer():
         for path in (ROOT / folder).glob("*.py"):
             text = path.read_text()
             assert "sqlalchemy" not in text and "DELETE " not in text and "SELECT " not in text, path
+
+
+CASCADE = """
+[[phase]]
+name = "tenant"
+kind = "cascade"
+
+[phase.parent]
+table = "contacts"
+type_column = "object_type_id"
+type_value = 94
+inactive_for = "7 years"
+activity_columns = ["updated_at", "last_login_at"]
+batch_size = 3
+
+[[phase.activity]]
+table = "contact_activity"
+fk_column = "contact_id"
+time_column = "occurred_at"
+
+[[phase.children]]
+table = "addresses"
+type_column = "object_type_id"
+id_column = "object_id"
+type_value = 94
+batch_size = 2
+
+[[phase.children]]
+table = "contact_activity"
+fk_column = "contact_id"
+batch_size = 5
+"""
+
+
+def test_sqlite_cascade_keeps_active_parents_other_types_and_their_children(tmp_path):
+    """The cascade on SQLite, gate included: its newest-activity expectation is portable SQL."""
+    db = tmp_path / "nes.db"
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE contacts (id INTEGER PRIMARY KEY, object_type_id INTEGER, "
+                             "updated_at DATETIME, last_login_at DATETIME)")
+        conn.exec_driver_sql("CREATE TABLE addresses (id INTEGER PRIMARY KEY, object_type_id INTEGER, object_id INTEGER)")
+        conn.exec_driver_sql("CREATE TABLE contact_activity (id INTEGER PRIMARY KEY, "
+                             "contact_id INTEGER REFERENCES contacts (id), occurred_at DATETIME)")
+        for i in range(1, 41):  # tenants 1-30; 31-40 are communities (49)
+            kind = 94 if i <= 30 else 49
+            updated = "datetime('now', '-9 years')" if i % 5 else "datetime('now', '-1 years')"  # 5, 10, .. active
+            login = "NULL" if i % 7 else "datetime('now', '-2 days')"  # 7, 14, .. active
+            conn.exec_driver_sql(f"INSERT INTO contacts VALUES ({i}, {kind}, {updated}, {login})")
+            for n in range(3):
+                conn.exec_driver_sql(f"INSERT INTO addresses VALUES ({i * 10 + n}, {kind}, {i})")
+                conn.exec_driver_sql(f"INSERT INTO addresses VALUES ({1000 + i * 10 + n}, 1, {i})")  # another type's
+            when = "datetime('now', '-1 months')" if i % 11 == 0 else "datetime('now', '-8 years')"  # 11, 22 active
+            conn.exec_driver_sql(f"INSERT INTO contact_activity VALUES ({i}, {i}, {when})")
+    doomed = {i for i in range(1, 31) if i % 5 and i % 7 and i % 11}
+    policy = write_policy(tmp_path, CASCADE, "unused", name="nes", env_block=f'env.dev = {{ url = "sqlite:///{db}" }}')
+    plan, report, _ = purge(policy, phase="tenant")
+    with engine.connect() as conn:
+        contacts = {r[0] for r in conn.exec_driver_sql("SELECT id FROM contacts")}
+        addresses = conn.exec_driver_sql("SELECT object_type_id, object_id FROM addresses").all()
+        activity = {r[0] for r in conn.exec_driver_sql("SELECT contact_id FROM contact_activity")}
+    assert contacts == set(range(1, 41)) - doomed
+    assert sorted(addresses) == sorted([(94 if i <= 30 else 49, i) for i in range(1, 41) if i not in doomed for _ in range(3)]
+                                       + [(1, i) for i in range(1, 41) for _ in range(3)])
+    assert activity == contacts
+    assert report.rows == len(doomed) * (1 + 3 + 1)

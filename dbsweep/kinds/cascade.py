@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 from pydantic import Field, field_validator, model_validator
 
 from ..archive import TableArchive
@@ -230,7 +231,27 @@ def _latest_activity(tables, spec, parent: sa.Table, key: sa.Column):
                      .scalar_subquery())
     if not parts:
         return sa.null()
-    return parts[0] if len(parts) == 1 else sa.func.greatest(*parts)
+    return parts[0] if len(parts) == 1 else latest_of(*parts)
+
+
+class latest_of(sa.sql.functions.GenericFunction):
+    """The largest non-NULL argument, NULL when all are: greatest() on PostgreSQL; elsewhere
+    (SQLite's max(a, b) is NULL if any is; SQL Server before 2022 has no GREATEST) the aggregate
+    over the arguments as rows."""
+
+    inherit_cache = True
+    name = "latest_of"
+
+
+@compiles(latest_of)
+def _latest_of_generic(element, compiler, **kw):
+    rows = " UNION ALL ".join(f"SELECT {compiler.process(arg, **kw)} AS v" for arg in element.clauses)
+    return f"(SELECT max(v) FROM ({rows}) AS latest)"
+
+
+@compiles(latest_of, "postgresql")
+def _latest_of_postgresql(element, compiler, **kw):
+    return f"greatest({compiler.process(element.clause_expr.element, **kw)})"
 
 
 def _unexpected_parents(conn, tables, spec, chosen, p: Parent) -> list[str]:
