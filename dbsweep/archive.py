@@ -85,9 +85,10 @@ class ParquetArchive:
     file the ledger never names; its retry (same batch number) replaces it.
 
     Where the dialect can stream the deleted rows as CSV (PostgreSQL: COPY (DELETE … RETURNING *)
-    TO STDOUT) and every column has a known Arrow type, the rows go to Arrow without passing
-    through Python objects, several times faster; anything Arrow cannot parse makes the batch
-    roll back and run again the row-by-row way, for the rest of the run."""
+    TO STDOUT), the rows go to Arrow without passing through Python objects: columns with an exact
+    Arrow type get it, the others keep PostgreSQL's own text form (what pg_dump relies on), which
+    restore hands back to PostgreSQL to parse. A value Arrow cannot read in a typed column (a
+    timestamp 'infinity') rolls the batch back, and from then on every column keeps its text form."""
 
     mode = "parquet"
 
@@ -120,8 +121,10 @@ class ParquetArchive:
                                       column_types=self.schema, null_values=[""], strings_can_be_null=True,
                                       quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]))
         except pa.ArrowInvalid as exc:
-            self.schema = None
-            raise RetryBatch(f"Parquet archive: {exc}; this run goes on row by row") from None
+            if all(field.type == pa.string() for field in self.schema):
+                raise
+            self.schema = arrow_schema(table, text_only=True)
+            raise RetryBatch(f"Parquet archive: {exc}; this run keeps every column as PostgreSQL text") from None
         _write_arrow(self.root / self.ref, rows)
         return rows.num_rows
 
@@ -130,15 +133,18 @@ class ParquetArchive:
         return len(rows)
 
 
-def arrow_schema(table: sa.Table):
-    """Arrow types for the table's columns as PostgreSQL prints them in CSV; None when a column
-    has a type with no exact text form here (the row-by-row path handles it)."""
+def arrow_schema(table: sa.Table, text_only: bool = False):
+    """Arrow types for the table's columns as PostgreSQL prints them in CSV: an exact Arrow type
+    where there is one, else (and for every column with `text_only`) the text itself."""
     import pyarrow as pa
 
     fields = []
     for col in table.c:
         kind = col.type
-        if isinstance(kind, (sa.Integer, sa.BigInteger, sa.SmallInteger)):
+        arrow = pa.string()  # numeric, uuid, json, intervals, arrays, ...: PostgreSQL's exact text
+        if text_only:
+            pass
+        elif isinstance(kind, (sa.Integer, sa.BigInteger, sa.SmallInteger)):
             arrow = pa.int64()
         elif isinstance(kind, sa.Boolean):
             arrow = pa.bool_()
@@ -148,10 +154,6 @@ def arrow_schema(table: sa.Table):
             arrow = pa.timestamp("us", tz="UTC") if kind.timezone else pa.timestamp("us")
         elif isinstance(kind, sa.Date):
             arrow = pa.date32()
-        elif isinstance(kind, (sa.Numeric, sa.String, sa.Uuid, sa.JSON)):
-            arrow = pa.string()  # numeric as text keeps every digit; restore turns it back
-        else:
-            return None
         fields.append(pa.field(col.name, arrow))
     return pa.schema(fields)
 
@@ -184,13 +186,54 @@ def _write_arrow(path: Path, rows) -> None:
 
 
 def read_parquet(path: Path, table: sa.Table) -> list[dict[str, Any]]:
+    """The archived rows as Python values for the table's column types."""
+    return [{name: _from_arrow(table.c[name], value) for name, value in record.items()}
+            for record in _read_arrow(path).to_pylist()]
+
+
+def read_parquet_as_text(path: Path) -> dict[str, list[str | None]] | None:
+    """Each archived column as the text PostgreSQL parses back into exactly the archived value
+    (its own text form kept as it is; typed values printed in a form its input functions read);
+    None when a column has an Arrow type with no such form here (lists, structs)."""
+    archived = _read_arrow(path)
+    columns = {}
+    for field, values in zip(archived.schema, archived.columns):
+        to_text = _text_form(field.type)
+        if to_text is None:
+            return None
+        columns[field.name] = [None if v is None else to_text(v) for v in values.to_pylist()]
+    return columns
+
+
+def _text_form(arrow_type):
+    import pyarrow as pa
+    import pyarrow.types as at
+
+    if at.is_string(arrow_type) or at.is_large_string(arrow_type) or at.is_null(arrow_type):
+        return str
+    if at.is_integer(arrow_type) or at.is_decimal(arrow_type):
+        return str
+    if at.is_floating(arrow_type):
+        return lambda v: "NaN" if v != v else ("Infinity" if v == float("inf") else
+                                                ("-Infinity" if v == float("-inf") else repr(v)))
+    if at.is_boolean(arrow_type):
+        return lambda v: "t" if v else "f"
+    if at.is_timestamp(arrow_type) or at.is_date(arrow_type) or at.is_time(arrow_type):
+        return lambda v: v.isoformat()
+    if at.is_binary(arrow_type) or at.is_large_binary(arrow_type):
+        return lambda v: "\\x" + v.hex()
+    if arrow_type == pa.duration("us"):
+        return lambda v: f"{v.days} days {v.seconds} seconds {v.microseconds} microseconds"
+    return None
+
+
+def _read_arrow(path: Path):
     import pyarrow.parquet as pq
 
     if not path.exists():
         raise BadInput(f"archive file {path} is missing: it is named in the ledger, so it was written before the "
                        "batch committed; restore it from backup and retry")
-    records = pq.read_table(path).to_pylist()
-    return [{name: _from_arrow(table.c[name], value) for name, value in record.items()} for record in records]
+    return pq.read_table(path)
 
 
 def _to_arrow(value: Any) -> Any:

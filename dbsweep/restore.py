@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .archive import BATCH_NO, RUN_ID, read_parquet
+from .archive import BATCH_NO, RUN_ID, read_parquet, read_parquet_as_text
 from .catalog import reflect_table
 from .dialects import dialect_for
 from .errors import BadInput, DbsweepError
@@ -83,8 +83,7 @@ def _restore_archived(engine: sa.Engine, ledger: Ledger, run, plan: PhasePlan, a
             table = tables[batch.table_name]
             keys = [table.c[k] for k in steps[batch.table_name].key if k in table.c]
             if batch.archive.endswith(".parquet"):
-                rows = read_parquet(archive_dir / batch.archive, table)
-                restored += _insert_missing(conn, table, keys, rows)
+                restored += _insert_parquet(conn, table, keys, archive_dir / batch.archive)
             else:
                 restored += _insert_from_archive(conn, table, keys, reflect_table(conn, batch.archive), run.run_id,
                                                  batch.batch_no)
@@ -107,22 +106,44 @@ def _any_archived(ledger: Ledger, run_id: str) -> bool:
         return conn.execute(sa.select(sa.func.count()).where(b.run_id == run_id, b.archive.is_not(None))).scalar() > 0
 
 
-def _insert_from_archive_statement(table: sa.Table, keys: list[sa.Column], archive: sa.Table, run_id: str,
-                                   batch_no: int) -> sa.Insert:
-    """INSERT INTO t (...) SELECT ... FROM archive WHERE run/batch AND NOT EXISTS (same key in t)."""
-    names = list(table.c.keys())
+def _archived_rows(table: sa.Table, keys: list[sa.Column], archive: sa.Table, run_id: str,
+                   batch_no: int) -> tuple[list[str], sa.Select]:
+    """The columns to put back (generated ones compute themselves again) and the SELECT of a
+    batch's archived rows whose key is not taken again."""
+    names = [c.name for c in table.c if c.computed is None]
     source = sa.select(*[archive.c[n] for n in names]).where(archive.c[RUN_ID] == run_id, archive.c[BATCH_NO] == batch_no)
     if keys:
         taken = sa.select(sa.literal(1)).select_from(table).where(*[table.c[k.name] == archive.c[k.name] for k in keys])
         source = source.where(~sa.exists(taken))
+    return names, source
+
+
+def _insert_from_archive_statement(table: sa.Table, keys: list[sa.Column], archive: sa.Table, run_id: str,
+                                   batch_no: int) -> sa.Insert:
+    """INSERT INTO t (...) SELECT ... FROM archive WHERE run/batch AND NOT EXISTS (same key in t)."""
+    names, source = _archived_rows(table, keys, archive, run_id, batch_no)
     return sa.insert(table).from_select(names, source)
 
 
 def _insert_from_archive(conn, table: sa.Table, keys: list[sa.Column], archive: sa.Table, run_id: str,
                          batch_no: int) -> int:
+    if any(c.identity is not None and c.identity.always for c in table.c):  # GENERATED ALWAYS AS IDENTITY
+        names, source = _archived_rows(table, keys, archive, run_id, batch_no)
+        return dialect_for(conn).insert_select_overriding_identity(conn, table, names, source)
     # counted from RETURNING: psycopg reports no rowcount for INSERT ... SELECT under SQLAlchemy 2.1
     inserted = _insert_from_archive_statement(table, keys, archive, run_id, batch_no).returning(sa.literal_column("1"))
     return len(conn.execute(inserted).all())
+
+
+def _insert_parquet(conn, table: sa.Table, keys: list[sa.Column], path: Path) -> int:
+    """PostgreSQL takes the archived values back as text through each type's input function (exact
+    for every type, 'infinity' included); elsewhere they go back as Python values."""
+    dialect = dialect_for(conn)
+    if hasattr(dialect, "insert_text_rows"):
+        columns = read_parquet_as_text(path)
+        if columns is not None:
+            return dialect.insert_text_rows(conn, table, columns)
+    return _insert_missing(conn, table, keys, read_parquet(path, table))
 
 
 def _insert_missing(conn, table: sa.Table, keys: list[sa.Column], rows: list[dict]) -> int:

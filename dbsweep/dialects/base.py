@@ -112,6 +112,12 @@ class Dialect:
         ))
         return conn.execute(sa.update(table).where(where).values(targets)).rowcount
 
+    def insert_select_overriding_identity(self, conn: sa.Connection, table: sa.Table, names: list[str],
+                                          source: sa.Select) -> int:
+        """INSERT ... SELECT that writes the archived values of a GENERATED ALWAYS identity column."""
+        raise BadInput(f"restoring into '{table.fullname}' (a GENERATED ALWAYS identity column) is not supported on "
+                       f"{self.name}")
+
     def in_values(self, column: sa.ColumnElement, values: list) -> sa.ColumnElement:
         """column IN (values)."""
         return column.in_(values)

@@ -113,6 +113,35 @@ class PostgresDialect(Dialect):
                     out += data
         return bytes(out)
 
+    def insert_select_overriding_identity(self, conn, table, names, source):
+        prep = conn.dialect.identifier_preparer
+        compiled = source.compile(dialect=conn.dialect)
+        statement = (f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(n) for n in names)}) "
+                     f"OVERRIDING SYSTEM VALUE {compiled.string} RETURNING 1")
+        return len(conn.exec_driver_sql(statement, compiled.params).all())
+
+    def insert_text_rows(self, conn, table, columns: dict[str, list]) -> int:
+        """Put rows back from their text form, one array of text per column, in one statement:
+        each value goes through its column type's own input function (CAST), so what COPY printed
+        comes back exactly. Rows whose key (or any unique value) is taken again are skipped;
+        returns how many went in. Generated columns are left to compute themselves."""
+        types = dict(conn.execute(sa.text("""
+            SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+            WHERE attrelid = to_regclass(:t) AND attnum > 0 AND NOT attisdropped AND attgenerated = ''"""),
+            {"t": self._regname(conn, table)}).all())
+        names = [n for n in columns if n in types]
+        if not names or not columns[names[0]]:
+            return 0
+        prep = conn.dialect.identifier_preparer
+        params = {f"c{i}": columns[n] for i, n in enumerate(names)}
+        aliases = ", ".join(f"c{i}" for i in range(len(names)))
+        statement = (
+            f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(n) for n in names)}) OVERRIDING SYSTEM VALUE "
+            f"SELECT {', '.join(f'CAST(u.c{i} AS {types[n]})' for i, n in enumerate(names))} "
+            f"FROM unnest({', '.join(f'CAST(:c{i} AS text[])' for i in range(len(names)))}) AS u({aliases}) "
+            "ON CONFLICT DO NOTHING RETURNING 1")
+        return len(conn.execute(sa.text(statement), params).all())
+
     def delete_some(self, conn, table, where, limit, sink=NO_ARCHIVE):
         """By ctid: a TID scan, with or without a primary key. The row versions the subquery saw are
         deleted; one updated meanwhile has a new ctid and is left for the next call."""
