@@ -71,6 +71,20 @@ def test_restore_without_archive_is_refused(tmp_path, pg, dbname):
     assert count(pg, "events") == before
 
 
+def _purge_restore_differences(tmp_path, pg, dbname, mode: str) -> int:
+    """Keep a copy of `events`, purge 4 of its 5 rows (2 batches) into the archive, restore them:
+    the rows that differ between the copy and the restored table (SQL EXCEPT ALL, both ways)."""
+    with pg.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE original AS SELECT * FROM events")
+    path = retention_policy(tmp_path, dbname, batch_size=2, extra=f'archive = "{mode}"', archive_dir="arch")
+    plan, report, target = purge(path)
+    assert report.rows == 4 and count(pg, "events") == 1
+    restore_run(target.engine, report.run_id, tmp_path / "arch")
+    with pg.connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM ((SELECT * FROM original EXCEPT ALL SELECT * FROM events) "
+                                    "UNION ALL (SELECT * FROM events EXCEPT ALL SELECT * FROM original)) d")).scalar()
+
+
 @pytest.mark.parametrize("mode", ["table", "parquet"])
 def test_archive_keeps_awkward_values_exactly(tmp_path, pg, dbname, mode):
     """Texts that look like NULL, empty strings, NaN and infinities, exact numerics, newlines,
@@ -85,15 +99,7 @@ def test_archive_keeps_awkward_values_exactly(tmp_path, pg, dbname, mode):
             (3, 'nan', 'a,b "quoted"', NULL, '-Infinity', NULL, '1999-12-31', '"s"', now() - interval '10 days'),
             (4, E'two\\nlines', E'tab\\there', 0, 1.5e-300, true, '2024-01-01', '{}', now() - interval '9 days'),
             (5, '', 'kept', 1, 2, false, '2024-01-02', '[]', now())""")
-        conn.exec_driver_sql("CREATE TABLE original AS SELECT * FROM events")
-    path = retention_policy(tmp_path, dbname, batch_size=2, extra=f'archive = "{mode}"', archive_dir="arch")
-    plan, report, target = purge(path)
-    assert report.rows == 4 and count(pg, "events") == 1
-    restore_run(target.engine, report.run_id, tmp_path / "arch")
-    with pg.connect() as conn:
-        differ = conn.execute(sa.text("SELECT count(*) FROM ((SELECT * FROM original EXCEPT ALL SELECT * FROM events) "
-                                      "UNION ALL (SELECT * FROM events EXCEPT ALL SELECT * FROM original)) d")).scalar()
-    assert differ == 0
+    assert _purge_restore_differences(tmp_path, pg, dbname, mode) == 0
 
 
 @pytest.mark.parametrize("mode", ["table", "parquet"])
@@ -112,15 +118,7 @@ def test_archive_keeps_values_arrow_has_no_type_for(tmp_path, pg, dbname, mode):
             ('2020-01-01 12:00:00.000001+00', '2020-02-29', NULL, NULL, NULL, NULL, '{"k": null}', now() - interval '10 days'),
             (NULL, NULL, '{"\\"q\\""}', '0', '192.168.1.1', '\\x5c', '[]', now() - interval '9 days'),
             ('infinity', NULL, '{x}', '1 day', NULL, NULL, '1', now())""")
-        conn.exec_driver_sql("CREATE TABLE original AS SELECT * FROM events")
-    path = retention_policy(tmp_path, dbname, batch_size=2, extra=f'archive = "{mode}"', archive_dir="arch")
-    plan, report, target = purge(path)
-    assert report.rows == 4 and count(pg, "events") == 1
-    restore_run(target.engine, report.run_id, tmp_path / "arch")
-    with pg.connect() as conn:
-        differ = conn.execute(sa.text("SELECT count(*) FROM ((SELECT * FROM original EXCEPT ALL SELECT * FROM events) "
-                                      "UNION ALL (SELECT * FROM events EXCEPT ALL SELECT * FROM original)) d")).scalar()
-    assert differ == 0 and count(pg, "events") == 5
+    assert _purge_restore_differences(tmp_path, pg, dbname, mode) == 0 and count(pg, "events") == 5
     if mode == "parquet":  # the first batch met 'infinity', rolled back, and the run went on as text
         import pyarrow.parquet as pq
 
