@@ -1,4 +1,4 @@
-"""Human durations in policies: "7 days", "90 days", "2 years", "36 hours", "1 week"."""
+"""Human durations in policies: "7 days", "90 days", "2 years", "36 hours", "1 week", "200 ms"."""
 
 import re
 from datetime import timedelta
@@ -10,6 +10,7 @@ class DurationError(BadInput, ValueError):
 
 
 _UNITS = {
+    "millisecond": 0.001,
     "second": 1,
     "minute": 60,
     "hour": 3600,
@@ -18,7 +19,7 @@ _UNITS = {
     "month": 30 * 86400,
     "year": 365 * 86400,
 }
-_ALIASES = {"s": "second", "sec": "second", "min": "minute", "h": "hour", "d": "day", "w": "week", "y": "year"}
+_ALIASES = {"ms": "millisecond", "s": "second", "sec": "second", "min": "minute", "h": "hour", "d": "day", "w": "week", "y": "year"}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)")
 
 

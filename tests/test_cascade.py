@@ -12,6 +12,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from dbsweep import service
 from dbsweep.demo import nes
 from tests.conftest import ROOT, run_cli, write_policy
 from tests.helpers import plan_and_gate, purge
@@ -219,3 +220,38 @@ def test_bad_cascade_input_is_one_line_and_exit_2(tmp_path, pg, dbname, old, new
         return
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and snapshot(pg) == before
+
+
+def test_a_lock_timeout_mid_cascade_is_retried_without_skipping_a_table(tmp_path, pg, dbname):
+    """Another session holds the tenants' notes locked for a second: the cascade's transaction times
+    out on them, rolls back (addresses, phones and emails of that transaction included) and is
+    retried. Nothing may count as done from the rolled-back attempt."""
+    import threading
+
+    nes.create(pg, scale=0.1)
+    path = nes_policy(tmp_path, dbname)
+    path.write_text(path.read_text().replace('name = "tenant"', 'name = "tenant"\nlock_timeout = "200 ms"'))
+    keep = expected_after(pg, inactive(94), 94)
+    locked, release, waited = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_notes():
+        with pg.connect() as conn:
+            conn.execute(sa.text("SELECT id FROM notes WHERE object_type_id = 94 FOR UPDATE")).all()
+            locked.set()
+            while not release.wait(0.02):
+                if conn.execute(sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar():
+                    waited.set()  # the cascade is waiting on a note: its lock_timeout will end that attempt
+            conn.commit()
+
+    policy, target, plan = plan_and_gate(path, phase="tenant")
+    holder = threading.Thread(target=hold_notes)
+    holder.start()
+    locked.wait(30)
+    threading.Timer(1.0, release.set).start()
+    try:
+        report = service.apply(policy, target, plan, dry_run=False)
+    finally:
+        release.set()
+        holder.join()
+    assert waited.is_set() and report.state == "finished"
+    assert snapshot(pg) == keep and orphans(pg) == 0

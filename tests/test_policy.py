@@ -13,13 +13,14 @@ from tests.conftest import retention_policy, write_policy
 
 @pytest.mark.parametrize("text,expected", [
     ("7 days", timedelta(days=7)), ("90d", timedelta(days=90)), ("1 day 12 hours", timedelta(hours=36)),
-    ("2 years", timedelta(days=730)), ("1 week", timedelta(days=7)), ("500 ms".replace(" ms", " seconds"), timedelta(seconds=500)),
+    ("2 years", timedelta(days=730)), ("1 week", timedelta(days=7)), ("500 seconds", timedelta(seconds=500)),
+    ("200 ms", timedelta(milliseconds=200)), ("1 second 500 milliseconds", timedelta(seconds=1.5)),
 ])
 def test_durations(text, expected):
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["7 dayz", "days", "7", "", "-1 day", "0 days", "7 days; DROP TABLE x"])
+@pytest.mark.parametrize("text", ["7 dayz", "days", "7", "", "-1 day", "0 days", "0 ms", "7 days; DROP TABLE x"])
 def test_malformed_durations(text):
     with pytest.raises(BadInput):
         parse_duration(text)

@@ -74,14 +74,31 @@ class PostgresDialect(Dialect):
     def delete_into_archive(self, conn, stmt, table, archive, stamp):
         """One statement: WITH gone AS (DELETE ... RETURNING *), kept AS (INSERT INTO archive
         SELECT ... FROM gone RETURNING 1) SELECT count(*) FROM kept."""
-        gone = stmt.returning(*table.c).cte("gone")
-        copied = sa.select(
-            *[gone.c[name] for name in table.c.keys()],
-            sa.literal(stamp[RUN_ID], sa.String), sa.literal(stamp[BATCH_NO], sa.Integer), sa.func.now(),
-        )
-        kept = (sa.insert(archive).from_select([*table.c.keys(), RUN_ID, BATCH_NO, ARCHIVED_AT], copied)
-                .returning(sa.literal_column("1")).cte("kept"))
+        gone, kept = _archived_delete(stmt, table, archive, stamp, "")
         return conn.execute(sa.select(sa.func.count()).select_from(kept).add_cte(gone)).scalar()
+
+    def delete_some_each(self, conn, parts) -> list[int]:
+        """delete_some on several tables in one statement, one round trip: `parts` are (table,
+        where, limit, sink), each deleting at most `limit` rows (its sink's archive written in the
+        same statement); the counts come back in order."""
+        ctes, counted = [], []
+        for i, (table, where, limit, sink) in enumerate(parts):
+            some = sa.func.array(sa.select(ROW_LOCATOR).select_from(table).where(where).limit(limit).scalar_subquery())
+            stmt = sa.delete(table).where(ROW_LOCATOR == sa.any_(some))
+            if sink.mode == "table":
+                gone, kept = _archived_delete(stmt, table, sink.archive, sink.stamp, f"_{i}")
+                ctes += [gone, kept]
+                counted.append(kept)
+            elif sink.mode == "none":
+                gone = stmt.returning(sa.literal_column("1").label("one")).cte(f"gone_{i}")
+                ctes.append(gone)
+                counted.append(gone)
+            else:
+                raise ValueError(f"archive {sink.mode!r} cannot be written inside one statement")
+        query = sa.select(*[sa.select(sa.func.count()).select_from(c).scalar_subquery() for c in counted])
+        for cte in ctes:
+            query = query.add_cte(cte)
+        return list(conn.execute(query).one())
 
     def update_saving_previous(self, conn, table, previous, keys, targets, where, stamp):
         """One statement, the rows locked once: WITH old AS (SELECT ... FOR UPDATE), saved AS
@@ -319,3 +336,16 @@ def _bound_value(bound: str, side: str) -> str | None:
     if not (text.startswith("'") and text.endswith("'")):
         return None  # MINVALUE / MAXVALUE
     return text[1:-1].replace("''", "'")
+
+
+def _archived_delete(stmt: sa.Delete, table: sa.Table, archive: sa.Table, stamp: dict, suffix: str):
+    """The CTEs `gone` (DELETE ... RETURNING *) and `kept` (INSERT INTO archive SELECT ... FROM gone
+    RETURNING 1): a delete and its archive in one statement."""
+    gone = stmt.returning(*table.c).cte(f"gone{suffix}")
+    copied = sa.select(
+        *[gone.c[name] for name in table.c.keys()],
+        sa.literal(stamp[RUN_ID], sa.String), sa.literal(stamp[BATCH_NO], sa.Integer), sa.func.now(),
+    )
+    kept = (sa.insert(archive).from_select([*table.c.keys(), RUN_ID, BATCH_NO, ARCHIVED_AT], copied)
+            .returning(sa.literal_column("1")).cte(f"kept{suffix}"))
+    return gone, kept

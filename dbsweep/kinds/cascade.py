@@ -309,12 +309,17 @@ def uncovered_foreign_keys(conn, tables: dict[str, sa.Table], cfg: Config) -> di
 
 # execution ---------------------------------------------------------------------------------
 class CascadeWalker:
-    """One transaction per call. A call goes through the child tables in order, deleting the
-    children of the current parent batch, at most each table's `batch_size` rows; when a table has
-    more, the transaction ends there and the next call goes on with that table. Once every child
-    table is done, the same transaction deletes the parents that have no child left. The cursor
-    says where it stands: {"after": last parent key done, "parents": the batch's frozen keys,
-    "child": index of the first child table not yet done}."""
+    """One transaction per call. A call deletes the children of the current parent batch, at most
+    each table's `batch_size` rows per table; when a table has more, the transaction ends there and
+    the next call goes on from that table. Once every child table is done, the same transaction
+    deletes the parents that have no child left. The cursor says where it stands: {"after": last
+    parent key done, "parents": the batch's frozen keys, "child": index of the first child table
+    not yet done}. Every call starts from the cursor last committed: a call whose transaction was
+    rolled back (a lock timeout, then a retry) counts nothing it did as done.
+
+    On PostgreSQL the child tables' deletes are one statement (a data-modifying WITH per table, each
+    with its own limit): one round trip instead of one per table. Elsewhere, or when a child table
+    has a foreign key to another, they go one table at a time, in order."""
 
     def __init__(self, dialect: Dialect, table: sa.Table, step: Step, sink, options, cursor: dict):
         self.dialect, self.step = dialect, step
@@ -334,17 +339,14 @@ class CascadeWalker:
             self.key = self.parent.c[self.key_name]
             self.chosen = parent_selection(self.tables, self.spec)
             self.last = from_json([self.key], self.step.last_key)[0]
-            order = [self.parent, *(self.tables[c["table"]] for c in self.spec["children"])]
+            self.children = [self.tables[c["table"]] for c in self.spec["children"]]
             self.sinks = {t.fullname: self.sink.for_table(conn, self.dialect, t) if isinstance(self.sink, ArchiveSet)
-                          else NO_ARCHIVE for t in order}
+                          else NO_ARCHIVE for t in [self.parent, *self.children]}
+            self.together = hasattr(self.dialect, "delete_some_each") and not _linked_to_each_other(conn, self.children)
 
-    def _keys(self) -> list:
-        return from_json([self.key] * len(self.state["parents"]), self.state["parents"])
-
-    def _parents_now(self, selected_here: bool):
+    def _parents_now(self, keys: list, selected_here: bool):
         """This batch's parents: as selected, when that was in this transaction; else those that
         still match the rule, so a parent that became active since loses no more children."""
-        keys = self._keys()
         if selected_here:
             return lambda pointer: self.dialect.in_values(pointer, keys)
         still = sa.select(self.key).where(self.dialect.in_values(self.key, keys), self.chosen)
@@ -354,52 +356,73 @@ class CascadeWalker:
         self._prepare(conn)
         if isinstance(self.sink, ArchiveSet):
             self.sink.stamp_all()
-        selected_here = self.state["parents"] is None
-        if selected_here and not self._next_parents(conn):
-            self.table_name = self.step.table
-            return 0, None
-        parents = self._parents_now(selected_here)
-        rows, touched = 0, []
-        children = self.spec["children"]
-        while self.state["child"] < len(children):
-            spec = children[self.state["child"]]
-            child = self.tables[spec["table"]]
-            deleted = self.dialect.delete_some(conn, child, children_of(child, spec, parents), spec["batch_size"],
-                                               self.sinks[child.fullname])
-            rows += deleted
-            touched.append(child.fullname)
-            if deleted >= spec["batch_size"]:  # maybe more: this table goes on in the next transaction
-                self.table_name = ", ".join(touched)
-                return rows, dict(self.state)
-            self.state = {**self.state, "child": self.state["child"] + 1}
-        rows += self._delete_parents(conn)
+        state = dict(self.state)  # as last committed; advance() moves it once this transaction has
+        selected_here = state["parents"] is None
+        if selected_here:
+            state["parents"], state["child"] = self._next_parents(conn, state["after"]), 0
+            if not state["parents"]:
+                self.table_name = self.step.table
+                return 0, None
+        keys = from_json([self.key] * len(state["parents"]), state["parents"])
+        rows, unfinished, touched = self._delete_children(conn, state["child"], self._parents_now(keys, selected_here))
+        if unfinished is not None:  # that table has more: it goes on in the next transaction
+            self.table_name = ", ".join(touched)
+            return rows, {**state, "child": unfinished}
+        rows += self._delete_parents(conn, keys)
         self.table_name = ", ".join([*touched, self.parent.fullname])
-        last = self.state["parents"][-1]
+        last = state["parents"][-1]
         finished = from_json([self.key], [last])[0] >= self.last
-        self.state = {"after": [last], "parents": None, "child": 0}
-        return rows, None if finished else dict(self.state)
+        return rows, None if finished else {"after": [last], "parents": None, "child": 0}
 
-    def _next_parents(self, conn: sa.Connection) -> bool:
+    def _delete_children(self, conn: sa.Connection, first: int, parents) -> tuple[int, int | None, list[str]]:
+        """Children of child tables `first`.. : rows deleted, the first table that reached its
+        batch size (None when all are done), and the tables touched."""
+        specs = self.spec["children"][first:]
+        parts = [(table, children_of(table, spec, parents), spec["batch_size"], self.sinks[table.fullname])
+                 for table, spec in zip(self.children[first:], specs)]
+        if self.together:
+            counts = self.dialect.delete_some_each(conn, parts)
+        else:
+            counts = []
+            for part in parts:
+                counts.append(self.dialect.delete_some(conn, *part))
+                if counts[-1] >= part[2]:
+                    break
+        full = [first + i for i, (n, spec) in enumerate(zip(counts, specs)) if n >= spec["batch_size"]]
+        touched = [part[0].fullname for part in parts[:len(counts)]]
+        return sum(counts), (full[0] if full else None), touched
+
+    def _next_parents(self, conn: sa.Connection, after) -> list | None:
         window = [self.chosen, self.key <= self.last]
-        if self.state["after"] is not None:
-            window.append(self.key > from_json([self.key], self.state["after"])[0])
+        if after is not None:
+            window.append(self.key > from_json([self.key], after)[0])
         keys = conn.execute(sa.select(self.key).where(*window).order_by(self.key).limit(self.parent_size)).scalars().all()
-        if keys:
-            self.state = {"after": self.state["after"], "parents": to_json(keys), "child": 0}
-        return bool(keys)
+        return to_json(keys) if keys else None
 
-    def _delete_parents(self, conn: sa.Connection) -> int:
+    def _delete_parents(self, conn: sa.Connection, keys: list) -> int:
         """Only parents still selected and with no child left in any child table (one added since
         the children went keeps its parent, and is reported by verify, never orphaned)."""
-        guards = [~sa.exists(sa.select(sa.literal(1)).select_from(self.tables[spec["table"]])
-                             .where(link(self.tables[spec["table"]], spec, self.parent, self.key)))
-                  for spec in self.spec["children"]]
-        doomed = sa.delete(self.parent).where(self.dialect.in_values(self.key, self._keys()), self.chosen, *guards)
+        guards = [~sa.exists(sa.select(sa.literal(1)).select_from(table).where(link(table, spec, self.parent, self.key)))
+                  for table, spec in zip(self.children, self.spec["children"])]
+        doomed = sa.delete(self.parent).where(self.dialect.in_values(self.key, keys), self.chosen, *guards)
         return self.sinks[self.parent.fullname].apply(conn, doomed, self.parent)
 
     def advance(self, cursor: dict, rows: int, size: int) -> None:
         if cursor.get("after") is None and cursor.get("parents") is None:
             self.done = True
+        self.state = {"after": cursor.get("after"), "parents": cursor.get("parents"), "child": cursor.get("child", 0)}
+
+
+def _linked_to_each_other(conn: sa.Connection, children: list[sa.Table]) -> bool:
+    """Whether a child table has a foreign key to another: then they are deleted in their order."""
+    names = {(t.schema, t.name) for t in children}
+    inspector = sa.inspect(conn)
+    for table in children:
+        for fk in inspector.get_foreign_keys(table.name, schema=table.schema):
+            referred = (fk.get("referred_schema") or table.schema, fk["referred_table"])
+            if referred in names and referred != (table.schema, table.name):
+                return True
+    return False
 
 
 class ArchiveSet:
