@@ -343,6 +343,9 @@ class CascadeWalker:
             self.sinks = {t.fullname: self.sink.for_table(conn, self.dialect, t) if isinstance(self.sink, ArchiveSet)
                           else NO_ARCHIVE for t in [self.parent, *self.children]}
             self.together = hasattr(self.dialect, "delete_some_each") and not _linked_to_each_other(conn, self.children)
+            self.childless = [~sa.exists(sa.select(sa.literal(1)).select_from(table)
+                                         .where(link(table, spec, self.parent, self.key)))
+                              for table, spec in zip(self.children, self.spec["children"])]
 
     def _parents_now(self, keys: list, selected_here: bool):
         """This batch's parents: as selected, when that was in this transaction; else those that
@@ -402,9 +405,7 @@ class CascadeWalker:
     def _delete_parents(self, conn: sa.Connection, keys: list) -> int:
         """Only parents still selected and with no child left in any child table (one added since
         the children went keeps its parent, and is reported by verify, never orphaned)."""
-        guards = [~sa.exists(sa.select(sa.literal(1)).select_from(table).where(link(table, spec, self.parent, self.key)))
-                  for table, spec in zip(self.children, self.spec["children"])]
-        doomed = sa.delete(self.parent).where(self.dialect.in_values(self.key, keys), self.chosen, *guards)
+        doomed = sa.delete(self.parent).where(self.dialect.in_values(self.key, keys), self.chosen, *self.childless)
         return self.sinks[self.parent.fullname].apply(conn, doomed, self.parent)
 
     def advance(self, cursor: dict, rows: int, size: int) -> None:
