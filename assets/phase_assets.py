@@ -6,6 +6,7 @@ run that made the plan, cannot skip the gate."""
 
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -65,20 +66,43 @@ def _progress_logger(context: dg.AssetExecutionContext, every: int | str | None)
     return log
 
 
+WINDOWS = {"day": dg.DailyPartitionsDefinition, "week": dg.WeeklyPartitionsDefinition,
+           "month": dg.MonthlyPartitionsDefinition}
+
+
 def build_phase(policy_name: str, phase) -> PhaseAssets:
-    prefix = [policy_name, phase.name]
+    """The phase's graph: profile (gate) -> apply -> verified, its job and its schedule."""
+    return _graph(policy_name, phase, [policy_name, phase.name], None)
+
+
+def build_backfill(policy_name: str, phase) -> PhaseAssets | None:
+    """A retention phase with `backfill`: the same graph under `<policy>/<phase>/backfill/`,
+    partitioned by time windows of its time column, so a long history is purged window by window
+    (a Dagster backfill), each window with its own plan, gate, run and verification."""
+    backfill = getattr(phase, "backfill", None)
+    if backfill is None:
+        return None
+    windows = WINDOWS[backfill.window](start_date=backfill.start.isoformat())
+    return _graph(policy_name, phase, [policy_name, phase.name, "backfill"], windows)
+
+
+def _graph(policy_name: str, phase, prefix: list[str], windows) -> PhaseAssets:
     profile_key, apply_key, verified_key = (dg.AssetKey([*prefix, leaf]) for leaf in ("profile", "apply", "verified"))
     group = f"{policy_name}_{phase.name}".replace("-", "_")
     pool = f"dbsweep_{policy_name}"
     tags = {"dbsweep/kind": phase.kind}
+    name = "__".join(prefix).replace("-", "_")
 
-    @dg.asset(key=profile_key, group_name=group, tags=tags, pool=pool,
-              description=f"Discovery for {policy_name}/{phase.name} ({phase.kind}): volumes, ages, bytes; freezes the plan.")
+    @dg.asset(key=profile_key, group_name=group, tags=tags, pool=pool, partitions_def=windows,
+              description=f"Discovery for {'/'.join(prefix)} ({phase.kind}): volumes, ages, bytes; freezes the plan.")
     def profile(context: dg.AssetExecutionContext, dbsweep: DbsweepResource) -> dg.Output[pd.DataFrame]:
         policy = dbsweep.policy(policy_name)
         target = dbsweep.target(policy)
+        window = None
+        if context.has_partition_key:  # one backfill window of the time column
+            window = (context.partition_time_window.start, context.partition_time_window.end)
         try:
-            plan = service.make_plan(policy, phase.name, target)
+            plan = service.make_plan(policy, phase.name, target, window=window)
         except DbsweepError as exc:
             raise _fail(exc) from None
         frame = pd.DataFrame(plan.profile).assign(plan_id=plan.plan_id)
@@ -99,26 +123,20 @@ def build_phase(policy_name: str, phase) -> PhaseAssets:
             "age_histogram": dg.MetadataValue.json(plan.histogram),
             "profile": dg.MetadataValue.md(frame.astype(str).to_markdown(index=False)),
         }
+        if window is not None:
+            metadata["window"] = f"{window[0].isoformat()} to {window[1].isoformat()}"
         if plan.checks:
             metadata["preconditions"] = dg.MetadataValue.md(pd.DataFrame(plan.checks).to_markdown(index=False))
         return dg.Output(frame, metadata=metadata)
 
-    @dg.asset_check(asset=profile_key, name="gate", blocking=True,
-                    description="Great Expectations gate on the profile; a failure stops apply in this run, "
-                                "and the ledger keeps apply from ever using this plan.")
-    def gate(context: dg.AssetCheckExecutionContext, profile: pd.DataFrame, dbsweep: DbsweepResource) -> dg.AssetCheckResult:
-        from expectations.dagster_checks import check_result
-        from expectations.runner import gate as run_gate
-
-        policy = dbsweep.policy(policy_name)
-        target = dbsweep.target(policy)
-        plan = service.load_plan(target, _plan_id(profile))
-        verdict = run_gate(plan)
-        service.record_gate(target, plan, verdict)
-        return check_result(verdict, plan.plan_id)
+    with warnings.catch_warnings():
+        # a partitioned asset check is a Dagster preview; the engine enforces the gate regardless
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        gate = _gate_check(policy_name, profile_key, windows)
 
     @dg.asset(key=apply_key, group_name=group, tags=tags, pool=pool, ins={"profile": dg.AssetIn(profile_key)},
-              description=f"Batched {phase.kind} of {policy_name}/{phase.name}; dry run unless dry_run=false.")
+              partitions_def=windows,
+              description=f"Batched {phase.kind} of {'/'.join(prefix)}; dry run unless dry_run=false.")
     def apply(context: dg.AssetExecutionContext, config: ApplyConfig, profile: pd.DataFrame,
               dbsweep: DbsweepResource) -> dg.Output[dict]:
         policy = dbsweep.policy(policy_name)
@@ -149,8 +167,8 @@ def build_phase(policy_name: str, phase) -> PhaseAssets:
         return dg.Output({"plan_id": plan.plan_id, "dry_run": False, "run_id": report.run_id}, metadata=metadata)
 
     @dg.asset(key=verified_key, group_name=group, tags=tags, ins={"applied": dg.AssetIn(apply_key)},
-              check_specs=[dg.AssetCheckSpec("postconditions", asset=verified_key)],
-              description=f"Post-conditions of {policy_name}/{phase.name}, as Great Expectations results.")
+              check_specs=[dg.AssetCheckSpec("postconditions", asset=verified_key)], partitions_def=windows,
+              description=f"Post-conditions of {'/'.join(prefix)}, as Great Expectations results.")
     def verified(context: dg.AssetExecutionContext, applied: dict, dbsweep: DbsweepResource):
         from expectations.dagster_checks import check_result
         from expectations.runner import verification
@@ -171,13 +189,12 @@ def build_phase(policy_name: str, phase) -> PhaseAssets:
         yield check_result(verdict, plan.plan_id, check_name="postconditions", severity=severity)
 
     job = dg.define_asset_job(
-        name=f"{policy_name}__{phase.name}".replace("-", "_"),
-        selection=dg.AssetSelection.assets(profile_key, apply_key, verified_key),
-        description=f"{policy_name}/{phase.name}: profile, gate, apply, verify. Dry run unless configured.",
+        name=name, selection=dg.AssetSelection.assets(profile_key, apply_key, verified_key),
+        description=f"{'/'.join(prefix)}: profile, gate, apply, verify. Dry run unless configured.",
         tags={"dbsweep/policy": policy_name, "dbsweep/phase": phase.name},
     )
     schedule = None
-    if phase.schedule:
+    if phase.schedule and windows is None:
         schedule = dg.ScheduleDefinition(
             name=f"{job.name}__schedule", job=job, cron_schedule=phase.schedule,
             # the policy's schedule is its author's confirmation; it starts STOPPED until switched on
@@ -189,3 +206,21 @@ def build_phase(policy_name: str, phase) -> PhaseAssets:
 
 def _op_name(key: dg.AssetKey) -> str:
     return "__".join(key.path).replace("-", "_")
+
+
+def _gate_check(policy_name: str, profile_key: dg.AssetKey, windows) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=profile_key, name="gate", blocking=True, partitions_def=windows,
+                    description="Great Expectations gate on the profile; a failure stops apply in this run, "
+                                "and the ledger keeps apply from ever using this plan.")
+    def gate(context: dg.AssetCheckExecutionContext, profile: pd.DataFrame, dbsweep: DbsweepResource) -> dg.AssetCheckResult:
+        from expectations.dagster_checks import check_result
+        from expectations.runner import gate as run_gate
+
+        policy = dbsweep.policy(policy_name)
+        target = dbsweep.target(policy)
+        plan = service.load_plan(target, _plan_id(profile))
+        verdict = run_gate(plan)
+        service.record_gate(target, plan, verdict)
+        return check_result(verdict, plan.plan_id)
+
+    return gate

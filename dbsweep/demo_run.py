@@ -71,7 +71,11 @@ def launch_ui(out: Console) -> None:
     workspace = find_file("workspace.yaml")
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(dbsweep_home() / "dagster")))
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch(exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists() or not settings.read_text().strip():
+        # each policy's assets share a concurrency pool: one step at a time per database, so the
+        # runs of a backfill queue instead of failing on the phase lock
+        settings.write_text("concurrency:\n  pools:\n    default_limit: 1\n")
     for path in sorted((workspace.parent / "policies").glob("*.toml")):
         policy = load_policy(path)
         if policy.database.env[policy.database.default_env].url == "embedded":

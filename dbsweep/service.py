@@ -29,15 +29,20 @@ class DryRunReport:
     checks: list[dict] = field(default_factory=list)  # preconditions and their results (retire)
 
 
-def make_plan(policy: Policy, phase_name: str, target: Target, now: datetime | None = None) -> PhasePlan:
-    """Discovery: validate the phase against the live catalog, profile it, freeze the selection."""
+def make_plan(policy: Policy, phase_name: str, target: Target, now: datetime | None = None,
+              window: tuple[datetime, datetime] | None = None) -> PhasePlan:
+    """Discovery: validate the phase against the live catalog, profile it, freeze the selection.
+    `window` (retention): only rows whose time falls in [start, end), one backfill window."""
     cfg = policy.phase(phase_name)
     kind = kind_module(cfg.kind)
     now = now or utcnow()
     dialect = dialect_for(target.engine)
+    if window is not None and cfg.kind != "retention":
+        raise BadInput(f"phase '{cfg.name}': only retention phases are purged window by window")
     with target.engine.connect() as conn:
         try:
-            parts = kind.build_plan(cfg, conn, dialect, now)
+            extra = {"window": window} if window is not None else {}
+            parts = kind.build_plan(cfg, conn, dialect, now, **extra)
         except BadInput as exc:
             raise BadInput(f"{policy.path}: phase '{cfg.name}': {exc}") from None
     plan = PhasePlan(

@@ -1,5 +1,6 @@
 """Dagster code location: every policy in the policy folder becomes one asset graph per phase,
-with its gate check, a job per phase and the schedules the policy declares."""
+with its gate check, a job per phase and the schedules the policy declares; a retention phase
+with `backfill` gets a second graph, partitioned by time windows, for Dagster backfills."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import build_phase, build_restore_job
+from assets import build_backfill, build_phase, build_restore_job
 from dbsweep.policy import load_policy
 from resources import DbsweepResource
 from resources.dbsweep_resource import default_policy_dir
@@ -21,12 +22,14 @@ def build_definitions(policy_dir: str | None = None) -> dg.Definitions:
         if path.stem != policy.name:
             raise ValueError(f"{path}: file name must match [policy] name {policy.name!r}")
         for phase in policy.phases:
-            built = build_phase(policy.name, phase)
-            assets += built.assets
-            checks += built.checks
-            jobs.append(built.job)
-            if built.schedule:
-                schedules.append(built.schedule)
+            for built in (build_phase(policy.name, phase), build_backfill(policy.name, phase)):
+                if built is None:
+                    continue
+                assets += built.assets
+                checks += built.checks
+                jobs.append(built.job)
+                if built.schedule:
+                    schedules.append(built.schedule)
         jobs.append(build_restore_job(policy.name))
     return dg.Definitions(
         assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules,

@@ -46,6 +46,8 @@ def test_shipped_definitions_load():
         assert f"nes/{phase}/apply" in keys and definitions.defs.resolve_job_def(f"nes__{phase}")
     for policy in ("telemetry", "orders", "nes"):
         assert definitions.defs.resolve_job_def(f"{policy}__restore")
+    backfill = definitions.defs.resolve_job_def("nes__reading__backfill")  # seed 000's readings, month by month
+    assert backfill.partitions_def.get_partition_keys()[0] == "2022-01-01" and "nes/reading/backfill/apply" in keys
 
 
 def test_dry_run_then_real_run_metadata(tmp_path, pg, dbname):
@@ -162,3 +164,39 @@ def test_cascade_phase_in_dagster_needs_its_own_confirmation(tmp_path, pg, dbnam
     rows = done.asset_materializations_for_node("nes__community__apply")[0].metadata["rows"].value
     assert rows == profile["rows_selected"].value > 0 and count(pg, "contacts") < contacts
     assert all(e.passed for e in done.get_asset_check_evaluations())
+
+
+def test_backfill_window_partition_purges_only_that_window(tmp_path, pg, dbname):
+    """A retention phase with `backfill` gets a graph partitioned by time windows: materializing
+    one day purges the old rows of that day only, through its own plan, gate and verification."""
+    from datetime import timedelta
+
+    from dbsweep.plan import utcnow
+
+    load_events(pg, old=6000, new=2000)  # old rows are 10 to about 20 days old
+    day = (utcnow() - timedelta(days=14)).date()
+    start = f"'{day.isoformat()} 00:00:00+00'"
+    in_day = f"created_at >= timestamptz {start} AND created_at < timestamptz {start} + interval '1 day'"
+    doomed = ids(pg, "events", in_day)
+    assert doomed
+    keep = ids(pg, "events") - doomed
+    retention_policy(tmp_path, dbname, batch_size=200,
+                     extra=f'backfill = {{ start = {(day - timedelta(days=30)).isoformat()}, window = "day" }}')
+    defs = _defs(tmp_path)
+    assert defs.resolve_job_def("testpol__purge__backfill").partitions_def is not None
+    assert not defs.resolve_job_def("testpol__purge").partitions_def  # the steady-state graph is unchanged
+    backfill = dg.AssetSelection.assets(*(dg.AssetKey(["testpol", "purge", "backfill", leaf])
+                                          for leaf in ("profile", "apply", "verified")))
+    instance = dg.DagsterInstance.ephemeral()
+    assets = list(defs.assets) + list(defs.asset_checks)
+    dry = dg.materialize(assets, selection=backfill, instance=instance, resources=defs.resources,
+                         partition_key=day.isoformat())
+    assert dry.success and count(pg, "events") == 8000
+    real = dg.materialize(assets, selection=backfill, instance=instance, resources=defs.resources,
+                          partition_key=day.isoformat(),
+                          run_config={"ops": {"testpol__purge__backfill__apply": {"config": {"dry_run": False}}}})
+    assert real.success and ids(pg, "events") == keep
+    profile = real.asset_materializations_for_node("testpol__purge__backfill__profile")[0].metadata
+    assert profile["rows_selected"].value == len(doomed) and profile["window"].value.startswith(day.isoformat())
+    applied = real.asset_materializations_for_node("testpol__purge__backfill__apply")[0].metadata
+    assert applied["rows"].value == len(doomed)

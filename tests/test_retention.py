@@ -155,3 +155,28 @@ def test_walk_blocks_reports_a_selected_row_updated_behind_its_cursor(tmp_path, 
         service.apply(policy, target, plan, dry_run=False)
         assert ids(pg, "events") == keep | ({moved} if remains else set())
         assert service.verify(target, plan)[0]["remaining_selected"] == (1 if remains else 0)
+
+
+def test_one_backfill_window_purges_only_its_old_rows(tmp_path, pg, dbname):
+    from datetime import timedelta
+
+    from dbsweep.plan import utcnow
+
+    load_events(pg, old=6000, new=2000)  # old rows are 10 to about 20 days old
+    now = utcnow()
+    start, end = now - timedelta(days=15), now - timedelta(days=12)
+    in_window = f"created_at >= '{start.isoformat()}' AND created_at < '{end.isoformat()}'"
+    doomed = ids(pg, "events", in_window)
+    assert 500 < len(doomed) < 6000
+    keep = ids(pg, "events") - doomed
+    policy, target, plan = plan_and_gate(retention_policy(tmp_path, dbname, batch_size=300))
+    windowed = service.make_plan(policy, "purge", target, now=now, window=(start, end))
+    assert windowed.rows_selected == len(doomed) and windowed.profile[0]["window"].startswith(start.isoformat())
+    from expectations.runner import gate
+
+    service.record_gate(target, windowed, gate(windowed))
+    report = service.apply(policy, target, windowed, dry_run=False)
+    assert ids(pg, "events") == keep and report.rows == len(doomed)
+    assert service.verify(target, windowed)[0]["remaining_matching"] == 0
+    newer_than_cutoff = service.make_plan(policy, "purge", target, now=now, window=(now - timedelta(days=3), now))
+    assert newer_than_cutoff.rows_selected == 0  # a window past the cutoff selects nothing

@@ -14,7 +14,7 @@ from ..durations import parse_duration
 from ..errors import BadInput
 from ..keys import from_json, up_to_key
 from ..plan import PhasePlan, Step
-from ..policy import Duration, PhaseBase
+from ..policy import Duration, PhaseBase, Strict
 from ..predicate import check_where
 from .common import PlanParts, key_columns, walk_step
 from .partitioned import partition_steps
@@ -22,6 +22,13 @@ from .partitioned import partition_steps
 GATE_SUITE = "retention_gate"
 VERIFY_SUITE = "retention_verify"
 AGE_BUCKETS = [("<1d", 1), ("1-7d", 7), ("7-30d", 30), ("30-90d", 90), ("90d-1y", 365), ("1-2y", 730), (">2y", None)]
+
+
+class Backfill(Strict):
+    """Windows of `time_column`, from `start`, each purged by its own plan and run."""
+
+    start: date
+    window: Literal["day", "week", "month"] = "month"
 
 
 class Config(PhaseBase):
@@ -36,6 +43,7 @@ class Config(PhaseBase):
     # "blocks": walk heap-block ranges (PostgreSQL TID range scans) even when there is a key: sequential
     # reads, about as fast as one DELETE; a selected row updated into an already-swept block stays
     walk: Literal["key", "blocks"] = "key"
+    backfill: Backfill | None = None  # time windows (Dagster partitions) to purge a long history one at a time
 
     @model_validator(mode="after")
     def _one_cutoff(self) -> Config:
@@ -64,6 +72,9 @@ def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
     time_col = table.c[step.spec["time_column"]]
     cutoff = _column_moment(time_col, datetime.fromisoformat(step.spec["cutoff"]))
     clauses = [time_col < cutoff]
+    if step.spec.get("window"):
+        start, end = (_column_moment(time_col, datetime.fromisoformat(t)) for t in step.spec["window"])
+        clauses += [time_col >= start, time_col < end]
     if step.spec.get("where"):
         clauses.append(sa.literal_column(f"({step.spec['where']})", sa.Boolean))
     for keep in step.spec.get("keep", []):
@@ -97,7 +108,10 @@ def _keep_rules(conn: sa.Connection, table: sa.Table, references: list[str]) -> 
     return rules
 
 
-def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) -> PlanParts:
+def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime,
+               window: tuple[datetime, datetime] | None = None) -> PlanParts:
+    """`window`: only rows with start <= time_column < end (one backfill window), still older
+    than the cutoff."""
     table = reflect_table(conn, cfg.table)
     time_col = column(table, cfg.time_column)
     cutoff = _aware(cfg.cutoff) if cfg.cutoff else now - parse_duration(cfg.older_than)
@@ -106,6 +120,8 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
     where = check_where(cfg.where, list(table.c.keys()), dialect.name) if cfg.where else None
     spec = {"time_column": time_col.name, "cutoff": cutoff.isoformat(), "where": where,
             "keep": _keep_rules(conn, table, cfg.keep_if_referenced_by)}
+    if window is not None:
+        spec["window"] = [_aware(moment).isoformat() for moment in window]
     probe = Step(table=table.fullname, walk="key", rows_selected=0, batch_size=cfg.start_batch_size, spec=spec)
     chosen = selection(table, probe)
 
@@ -137,8 +153,10 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         "cutoff": cutoff,
         "est_bytes": int(table_bytes * fraction) if table_bytes is not None else None,
     }
+    if window is not None:
+        profile["window"] = " to ".join(spec["window"])
     steps = None
-    if cfg.partition_fast_path and not cfg.keep_if_referenced_by:  # a kept row may sit in any partition
+    if cfg.partition_fast_path and not cfg.keep_if_referenced_by and window is None:  # a kept row may sit anywhere
         steps = partition_steps(conn, dialect, table, time_col, cutoff, spec, cfg.start_batch_size, selection,
                                 cfg.walk)
         if steps is not None:
