@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,6 +20,7 @@ from .plan import PhasePlan, PlanFile
 from .policy import Policy, load_policy
 from .redact import redact
 from .target import Target, connect
+from .windows import parse_window
 
 app = typer.Typer(
     help="Clean production databases safely: plan, gate, batched apply, verify.",
@@ -31,6 +33,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 PolicyArg = Annotated[Path, typer.Argument(help="Policy file (TOML), e.g. policies/telemetry.toml.")]
 PhaseOpt = Annotated[Optional[list[str]], typer.Option("--phase", "-p", help="Phase name; repeat for several. Default: every phase.")]
 EnvOpt = Annotated[Optional[str], typer.Option("--env", "-e", help="Policy environment (default: DBSWEEP_ENV, else the policy's default_env).")]
+WindowOpt = Annotated[Optional[str], typer.Option("--window", "-w", help="Retention only: purge one window of the time column, e.g. 2022-03 (a month), 2022-03-05 (a day) or 2022-03-01..2022-04-15 (end excluded).")]
 
 
 def guarded(command):
@@ -71,6 +74,11 @@ def _phases(policy: Policy, phases: list[str] | None) -> list[str]:
     return phases
 
 
+def _window_of(plan: PhasePlan):
+    window = plan.steps[0].spec.get("window") if plan.steps else None
+    return tuple(datetime.fromisoformat(t) for t in window) if window else None
+
+
 def _gate(target: Target, plan: PhasePlan) -> PhasePlan:
     from expectations.runner import gate  # Great Expectations: imported only when a gate runs
 
@@ -79,14 +87,15 @@ def _gate(target: Target, plan: PhasePlan) -> PhasePlan:
 
 @app.command()
 @guarded
-def plan(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
+def plan(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, window: WindowOpt = None,
          output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the frozen plan (cutoff report) as JSON.")] = None):
     """Discovery and gate: profile each phase, freeze its cutoff and selection, run its
     Great Expectations gate. Exit 3 when a gate refuses."""
     from .report import print_plan
 
     policy, target = _open(policy_path, env)
-    plans = [_gate(target, service.make_plan(policy, name, target)) for name in _phases(policy, phase)]
+    bounds = parse_window(window) if window else None
+    plans = [_gate(target, service.make_plan(policy, name, target, window=bounds)) for name in _phases(policy, phase)]
     print_plan(out, target, plans)
     if output:
         PlanFile(policy=policy.name, env=target.env, phases=plans).write(output)
@@ -102,12 +111,17 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Check plan, gate and confirmation; change nothing.")] = False,
         confirm: Annotated[Optional[str], typer.Option("--confirm", help="Phase name; required for a real run in a protected env.")] = None,
         batch_size: Annotated[Optional[int], typer.Option(min=1, help="Override the phase's batch_size.")] = None,
-        max_rows: Annotated[Optional[int], typer.Option(min=1, help="Stop (resumable) after this many rows.")] = None):
+        max_rows: Annotated[Optional[int], typer.Option(min=1, help="Stop (resumable) after this many rows.")] = None,
+        window: WindowOpt = None):
     """Apply phases in batches. Without --plan: resume the phase's unfinished run if there is
-    one, else plan and gate now. Exit 4 when stopped early (resumable: run again)."""
+    one (with --window: one of that window), else plan and gate now. Exit 4 when stopped early
+    (resumable: run again)."""
     from .report import print_dry_run, print_run
 
     policy, target = _open(policy_path, env)
+    bounds = parse_window(window) if window else None
+    if bounds and plan_file:
+        raise BadInput("--window and --plan do not go together: the plan file already holds its selection")
     frozen = PlanFile.read(plan_file) if plan_file else None
     names = _phases(policy, phase) if phase or not frozen else [p.phase for p in frozen.phases]
     stopped = []
@@ -116,10 +130,13 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
             chosen = frozen.phase(name)
         else:
             chosen = service.resumable_plan(policy, name, target)
+            if chosen is not None and bounds and _window_of(chosen) != bounds:
+                chosen = None  # an unfinished run of another window stays for its own command
             if chosen is not None:
-                out.print(f"[bold]{name}[/]: resuming plan {chosen.plan_id} (cutoff frozen at {chosen.cutoff})")
+                within = f"window {' to '.join(map(str, _window_of(chosen)))}, " if _window_of(chosen) else ""
+                out.print(f"[bold]{name}[/]: resuming plan {chosen.plan_id} ({within}cutoff frozen at {chosen.cutoff})")
             else:
-                chosen = _gate(target, service.make_plan(policy, name, target))
+                chosen = _gate(target, service.make_plan(policy, name, target, window=bounds))
         if dry_run:
             print_dry_run(out, service.apply(policy, target, chosen, dry_run=True, confirm=confirm, batch_size=batch_size))
             continue

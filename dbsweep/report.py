@@ -43,6 +43,8 @@ def print_plan(out: Console, target, plans: list[PhasePlan]) -> None:
         for row in plan.profile:
             if row.get("whole_partitions"):
                 out.print(f"{plan.phase}: partitions going whole: {', '.join(row['whole_partitions'])}")
+            if row.get("window"):
+                out.print(f"{plan.phase}: only the window {row['window']} of {row['table']}")
         _print_checks(out, plan.phase, plan.checks)
 
 

@@ -207,3 +207,24 @@ def test_cli_restore_puts_rows_back_and_is_idempotent(tmp_path, pg, dbname):
     assert second.returncode == 0 and "already restored" in second.stdout and count(pg, "events") == 1000
     unknown = run_cli("restore", "nosuchrun", "--policy", path)
     assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
+
+
+def test_run_one_window_then_bad_windows_exit_2(tmp_path, pg, dbname):
+    from datetime import timedelta
+
+    from dbsweep.plan import utcnow
+
+    load_events(pg, old=6000, new=2000)  # old rows are 10 to about 20 days old
+    day = (utcnow() - timedelta(days=14)).date()
+    start = f"timestamptz '{day.isoformat()} 00:00:00+00'"
+    doomed = ids(pg, "events", f"created_at >= {start} AND created_at < {start} + interval '1 day'")
+    keep = ids(pg, "events") - doomed
+    path = retention_policy(tmp_path, dbname, batch_size=200)
+    result = run_cli("run", path, "--phase", "purge", "--window", day.isoformat())
+    assert result.returncode == 0, result.stderr
+    assert ids(pg, "events") == keep and f"{len(doomed):,}" in result.stdout
+    for window, message in (("2022-13", "malformed window"), ("2022-03-01..2022-02-01", "is empty"),
+                            ("yesterday", "malformed window")):
+        bad = run_cli("run", path, "--phase", "purge", "--window", window)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and message in bad.stderr, bad.stderr
+    assert ids(pg, "events") == keep
