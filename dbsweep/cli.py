@@ -199,6 +199,25 @@ def status(policy_path: Annotated[Optional[Path], typer.Argument(help="Policy fi
 
 @app.command()
 @guarded
+def health(policy_path: PolicyArg, env: EnvOpt = None,
+           long_running: Annotated[str, typer.Option(help="Report sessions running or idle in a transaction for longer than this.")] = "5 minutes"):
+    """The health report: connectivity, connection use, the policy's tables (rows, size, dead
+    tuples, largest indexes), the oldest row against each retention rule, and long-running,
+    idle-in-transaction and blocked sessions. Exit 1 when something must be fixed before a cleanup."""
+    from .durations import parse_duration
+    from .health import PROBLEM, health_report
+    from .report import print_health
+
+    policy, target = _open(policy_path, env)
+    findings = health_report(policy, target, parse_duration(long_running))
+    print_health(out, policy, target, findings)
+    problems = [f for f in findings if f.status == PROBLEM]
+    if problems:
+        raise DbsweepError("health: " + "; ".join(f"{f.check} {f.subject}" for f in problems))
+
+
+@app.command()
+@guarded
 def restore(run_id: Annotated[str, typer.Argument(help="Run id, as `dbsweep status` lists it.")],
             policy_path: Annotated[Optional[Path], typer.Option("--policy", help="Policy file; default: the policy in ./policies whose database holds the run.")] = None,
             env: EnvOpt = None):

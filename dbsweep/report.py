@@ -98,3 +98,13 @@ def print_status(out: Console, policy, target, runs, undoable: set[str]) -> None
         table.add_row(run.run_id, run.phase, run.plan_id, run.state, f"{run.rows_done:,}", f"{run.batches_done:,}",
                       _when(run.started_at), _when(run.updated_at), run.stop_reason or "", resumable)
     out.print(table)
+
+
+def print_health(out: Console, policy, target, findings) -> None:
+    table = Table(title=f"{policy.name} health on {target.display_url} (env {target.env})")
+    for name in ("check", "subject", "finding", "status"):
+        table.add_column(name)
+    colour = {"ok": "green", "warn": "yellow", "problem": "red"}
+    for f in findings:
+        table.add_row(f.check, f.subject, f.value, f"[{colour[f.status]}]{f.status}[/]")
+    out.print(table)

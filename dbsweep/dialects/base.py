@@ -50,6 +50,24 @@ class Dialect:
         """The worst replica's replay lag; None when there is no replica (or no way to know)."""
         return None
 
+    # health: what the database's own statistics say (None / empty where it keeps none) -----
+    def connection_usage(self, conn: sa.Connection) -> tuple[int, int] | None:
+        """(client connections now, the server's limit)."""
+        return None
+
+    def table_stats(self, conn: sa.Connection, table: sa.Table) -> tuple[int, int, int, object] | None:
+        """(live rows, dead rows, bytes with indexes, last vacuum) from the statistics views."""
+        return None
+
+    def sessions(self, conn: sa.Connection, longer_than_s: float) -> list[dict]:
+        """Other sessions that are blocked, running or idle in a transaction for longer than that:
+        pid, state, blocked_by, for (seconds), query (its start)."""
+        return []
+
+    def largest_indexes(self, conn: sa.Connection, tables: list[sa.Table], limit: int) -> list[tuple[str, str, int]]:
+        """(index, table, bytes), largest first."""
+        return []
+
     # catalog: what depends on a table (retire) and moving it --------------------------------
     def inbound_foreign_keys(self, conn: sa.Connection, table: sa.Table) -> list[str]:
         raise BadInput(f"retire is not supported on {self.name}: it cannot read dependencies from the catalog")

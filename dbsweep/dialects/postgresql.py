@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..archive import ARCHIVED_AT, BATCH_NO, RUN_ID
+from ..redact import redact
 from ..keys import after_key, up_to_key
 from .base import NO_ARCHIVE, BatchOutcome, Dialect, saved_columns
 
@@ -60,6 +61,43 @@ class PostgresDialect(Dialect):
         value = conn.execute(sa.text(
             "SELECT max(extract(epoch FROM coalesce(replay_lag, interval '0'))) FROM pg_stat_replication")).scalar()
         return None if value is None else float(value)
+
+    # health ---------------------------------------------------------------------------------
+    def connection_usage(self, conn):
+        row = conn.execute(sa.text("SELECT count(*) FILTER (WHERE backend_type = 'client backend'), "
+                                   "current_setting('max_connections')::int FROM pg_stat_activity")).one()
+        return int(row[0]), int(row[1])
+
+    def table_stats(self, conn, table):
+        row = conn.execute(sa.text("""
+            SELECT n_live_tup, n_dead_tup, pg_total_relation_size(relid), greatest(last_vacuum, last_autovacuum)
+            FROM pg_stat_user_tables WHERE relid = to_regclass(:t)"""), {"t": self._regname(conn, table)}).first()
+        return None if row is None else (int(row[0]), int(row[1]), int(row[2]), row[3])
+
+    def sessions(self, conn, longer_than_s):
+        rows = conn.execute(sa.text("""
+            SELECT pid, state, array_to_string(pg_blocking_pids(pid), ', ') AS blocked_by,
+                   extract(epoch FROM now() - CASE WHEN state = 'idle in transaction' THEN state_change
+                                                   ELSE query_start END) AS for_s,
+                   left(regexp_replace(query, '\s+', ' ', 'g'), 80) AS query
+            FROM pg_stat_activity
+            WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND datname = current_database()
+              AND (cardinality(pg_blocking_pids(pid)) > 0
+                   OR (state = 'active' AND now() - query_start > make_interval(secs => :s))
+                   OR (state = 'idle in transaction' AND now() - state_change > make_interval(secs => :s)))
+            ORDER BY for_s DESC"""), {"s": longer_than_s}).all()
+        return [{"pid": r.pid, "state": r.state, "blocked_by": r.blocked_by, "for": float(r.for_s or 0),
+                 "query": redact(r.query or "")} for r in rows]
+
+    def largest_indexes(self, conn, tables, limit):
+        if not tables:
+            return []
+        rows = conn.execute(sa.text("""
+            SELECT i.indexrelid::regclass::text, i.indrelid::regclass::text, pg_relation_size(i.indexrelid)
+            FROM pg_index i
+            WHERE i.indrelid IN (SELECT to_regclass(name) FROM unnest(CAST(:names AS text[])) AS name)
+            ORDER BY 3 DESC, 1 LIMIT :n"""), {"names": [self._regname(conn, t) for t in tables], "n": limit}).all()
+        return [(r[0], r[1], int(r[2])) for r in rows]
 
     def try_phase_lock(self, conn, key):
         return bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(sa.func.hashtextextended(key, 0)))).scalar())

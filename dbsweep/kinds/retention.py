@@ -108,11 +108,9 @@ def _keep_rules(conn: sa.Connection, table: sa.Table, references: list[str]) -> 
     return rules
 
 
-def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime,
-               window: tuple[datetime, datetime] | None = None) -> PlanParts:
-    """`window`: only rows with start <= time_column < end (one backfill window), still older
-    than the cutoff."""
-    table = reflect_table(conn, cfg.table)
+def _rule(cfg: Config, conn: sa.Connection, dialect: Dialect, table: sa.Table, now: datetime):
+    """The time column, the cutoff, and the spec `selection` rebuilds the rule from, all checked
+    against the live catalog."""
     time_col = column(table, cfg.time_column)
     cutoff = _aware(cfg.cutoff) if cfg.cutoff else now - parse_duration(cfg.older_than)
     if cutoff > now:
@@ -120,6 +118,26 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
     where = check_where(cfg.where, list(table.c.keys()), dialect.name) if cfg.where else None
     spec = {"time_column": time_col.name, "cutoff": cutoff.isoformat(), "where": where,
             "keep": _keep_rules(conn, table, cfg.keep_if_referenced_by)}
+    return time_col, cutoff, spec
+
+
+def oldest(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """The oldest row the rule would delete now, and the oldest row of all (a kept one may be
+    older): min() of the time column, an index's first entry when there is one."""
+    table = reflect_table(conn, cfg.table)
+    time_col, _, spec = _rule(cfg, conn, dialect, table, now)
+    due = selection(table, Step(table=table.fullname, walk="key", rows_selected=0, batch_size=1, spec=spec))
+    row = conn.execute(sa.select(sa.select(sa.func.min(time_col)).where(due).scalar_subquery(),
+                                 sa.select(sa.func.min(time_col)).scalar_subquery())).one()
+    return _as_utc(row[0]), _as_utc(row[1])
+
+
+def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime,
+               window: tuple[datetime, datetime] | None = None) -> PlanParts:
+    """`window`: only rows with start <= time_column < end (one backfill window), still older
+    than the cutoff."""
+    table = reflect_table(conn, cfg.table)
+    time_col, cutoff, spec = _rule(cfg, conn, dialect, table, now)
     if window is not None:
         spec["window"] = [_aware(moment).isoformat() for moment in window]
     probe = Step(table=table.fullname, walk="key", rows_selected=0, batch_size=cfg.start_batch_size, spec=spec)
