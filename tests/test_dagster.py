@@ -200,3 +200,15 @@ def test_backfill_window_partition_purges_only_that_window(tmp_path, pg, dbname)
     assert profile["rows_selected"].value == len(doomed) and profile["window"].value.startswith(day.isoformat())
     applied = real.asset_materializations_for_node("testpol__purge__backfill__apply")[0].metadata
     assert applied["rows"].value == len(doomed)
+
+
+def test_health_asset_reports_and_its_check_passes(tmp_path, pg, dbname):
+    load_events(pg, old=300, new=200)
+    retention_policy(tmp_path, dbname)
+    defs = _defs(tmp_path)
+    result = _materialize(defs, dg.AssetSelection.assets(dg.AssetKey(["testpol", "health"])), dg.DagsterInstance.ephemeral())
+    metadata = result.asset_materializations_for_node("testpol__health")[0].metadata
+    assert metadata["problems"].value == 0 and metadata["warnings"].value >= 1  # the retention rule has rows due
+    assert "retention" in metadata["report"].value and "due" in metadata["report"].value
+    checks = result.get_asset_check_evaluations()
+    assert [(c.check_name, c.passed) for c in checks] == [("no_problems", True)]
