@@ -97,3 +97,16 @@ def test_sqlite_health_counts_rows_and_finds_what_is_due(tmp_path):
     assert found[("table", "events")].value == "2 rows"
     assert found[("retention", "purge")].status == WARN and "30 days old" in found[("retention", "purge")].value
     assert {check for check, _ in found} == {"connectivity", "table", "retention"}
+
+
+def test_partitioned_table_rows_size_and_due(tmp_path, pg, dbname):
+    """The parent of a partitioned table keeps no statistics: its leaves are summed."""
+    with pg.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE events (id bigint, created_at timestamptz NOT NULL) PARTITION BY RANGE (created_at)")
+        conn.exec_driver_sql("CREATE TABLE events_old PARTITION OF events FOR VALUES FROM ('2000-01-01') TO ('2020-01-01')")
+        conn.exec_driver_sql("CREATE TABLE events_new PARTITION OF events FOR VALUES FROM ('2020-01-01') TO (MAXVALUE)")
+        conn.exec_driver_sql("INSERT INTO events SELECT g, now() - make_interval(days => mod(g, 30)) FROM generate_series(1, 300) g")
+    found = _findings(retention_policy(tmp_path, dbname))
+    rows = found[("table", "events")].value
+    assert rows.startswith("300 rows") and not rows.endswith(" 0 B")
+    assert "due" in found[("retention", "purge")].value and "29 days old" in found[("retention", "purge")].value

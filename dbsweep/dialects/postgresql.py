@@ -69,10 +69,13 @@ class PostgresDialect(Dialect):
         return int(row[0]), int(row[1])
 
     def table_stats(self, conn, table):
+        """Summed over the leaf partitions of a partitioned table (the parent keeps no statistics)."""
         row = conn.execute(sa.text("""
-            SELECT n_live_tup, n_dead_tup, pg_total_relation_size(relid), greatest(last_vacuum, last_autovacuum)
-            FROM pg_stat_user_tables WHERE relid = to_regclass(:t)"""), {"t": self._regname(conn, table)}).first()
-        return None if row is None else (int(row[0]), int(row[1]), int(row[2]), row[3])
+            SELECT sum(s.n_live_tup), sum(s.n_dead_tup), sum(pg_total_relation_size(s.relid)),
+                   max(greatest(s.last_vacuum, s.last_autovacuum)), count(*)
+            FROM pg_partition_tree(to_regclass(:t)) tree JOIN pg_stat_user_tables s ON s.relid = tree.relid
+            WHERE tree.isleaf"""), {"t": self._regname(conn, table)}).one()
+        return None if not row[4] else (int(row[0]), int(row[1]), int(row[2]), row[3])
 
     def sessions(self, conn, longer_than_s):
         rows = conn.execute(sa.text("""
