@@ -53,11 +53,12 @@ def _archived_ids(engine, mode: str, archive_dir: Path) -> list:
     return [i for f in files for i in pq.read_table(archive_dir / f, columns=["id"]).column("id").to_pylist()]
 
 
-@pytest.mark.parametrize("mode", ["table", "parquet"])
-def test_five_sigkills_of_an_archived_purge(tmp_path, pg, dbname, mode):
+@pytest.mark.parametrize("mode,walk", [("table", "key"), ("parquet", "key"), ("table", "blocks")])
+def test_five_sigkills_of_an_archived_purge(tmp_path, pg, dbname, mode, walk):
     load_events(pg, old=30000, new=10000)
     original, keep = ids(pg, "events"), ids(pg, "events", NEW)
-    path = retention_policy(tmp_path, dbname, batch_size=300, extra=f'archive = "{mode}"\nsleep_ms = 15', archive_dir="arch")
+    path = retention_policy(tmp_path, dbname, batch_size=300, archive_dir="arch",
+                            extra=f'archive = "{mode}"\nsleep_ms = 15\nwalk = "{walk}"')
     rng = random.Random(7)
     for kill in range(5):
         proc = _start(path)
