@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from .errors import BadInput
 
+
 class DurationError(BadInput, ValueError):
     """A ValueError too, so pydantic reports it against the policy key that holds it."""
 

@@ -26,8 +26,7 @@ from .ledger import FAILED, FINISHED, RUNNING, STOPPED, Ledger, RunRecord
 from .plan import PhasePlan, Step, utcnow
 from .redact import redact
 from .throttle import FINISHED as REASON_FINISHED
-from .throttle import ROW_CAP
-from .throttle import BatchSizer, ReplicaLagThrottle, StopOnSignals, StopRules
+from .throttle import ROW_CAP, BatchSizer, ReplicaLagThrottle, StopOnSignals, StopRules
 
 # lock_not_available, query_canceled (statement timeout), serialization_failure, deadlock_detected
 TRANSIENT_SQLSTATES = {"55P03", "57014", "40001", "40P01"}

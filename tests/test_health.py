@@ -10,7 +10,14 @@ import sqlalchemy as sa
 from dbsweep.health import PROBLEM, WARN, health_report
 from dbsweep.policy import load_policy
 from dbsweep.target import connect
-from tests.conftest import RETENTION, count, load_events, retention_policy, run_cli, write_policy
+from tests.conftest import (
+    RETENTION,
+    count,
+    load_events,
+    retention_policy,
+    run_cli,
+    write_policy,
+)
 from tests.helpers import purge
 
 

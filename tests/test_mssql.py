@@ -7,9 +7,17 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.mssql import pymssql
 
 from dbsweep.archive import archive_table_for
-from dbsweep.dialects.mssql import (DEPENDENT_OBJECTS, INBOUND_FOREIGN_KEYS, TRIGGERS_ON, create_schema_statement,
-                                    delete_statement, lock_timeout_statement, move_statement, rename_statement,
-                                    update_statement)
+from dbsweep.dialects.mssql import (
+    DEPENDENT_OBJECTS,
+    INBOUND_FOREIGN_KEYS,
+    TRIGGERS_ON,
+    create_schema_statement,
+    delete_statement,
+    lock_timeout_statement,
+    move_statement,
+    rename_statement,
+    update_statement,
+)
 from dbsweep.keys import after_key, up_to_key
 from dbsweep.kinds import reset, retention
 from dbsweep.kinds.reset import previous_table_for

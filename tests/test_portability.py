@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from tests.conftest import RETENTION, ROOT, run_cli, write_policy
 from tests.helpers import purge
 
+
 def _sqlite_events(path, with_key: bool):
     engine = sa.create_engine(f"sqlite:///{path}")
     pk = "INTEGER PRIMARY KEY" if with_key else "INTEGER"

@@ -51,8 +51,8 @@ def test_reset_rules_give_the_seeds_outcome_and_restore_gives_back_every_value(t
         saved = conn.execute(sa.text('SELECT count(*) FROM "FACT_ORDER_LIST__previous"')).scalar()
     assert saved == needing
 
-    from expectations.runner import verification
     from dbsweep import service
+    from expectations.runner import verification
 
     rows = service.verify(target, plan)
     assert verification(plan, rows).passed and rows[-1]["check"].startswith("consumer query")

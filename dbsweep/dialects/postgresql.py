@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..archive import ARCHIVED_AT, BATCH_NO, RUN_ID
-from ..redact import redact
 from ..keys import after_key, up_to_key
+from ..redact import redact
 from .base import NO_ARCHIVE, BatchOutcome, Dialect, saved_columns
 
 ROW_LOCATOR = sa.literal_column("ctid")

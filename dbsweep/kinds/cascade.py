@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
 from pydantic import Field, field_validator, model_validator
+from sqlalchemy.ext.compiler import compiles
 
 from ..archive import TableArchive
 from ..catalog import column, primary_key, reflect_table
