@@ -39,16 +39,17 @@ def partitions(engine) -> set[str]:
             "WHERE i.inhparent = 'events'::regclass"))}
 
 
-@pytest.mark.parametrize("archive", ["none", "table"])
-def test_fast_path_drops_only_whole_expired_partitions(tmp_path, pg, dbname, archive):
+@pytest.mark.parametrize("archive,walk", [("none", "key"), ("table", "key"), ("table", "blocks")])
+def test_fast_path_drops_only_whole_expired_partitions(tmp_path, pg, dbname, archive, walk):
     load_partitioned(pg)
     before, keep = ids(pg, "events"), ids(pg, "events", NEW)
     before_parts = partitions(pg)
-    path = retention_policy(tmp_path, dbname, batch_size=500, extra=f'archive = "{archive}"')
+    path = retention_policy(tmp_path, dbname, batch_size=500, extra=f'archive = "{archive}"\nwalk = "{walk}"')
     plan, report, target = purge(path)
 
     whole = [s for s in plan.steps if s.walk == "partition"]
     batched = [s for s in plan.steps if s.walk != "partition"]
+    assert {s.walk for s in batched} == {"key" if walk == "key" else "block"}
     assert len(whole) == 5  # 12..8 days ago lie wholly before the cutoff; day 7 holds it
     assert plan.profile[0]["whole_partitions"] == [s.table for s in whole]
     assert {s.table.split(".")[1] for s in batched} == {"events_default", min(
