@@ -54,7 +54,7 @@ def health_report(policy: Policy, target: Target, long_running: timedelta = time
     began = time.perf_counter()
     try:
         with target.engine.connect() as conn:
-            version = conn.execute(sa.text(_VERSION[target.dialect] if target.dialect in _VERSION else "SELECT 1")).scalar()
+            version = dialect_for(conn).server_version(conn)
     except sa.exc.DBAPIError as exc:
         raise DbsweepError(f"health: cannot connect to {target.display_url}: {redact(str(exc.orig).splitlines()[0])}") from None
     findings = [Finding("connectivity", target.display_url, f"{(time.perf_counter() - began) * 1000:.0f} ms; {version}")]
@@ -74,9 +74,6 @@ def health_report(policy: Policy, target: Target, long_running: timedelta = time
         findings += _indexes(dialect, conn, list(tables.values()))
     return findings
 
-
-_VERSION = {"postgresql": "SELECT version()", "sqlite": "SELECT 'SQLite ' || sqlite_version()",
-            "mssql": "SELECT @@VERSION"}
 
 
 def _connections(dialect, conn) -> list[Finding]:

@@ -204,7 +204,7 @@ def test_cascade_statements():
 def test_newest_activity_needs_no_greatest():
     """GREATEST exists only from SQL Server 2022: the newest of several activity columns is the
     MAX over them as rows (NULLs ignored, as PostgreSQL's greatest() does)."""
-    from dbsweep.kinds.cascade import latest_of
+    from dbsweep.dialects.functions import latest_of
 
     contacts = sa.Table("contacts", sa.MetaData(), sa.Column("id", sa.BigInteger, primary_key=True),
                         sa.Column("updated_at", sa.DateTime), sa.Column("last login", sa.DateTime), schema="dbo")

@@ -161,6 +161,8 @@ def test_one_backfill_window_purges_only_its_old_rows(tmp_path, pg, dbname):
     from datetime import timedelta
 
     from dbsweep.plan import utcnow
+    from dbsweep.policy import load_policy
+    from dbsweep.target import connect
 
     load_events(pg, old=6000, new=2000)  # old rows are 10 to about 20 days old
     now = utcnow()
@@ -169,7 +171,8 @@ def test_one_backfill_window_purges_only_its_old_rows(tmp_path, pg, dbname):
     doomed = ids(pg, "events", in_window)
     assert 500 < len(doomed) < 6000
     keep = ids(pg, "events") - doomed
-    policy, target, plan = plan_and_gate(retention_policy(tmp_path, dbname, batch_size=300))
+    policy = load_policy(retention_policy(tmp_path, dbname, batch_size=300))
+    target = connect(policy)
     windowed = service.make_plan(policy, "purge", target, now=now, window=(start, end))
     assert windowed.rows_selected == len(doomed) and windowed.profile[0]["window"].startswith(start.isoformat())
     from expectations.runner import gate

@@ -51,6 +51,9 @@ class Dialect:
         return None
 
     # health: what the database's own statistics say (None / empty where it keeps none) -----
+    def server_version(self, conn: sa.Connection) -> str:
+        return f"{conn.dialect.name} {'.'.join(map(str, conn.dialect.server_version_info or ()))}".strip()
+
     def connection_usage(self, conn: sa.Connection) -> tuple[int, int] | None:
         """(client connections now, the server's limit)."""
         return None

@@ -63,6 +63,9 @@ class PostgresDialect(Dialect):
         return None if value is None else float(value)
 
     # health ---------------------------------------------------------------------------------
+    def server_version(self, conn):
+        return conn.execute(sa.text("SELECT version()")).scalar()
+
     def connection_usage(self, conn):
         row = conn.execute(sa.text("SELECT count(*) FILTER (WHERE backend_type = 'client backend'), "
                                    "current_setting('max_connections')::int FROM pg_stat_activity")).one()
@@ -124,8 +127,7 @@ class PostgresDialect(Dialect):
         same statement); the counts come back in order."""
         ctes, counted = [], []
         for i, (table, where, limit, sink) in enumerate(parts):
-            some = sa.func.array(sa.select(ROW_LOCATOR).select_from(table).where(where).limit(limit).scalar_subquery())
-            stmt = sa.delete(table).where(ROW_LOCATOR == sa.any_(some))
+            stmt = _delete_some_statement(table, where, limit)
             if sink.mode == "table":
                 gone, kept = _archived_delete(stmt, table, sink.archive, sink.stamp, f"_{i}")
                 ctes += [gone, kept]
@@ -203,8 +205,7 @@ class PostgresDialect(Dialect):
     def delete_some(self, conn, table, where, limit, sink=NO_ARCHIVE):
         """By ctid: a TID scan, with or without a primary key. The row versions the subquery saw are
         deleted; one updated meanwhile has a new ctid and is left for the next call."""
-        some = sa.func.array(sa.select(ROW_LOCATOR).select_from(table).where(where).limit(limit).scalar_subquery())
-        return sink.apply(conn, sa.delete(table).where(ROW_LOCATOR == sa.any_(some)), table)
+        return sink.apply(conn, _delete_some_statement(table, where, limit), table)
 
     def delete_batch(self, conn, table, keys, selection, after, last, size, sink=NO_ARCHIVE):
         """One statement: pick the next `size` selected rows in key order, delete them by ctid
@@ -390,3 +391,9 @@ def _archived_delete(stmt: sa.Delete, table: sa.Table, archive: sa.Table, stamp:
     kept = (sa.insert(archive).from_select([*table.c.keys(), RUN_ID, BATCH_NO, ARCHIVED_AT], copied)
             .returning(sa.literal_column("1")).cte(f"kept{suffix}"))
     return gone, kept
+
+
+def _delete_some_statement(table: sa.Table, where, limit: int) -> sa.Delete:
+    """DELETE of at most `limit` rows matching `where`, addressed by ctid."""
+    some = sa.func.array(sa.select(ROW_LOCATOR).select_from(table).where(where).limit(limit).scalar_subquery())
+    return sa.delete(table).where(ROW_LOCATOR == sa.any_(some))

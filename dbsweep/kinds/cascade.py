@@ -17,12 +17,12 @@ from typing import Literal
 
 import sqlalchemy as sa
 from pydantic import Field, field_validator, model_validator
-from sqlalchemy.ext.compiler import compiles
 
 from ..archive import TableArchive
 from ..catalog import column, primary_key, reflect_table
 from ..dialects import Dialect
 from ..dialects.base import NO_ARCHIVE
+from ..dialects.functions import latest_of
 from ..durations import parse_duration
 from ..errors import BadInput
 from ..keys import from_json, to_json
@@ -232,26 +232,6 @@ def _latest_activity(tables, spec, parent: sa.Table, key: sa.Column):
     if not parts:
         return sa.null()
     return parts[0] if len(parts) == 1 else latest_of(*parts)
-
-
-class latest_of(sa.sql.functions.GenericFunction):
-    """The largest non-NULL argument, NULL when all are: greatest() on PostgreSQL; elsewhere
-    (SQLite's max(a, b) is NULL if any is; SQL Server before 2022 has no GREATEST) the aggregate
-    over the arguments as rows."""
-
-    inherit_cache = True
-    name = "latest_of"
-
-
-@compiles(latest_of)
-def _latest_of_generic(element, compiler, **kw):
-    rows = " UNION ALL ".join(f"SELECT {compiler.process(arg, **kw)} AS v" for arg in element.clauses)
-    return f"(SELECT max(v) FROM ({rows}) AS latest)"
-
-
-@compiles(latest_of, "postgresql")
-def _latest_of_postgresql(element, compiler, **kw):
-    return f"greatest({compiler.process(element.clause_expr.element, **kw)})"
 
 
 def _unexpected_parents(conn, tables, spec, chosen, p: Parent) -> list[str]:
