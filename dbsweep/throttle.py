@@ -14,9 +14,13 @@ SIGNAL = "signal"
 
 
 class BatchSizer:
-    """Fixed size, or (with target_ms) sized from a decaying average of rows per second."""
+    """Fixed size, or (with target_ms) sized from a decaying average of rows per second, growing at
+    most GROWTH times per batch and kept within [minimum, maximum]. Each batch costs a commit (a WAL
+    flush): a short ramp and a maximum the target usually decides keep the batches few."""
 
-    def __init__(self, size: int, target_ms: int | None = None, minimum: int = 100, maximum: int = 100_000):
+    GROWTH = 4
+
+    def __init__(self, size: int, target_ms: int | None = None, minimum: int = 100, maximum: int = 250_000):
         self.size = size
         self.target_ms = target_ms
         self.minimum, self.maximum = min(minimum, size), max(maximum, size)
@@ -28,7 +32,7 @@ class BatchSizer:
         rate = rows / seconds
         self.rate = rate if self.rate is None else 0.7 * self.rate + 0.3 * rate
         wanted = self.rate * self.target_ms / 1000
-        self.size = int(max(self.minimum, min(self.maximum, wanted, self.size * 2)))
+        self.size = int(max(self.minimum, min(self.maximum, wanted, self.size * self.GROWTH)))
 
 
 @dataclass

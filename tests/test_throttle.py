@@ -4,7 +4,7 @@ import sqlalchemy as sa
 
 from dbsweep.dialects import dialect_for
 from dbsweep.ledger import Ledger
-from dbsweep.throttle import ReplicaLagThrottle, StopRules
+from dbsweep.throttle import BatchSizer, ReplicaLagThrottle, StopRules
 from tests.conftest import ids, load_events, retention_policy
 from tests.helpers import purge
 
@@ -42,3 +42,39 @@ def test_purge_with_lag_limit_and_runtime_limit_records_why(tmp_path, pg, dbname
     assert (state, reason) == ("stopped", "runtime limit")
     assert len(ids(pg, "events")) == 25000 - report.rows and keep <= ids(pg, "events")
     assert Ledger(pg).ledger_rows(report.run_id) == report.rows
+
+
+def test_batch_sizer_adapts_to_its_target_within_bounds():
+    sizer = BatchSizer(1000, target_ms=100, minimum=100, maximum=50_000)
+    sizer.observe(1000, 0.001)  # 1M rows/s wants 100k rows per 100 ms: one batch grows it 4x at most
+    assert sizer.size == 4000
+    for _ in range(4):
+        sizer.observe(sizer.size, sizer.size / 1e6)
+    assert sizer.size == 50_000  # the maximum holds
+    sizes = []
+    for _ in range(30):  # the rows now cost 100 us each: 1,000 rows per 100 ms, reached as the average decays
+        sizer.observe(sizer.size, sizer.size / 10_000)
+        sizes.append(sizer.size)
+    assert sizes == sorted(sizes, reverse=True) and 1000 <= sizes[-1] <= 1100
+    sizer.observe(sizer.size, sizer.size / 10)  # 10 rows/s: never below the minimum
+    for _ in range(10):
+        sizer.observe(sizer.size, sizer.size / 10)
+    assert sizer.size == 100
+    fixed = BatchSizer(500)
+    fixed.observe(500, 0.0001)
+    assert fixed.size == 500
+
+
+def test_purge_with_target_batch_ms_grows_its_batches_and_keeps_every_new_row(tmp_path, pg, dbname):
+    load_events(pg, old=40000, new=5000)
+    keep = ids(pg, "events", NEW)
+    path = retention_policy(tmp_path, dbname, batch_size=200, extra="target_batch_ms = 200")
+    plan, report, _ = purge(path)
+    assert report.state == "finished" and report.rows == plan.rows_selected
+    with pg.connect() as conn:
+        sizes = conn.execute(sa.text("SELECT rows FROM dbsweep.batches WHERE run_id = :r ORDER BY batch_no"),
+                             {"r": report.run_id}).scalars().all()
+    # a key range walk sizes its ranges from the density it sees, so a batch is about, not exactly, its size
+    assert sizes[0] < 2 * 200 and max(sizes) >= 4 * 200 and max(sizes) <= 250_000
+    assert sum(sizes) == report.rows
+    assert ids(pg, "events") == keep
