@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from pydantic import Field, field_validator, model_validator
 
 from ..archive import TableArchive
-from ..catalog import column, primary_key, reflect_table
+from ..catalog import column, primary_key, reflect_table, reflect_tables
 from ..dialects import Dialect
 from ..dialects.base import NO_ARCHIVE
 from ..dialects.functions import latest_of
@@ -143,7 +143,7 @@ def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
 
 def reflect_all(conn: sa.Connection, spec: dict) -> dict[str, sa.Table]:
     names = [spec["parent"]["table"], *(c["table"] for c in spec["children"]), *(a["table"] for a in spec["activity"])]
-    return {name: reflect_table(conn, name) for name in dict.fromkeys(names)}
+    return reflect_tables(conn, names)
 
 
 # plan --------------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ class CascadeWalker:
             self.children = [self.tables[c["table"]] for c in self.spec["children"]]
             self.sinks = {t.fullname: self.sink.for_table(conn, self.dialect, t) if isinstance(self.sink, ArchiveSet)
                           else NO_ARCHIVE for t in [self.parent, *self.children]}
-            self.together = hasattr(self.dialect, "delete_some_each") and not _linked_to_each_other(conn, self.children)
+            self.together = hasattr(self.dialect, "delete_some_each") and not _linked_to_each_other(self.children)
             self.childless = [~sa.exists(sa.select(sa.literal(1)).select_from(table)
                                          .where(link(table, spec, self.parent, self.key)))
                               for table, spec in zip(self.children, self.spec["children"])]
@@ -394,16 +394,11 @@ class CascadeWalker:
         self.state = {"after": cursor.get("after"), "parents": cursor.get("parents"), "child": cursor.get("child", 0)}
 
 
-def _linked_to_each_other(conn: sa.Connection, children: list[sa.Table]) -> bool:
+def _linked_to_each_other(children: list[sa.Table]) -> bool:
     """Whether a child table has a foreign key to another: then they are deleted in their order."""
-    names = {(t.schema, t.name) for t in children}
-    inspector = sa.inspect(conn)
-    for table in children:
-        for fk in inspector.get_foreign_keys(table.name, schema=table.schema):
-            referred = (fk.get("referred_schema") or table.schema, fk["referred_table"])
-            if referred in names and referred != (table.schema, table.name):
-                return True
-    return False
+    names = {t.fullname for t in children}
+    return any(fk.target_fullname.rpartition(".")[0] in names - {table.fullname}
+               for table in children for fk in table.foreign_keys)
 
 
 class ArchiveSet:
