@@ -13,7 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from dbsweep import service
+from dbsweep.catalog import reflect_table
 from dbsweep.demo import nes
+from dbsweep.kinds.cascade import _linked_to_each_other
 from tests.conftest import ROOT, run_cli, write_policy
 from tests.helpers import plan_and_gate, purge
 
@@ -255,3 +257,49 @@ def test_a_lock_timeout_mid_cascade_is_retried_without_skipping_a_table(tmp_path
         holder.join()
     assert waited.is_set() and report.state == "finished"
     assert snapshot(pg) == keep and orphans(pg) == 0
+
+
+def test_child_tables_linked_to_each_other_are_seen_from_the_reflected_tables(pg):
+    with pg.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA crm")
+        conn.exec_driver_sql("CREATE TABLE crm.people (id bigint PRIMARY KEY)")
+        conn.exec_driver_sql("CREATE TABLE crm.mails (id bigint PRIMARY KEY, person_id bigint REFERENCES crm.people)")
+        conn.exec_driver_sql("CREATE TABLE crm.mail_reads (id bigint PRIMARY KEY, person_id bigint REFERENCES crm.people, "
+                             "mail_id bigint REFERENCES crm.mails)")
+        conn.exec_driver_sql("CREATE TABLE crm.notes (id bigint PRIMARY KEY, person_id bigint REFERENCES crm.people)")
+    with pg.connect() as conn:
+        mails, reads, notes = (reflect_table(conn, f"crm.{n}") for n in ("mails", "mail_reads", "notes"))
+    assert _linked_to_each_other([reads, mails, notes])
+    assert not _linked_to_each_other([mails, notes])  # both point only at the parent
+    assert not _linked_to_each_other([reads, notes])  # mails is not among them
+
+
+def test_a_child_added_after_its_table_was_done_keeps_its_parent(tmp_path, pg, dbname):
+    """A parent batch whose children take several transactions: an address added for one of its
+    parents once the addresses were done keeps that parent (the guard), and nothing is orphaned."""
+    nes.create(pg, scale=0.05)
+    path = nes_policy(tmp_path, dbname)
+    text = re.sub(r"batch_size = 500\b", "batch_size = 5", path.read_text())  # addresses
+    path.write_text(re.sub(r"batch_size = 1000\b", "batch_size = 1", text, count=1))  # phones
+    doomed = expected_after(pg, inactive(49, "contact_type = 'Closed' OR name LIKE 'ZY%'"), 49)
+    late: dict = {}
+
+    def add_a_late_address(progress):
+        with pg.begin() as conn:
+            cursor = json.loads(conn.execute(sa.text("SELECT cursor FROM dbsweep.runs WHERE state = 'running'")).scalar())
+            if late or not cursor.get("parents") or cursor["child"] < 1:
+                return  # wait for a committed cursor past the addresses, inside a parent batch
+            late["parent"] = cursor["parents"][0]
+            late["address"] = conn.execute(sa.text(
+                "INSERT INTO addresses (object_type_id, object_id, line1) VALUES (49, :p, 'late') RETURNING id"),
+                {"p": late["parent"]}).scalar()
+
+    policy, target, plan = plan_and_gate(path, phase="community")
+    report = service.apply(policy, target, plan, dry_run=False, on_progress=add_a_late_address)
+    assert report.state == "finished" and late, "no committed cursor inside a parent batch past the addresses"
+    after = snapshot(pg)
+    assert after["contacts"] == doomed["contacts"] | {late["parent"]}
+    assert after["addresses"] == doomed["addresses"] | {late["address"]}
+    assert orphans(pg) == 0
+    parent_row = {r["table"]: r for r in service.verify(target, plan)}["contacts"]
+    assert parent_row["remaining_selected"] == 1  # verify reports the parent that stayed
