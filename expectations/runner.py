@@ -31,7 +31,6 @@ def load_suite(name: str) -> dict:
 def run_suite(name: str, frame: pd.DataFrame, parameters: dict | None = None) -> GateVerdict:
     gx = _gx()
     from great_expectations.core.expectation_suite import ExpectationSuite
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
