@@ -3,7 +3,9 @@
     python bench/archive.py [--rows 3000000] [--partition-rows 5000000] [--writer-seconds 3]
 
 1. Archived purge throughput (archive = table, archive = parquet) as a ratio to one plain DELETE
-   of the same rows, each on a fresh copy of the same data.
+   of the same rows, each on a fresh copy of the same data; and, as the bound an archived purge
+   can approach at best, the database's own cost of keeping the rows, written by hand in one
+   statement (into a table; streamed to the client as CSV, as the Parquet path does).
 2. Time to take a whole expired partition of --partition-rows rows (detach + drop, and
    detach + move to the archive schema).
 3. A concurrent writer (single-row INSERT/UPDATE transactions on the purged table, its own
@@ -59,6 +61,34 @@ def sweep(engine, policy_dir: Path, table: str, extra: str, now, copy: bool = Tr
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("CHECKPOINT")
     return plan, service.apply(policy, target, plan, dry_run=False)
+
+
+def by_hand(engine, cutoff, into: str) -> tuple[int, float]:
+    """The database's own cost of keeping the deleted rows, in one statement with no batching,
+    ledger or client work: what an archived purge can approach at best. into "table": DELETE …
+    RETURNING feeding an INSERT into an archive table with no index; "stream": COPY (DELETE …
+    RETURNING *) TO STDOUT, the rows read by the client and thrown away."""
+    fresh_copy(engine, "by_hand")
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("CREATE TABLE by_hand__archive AS SELECT * FROM by_hand WITH NO DATA")
+        raw.commit()
+        began = time.perf_counter()
+        if into == "table":
+            cursor.execute("WITH gone AS (DELETE FROM by_hand WHERE created_at < %s RETURNING *) "
+                           "INSERT INTO by_hand__archive SELECT * FROM gone", (cutoff,))
+            rows = cursor.rowcount
+        else:
+            rows = 0
+            with cursor.copy("COPY (DELETE FROM by_hand WHERE created_at < %s RETURNING *) TO STDOUT (FORMAT csv)",
+                             (cutoff,)) as copy:
+                for chunk in copy:
+                    rows += bytes(chunk).count(b"\n")
+        raw.commit()
+        return rows, time.perf_counter() - began
+    finally:
+        raw.close()
 
 
 def partition_drop(engine, policy_dir: Path, rows: int, archive: str, now) -> tuple[float, int, float]:
@@ -144,6 +174,11 @@ def main() -> None:
             purges.add_column(name, justify="left" if name == "method" else "right")
         purges.add_row("plain DELETE (one statement, no archive)", f"{plain_rows:,}", f"{plain_s:.2f}",
                        f"{plain_rate:,.0f}", "1.00x", f"{plain_s:.3f}")
+        for label, into in (("by hand: DELETE … RETURNING into a table (bound)", "table"),
+                            ("by hand: COPY (DELETE … RETURNING *) to the client (bound)", "stream")):
+            rows, seconds = by_hand(engine, cutoff, into)
+            purges.add_row(label, f"{rows:,}", f"{seconds:.2f}", f"{rows / seconds:,.0f}",
+                           f"{rows / seconds / plain_rate:.2f}x", f"{seconds:.3f}")
         for walk in ("key", "blocks"):
             for mode in ("none", "table", "parquet"):
                 _, report = sweep(engine, policy_dir, "swept", f'archive = "{mode}"\nwalk = "{walk}"', now)

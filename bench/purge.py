@@ -2,7 +2,8 @@
 
     python bench/purge.py [--rows 3000000] [--batch-size N] [--naive-batch 10000] [--repeat 3]
 
-Each method gets a fresh copy of one generated table (ids not correlated with time, about half
+The two loops written by hand (one DELETE per key or TID range, committed, nothing else) are
+what dbsweep's two walks can approach at best. Each method gets a fresh copy of one generated table (ids not correlated with time, about half
 the rows older than the 7-day cutoff), checkpointed before timing. Ratios are what to compare:
 absolute times vary from run to run on shared machines."""
 
@@ -96,6 +97,34 @@ def naive_loop(engine: sa.Engine, cutoff, batch: int) -> tuple[int, float, float
     return total, time.perf_counter() - began, longest
 
 
+def hand_loop(engine: sa.Engine, cutoff, walk: str, width: int) -> tuple[int, float, float]:
+    """What dbsweep's walks do, written by hand with no ledger, no lock and no sizing: the bound
+    dbsweep can approach. walk "key": (id > a AND id <= a + width]; "blocks": TID ranges of
+    `width` pages. One transaction per range."""
+    fresh_copy(engine, "by_hand")
+    with engine.connect() as conn:
+        if walk == "key":
+            first, last = conn.exec_driver_sql("SELECT min(id), max(id) FROM by_hand").one()
+        else:
+            first, last = 0, conn.exec_driver_sql("SELECT pg_relation_size('by_hand') / 8192").scalar()
+    where = ("id > %(a)s AND id <= %(b)s" if walk == "key"
+             else "ctid >= format('(%%s,0)', %(a)s)::tid AND ctid < format('(%%s,0)', %(b)s)::tid")
+    raw = engine.raw_connection()
+    try:
+        cursor, total, longest = raw.cursor(), 0, 0.0
+        began = time.perf_counter()
+        for start in range(first - 1 if walk == "key" else 0, last + 1, width):
+            t0 = time.perf_counter()
+            cursor.execute(f"DELETE FROM by_hand WHERE {where} AND created_at < %(c)s",
+                           {"a": start, "b": start + width, "c": cutoff})
+            total += cursor.rowcount
+            raw.commit()
+            longest = max(longest, time.perf_counter() - t0)
+        return total, time.perf_counter() - began, longest
+    finally:
+        raw.close()
+
+
 def dbsweep_purge(engine: sa.Engine, policy_dir: Path, batch: int, now, walk: str) -> tuple[int, float, float]:
     from expectations.runner import gate
 
@@ -143,6 +172,10 @@ def main() -> None:
                                                                                   now, "key"),
             f"dbsweep, walk = \"blocks\" ({sizing})": lambda: dbsweep_purge(engine, policy_dir, args.batch_size,
                                                                             now, "blocks"),
+            "by hand, key ranges of 200k ids (key walk's bound)": lambda: hand_loop(engine, cutoff, "key",
+                                                                                             200_000),
+            "by hand, TID ranges of 3k pages (block walk's bound)": lambda: hand_loop(engine, cutoff, "blocks",
+                                                                                               3_000),
             f"naive ctid IN (... LIMIT {args.naive_batch:,}) loop": lambda: naive_loop(engine, cutoff, args.naive_batch),
         }
         runs: dict[str, list] = {name: [] for name in methods}
