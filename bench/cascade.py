@@ -37,12 +37,10 @@ DOOMED = """SELECT id FROM contacts c WHERE object_type_id = {type_id} AND {wher
     AND (updated_at IS NULL OR updated_at < now() - interval '7 years')
     AND (last_login_at IS NULL OR last_login_at < now() - interval '7 years')
     AND NOT EXISTS (SELECT 1 FROM contact_activity a WHERE a.contact_id = c.id AND a.occurred_at >= now() - interval '7 years')"""
-PLAIN = [f"DELETE FROM {t} WHERE object_type_id = {{type_id}} AND object_id IN (SELECT id FROM doomed)"
-         for t in ("addresses", "phones", "emails", "notes")] + [
-    "DELETE FROM contact_tags WHERE contact_id IN (SELECT id FROM doomed)",
-    "DELETE FROM contact_activity WHERE contact_id IN (SELECT id FROM doomed)",
-    "DELETE FROM contacts WHERE id IN (SELECT id FROM doomed)",
-]
+CHILD_LINKS = [(t, "object_type_id = {type_id} AND object_id") for t in ("addresses", "phones", "emails", "notes")] + [
+    (t, "contact_id") for t in ("contact_tags", "contact_activity")]
+PLAIN = [f"DELETE FROM {t} WHERE {link} IN (SELECT id FROM doomed)" for t, link in CHILD_LINKS] + [
+    "DELETE FROM contacts WHERE id IN (SELECT id FROM doomed)"]
 
 
 def fresh(engine: sa.Engine, scale: float) -> None:
@@ -61,10 +59,6 @@ def plain(engine: sa.Engine, scale: float, phase: str) -> tuple[int, float]:
         for statement in PLAIN:
             rows += conn.exec_driver_sql(statement.format(type_id=type_id)).rowcount
     return rows, time.perf_counter() - began
-
-
-CHILD_LINKS = [(t, "object_type_id = {type_id} AND object_id") for t in ("addresses", "phones", "emails", "notes")] + [
-    (t, "contact_id") for t in ("contact_tags", "contact_activity")]
 
 
 def by_hand(engine: sa.Engine, scale: float, phase: str, parents: int) -> tuple[int, float, int]:
