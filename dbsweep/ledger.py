@@ -224,12 +224,13 @@ class Ledger:
         """Runs that recorded something to undo them with (archives, previous values, renames), and
         no step that cannot be undone (a table dropped without an archive)."""
         b = self.batches.c
-        final = b.archive.contains(f'"{NOT_UNDOABLE_KEY}": false')
         with self.engine.connect() as conn:
             found = set(conn.execute(sa.select(b.run_id).where(b.run_id.in_(run_ids), b.archive.is_not(None),
                                                                b.restored_at.is_(None)).distinct()).scalars())
-            final_runs = set(conn.execute(sa.select(b.run_id).where(b.run_id.in_(run_ids), final)).scalars())
-        return found - final_runs
+            flagged = conn.execute(sa.select(b.run_id, b.archive).where(
+                b.run_id.in_(run_ids), b.archive.contains(f'"{NOT_UNDOABLE_KEY}"'))).all()
+        return found - {run_id for run_id, record in flagged
+                        if record.startswith("{") and json.loads(record).get(NOT_UNDOABLE_KEY) is False}
 
     def archived_batches(self, run_id: str) -> list:
         """Batches of a run that archived rows and are not yet restored, in order."""
