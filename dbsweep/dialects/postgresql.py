@@ -81,7 +81,7 @@ class PostgresDialect(Dialect):
         return None if not row[4] else (int(row[0]), int(row[1]), int(row[2]), row[3])
 
     def sessions(self, conn, longer_than_s):
-        rows = conn.execute(sa.text("""
+        rows = conn.execute(sa.text(r"""
             SELECT pid, state, array_to_string(pg_blocking_pids(pid), ', ') AS blocked_by,
                    extract(epoch FROM now() - CASE WHEN state = 'idle in transaction' THEN state_change
                                                    ELSE query_start END) AS for_s,
@@ -238,20 +238,16 @@ class PostgresDialect(Dialect):
         return BatchOutcome(rows=row.n_deleted, last_key=None if finished else list(row[2:]))
 
     def delete_block_range(self, conn, table, selection, first_block: int, end_block: int, sink=NO_ARCHIVE) -> int:
-        """Tables without a key: delete the selected rows in heap blocks [first, end) (TID range scan)."""
-        lo = sa.literal_column(f"'({int(first_block)},0)'::tid")
-        hi = sa.literal_column(f"'({int(end_block)},0)'::tid")
-        return sink.apply(conn, sa.delete(table).where(ROW_LOCATOR >= lo, ROW_LOCATOR < hi, selection), table)
+        """Delete the selected rows in heap blocks [first, end) (TID range scan)."""
+        return sink.apply(conn, sa.delete(table).where(_in_blocks(first_block, end_block), selection), table)
 
     def delete_block_prefix(self, conn, table, selection, first_block: int, end_block: int, limit: int,
                             sink=NO_ARCHIVE) -> tuple[int, int | None]:
         """At most `limit` selected rows of blocks [first, end), the first ones in heap order; returns
         the count and, when the limit was reached, the block of the last row (where the walk goes on:
         that block may hold more)."""
-        lo = sa.literal_column(f"'({int(first_block)},0)'::tid")
-        hi = sa.literal_column(f"'({int(end_block)},0)'::tid")
         found = conn.execute(sa.select(ROW_LOCATOR).select_from(table)
-                             .where(ROW_LOCATOR >= lo, ROW_LOCATOR < hi, selection)
+                             .where(_in_blocks(first_block, end_block), selection)
                              .order_by(ROW_LOCATOR).limit(limit)).scalars().all()
         if not found:
             return 0, None
@@ -391,6 +387,12 @@ def _archived_delete(stmt: sa.Delete, table: sa.Table, archive: sa.Table, stamp:
     kept = (sa.insert(archive).from_select([*table.c.keys(), RUN_ID, BATCH_NO, ARCHIVED_AT], copied)
             .returning(sa.literal_column("1")).cte(f"kept{suffix}"))
     return gone, kept
+
+
+def _in_blocks(first_block: int, end_block: int) -> sa.ColumnElement:
+    """ctid in heap blocks [first, end): literals, so the planner sees the range (TID Range Scan)."""
+    return sa.and_(ROW_LOCATOR >= sa.literal_column(f"'({int(first_block)},0)'::tid"),
+                   ROW_LOCATOR < sa.literal_column(f"'({int(end_block)},0)'::tid"))
 
 
 def _delete_some_statement(table: sa.Table, where, limit: int) -> sa.Delete:
