@@ -85,7 +85,7 @@ def _restore_archived(engine: sa.Engine, ledger: Ledger, run, plan: PhasePlan, a
             if batch.archive.endswith(".parquet"):
                 restored += _insert_parquet(conn, table, keys, archive_dir / batch.archive)
             else:
-                restored += _insert_from_archive(conn, table, keys, reflect_table(conn, batch.archive), run.run_id,
+                restored += insert_from_archive(conn, table, keys, reflect_table(conn, batch.archive), run.run_id,
                                                  batch.batch_no)
             ledger.mark_restored(conn, run.run_id, batch.batch_no)
         archived += batch.rows
@@ -125,7 +125,7 @@ def _insert_from_archive_statement(table: sa.Table, keys: list[sa.Column], archi
     return sa.insert(table).from_select(names, source)
 
 
-def _insert_from_archive(conn, table: sa.Table, keys: list[sa.Column], archive: sa.Table, run_id: str,
+def insert_from_archive(conn, table: sa.Table, keys: list[sa.Column], archive: sa.Table, run_id: str,
                          batch_no: int) -> int:
     if any(c.identity is not None and c.identity.always for c in table.c):  # GENERATED ALWAYS AS IDENTITY
         names, source = _archived_rows(table, keys, archive, run_id, batch_no)

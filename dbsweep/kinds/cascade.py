@@ -101,6 +101,11 @@ def link(row_table: sa.Table, spec: dict, parent: sa.Table, key: sa.Column) -> s
     return sa.and_(row_table.c[spec["type_column"]] == spec["type_value"], row_table.c[spec["id_column"]] == key)
 
 
+def childless(child: sa.Table, spec: dict, parent: sa.Table, key: sa.Column) -> sa.ColumnElement:
+    """NOT EXISTS a row of `child` pointing at the parent row: the guard of a parent delete."""
+    return ~sa.exists(sa.select(sa.literal(1)).select_from(child).where(link(child, spec, parent, key)))
+
+
 def parent_selection(tables: dict[str, sa.Table], spec: dict) -> sa.ColumnElement:
     """The frozen parent rule: type, `where`, and no activity at or after the frozen cutoff."""
     p = spec["parent"]
@@ -323,9 +328,8 @@ class CascadeWalker:
             self.sinks = {t.fullname: self.sink.for_table(conn, self.dialect, t) if isinstance(self.sink, ArchiveSet)
                           else NO_ARCHIVE for t in [self.parent, *self.children]}
             self.together = hasattr(self.dialect, "delete_some_each") and not _linked_to_each_other(self.children)
-            self.childless = [~sa.exists(sa.select(sa.literal(1)).select_from(table)
-                                         .where(link(table, spec, self.parent, self.key)))
-                              for table, spec in zip(self.children, self.spec["children"])]
+            self.guards = [childless(table, spec, self.parent, self.key)
+                           for table, spec in zip(self.children, self.spec["children"])]
 
     def _parents_now(self, keys: list, selected_here: bool):
         """This batch's parents: as selected, when that was in this transaction; else those that
@@ -337,8 +341,6 @@ class CascadeWalker:
 
     def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
         self._prepare(conn)
-        if isinstance(self.sink, ArchiveSet):
-            self.sink.stamp_all()
         state = dict(self.state)  # as last committed; advance() moves it once this transaction has
         selected_here = state["parents"] is None
         if selected_here:
@@ -385,7 +387,7 @@ class CascadeWalker:
     def _delete_parents(self, conn: sa.Connection, keys: list) -> int:
         """Only parents still selected and with no child left in any child table (one added since
         the children went keeps its parent, and is reported by verify, never orphaned)."""
-        doomed = sa.delete(self.parent).where(self.dialect.in_values(self.key, keys), self.chosen, *self.childless)
+        doomed = sa.delete(self.parent).where(self.dialect.in_values(self.key, keys), self.chosen, *self.guards)
         return self.sinks[self.parent.fullname].apply(conn, doomed, self.parent)
 
     def advance(self, cursor: dict, rows: int, size: int) -> None:
@@ -409,21 +411,23 @@ class ArchiveSet:
 
     def __init__(self):
         self.archives: list[TableArchive] = []
-        self.ref = None
+        self.stamp: tuple[str, int] | None = None
 
     def for_table(self, conn: sa.Connection, dialect: Dialect, table: sa.Table) -> TableArchive:
         archive = TableArchive.ensure(conn.engine, dialect, table)
+        if self.stamp is not None:
+            archive.begin_batch(*self.stamp)
         self.archives.append(archive)
         return archive
 
     def begin_batch(self, run_id: str, batch_no: int) -> None:
-        self.run_id, self.batch_no = run_id, batch_no
-        self.ref = json.dumps({"cascade": True})
-
-    def stamp_all(self) -> None:
+        self.stamp = (run_id, batch_no)
         for archive in self.archives:
-            archive.begin_batch(self.run_id, self.batch_no)
-        self.ref = json.dumps({"cascade": [a.archive.fullname for a in self.archives]})
+            archive.begin_batch(run_id, batch_no)
+
+    @property
+    def ref(self) -> str:
+        return json.dumps({"cascade": [a.archive.fullname for a in self.archives]})
 
 
 def walker(dialect: Dialect, table: sa.Table, step: Step, sink, options, cursor: dict) -> CascadeWalker:
@@ -453,7 +457,7 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
 
 def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
     """Newest batch first; in each, the parents before their children (foreign keys need them)."""
-    from ..restore import _insert_from_archive, rows_put_back
+    from ..restore import insert_from_archive, rows_put_back
 
     step = plan.steps[0]
     batches = ledger.archived_batches(run.run_id)
@@ -462,13 +466,13 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
     archived = restored = 0
     with engine.connect() as conn:
         tables = reflect_all(conn, step.spec)
-    order = [tables[step.spec["parent"]["table"]], *(tables[c["table"]] for c in step.spec["children"])]
+        order = [tables[step.spec["parent"]["table"]], *(tables[c["table"]] for c in step.spec["children"])]
+        archives = reflect_tables(conn, [f"{table.fullname}__archive" for table in order])
     for batch in reversed(batches):
         with engine.begin() as conn:
             for table in order:
-                archive = reflect_table(conn, f"{table.fullname}__archive")
-                restored += _insert_from_archive(conn, table, list(table.primary_key.columns), archive, run.run_id,
-                                                 batch.batch_no)
+                restored += insert_from_archive(conn, table, list(table.primary_key.columns),
+                                                archives[f"{table.fullname}__archive"], run.run_id, batch.batch_no)
             ledger.mark_restored(conn, run.run_id, batch.batch_no)
         archived += batch.rows
     return rows_put_back(run.run_id, plan.phase, len(batches), archived, restored, f" across {len(order)} tables")
