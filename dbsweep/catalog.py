@@ -12,26 +12,29 @@ def split_name(qualified: str) -> tuple[str | None, str]:
     return (schema or None) if dot else None, table
 
 
-def reflect_table(conn: sa.Connection, qualified: str) -> sa.Table:
+def _existing(inspector, qualified: str) -> tuple[str | None, str]:
+    """(schema, name) of a table that exists, else the one-line error naming it."""
     schema, name = split_name(qualified)
     if not name:
         raise BadInput(f"empty table name {qualified!r}")
-    inspector = sa.inspect(conn)
     if not inspector.has_table(name, schema=schema):
         where = f"schema '{schema}'" if schema else "the default schema"
         raise BadInput(f"table '{qualified}' not found in {where} of the target database")
+    return schema, name
+
+
+def reflect_table(conn: sa.Connection, qualified: str) -> sa.Table:
+    schema, name = _existing(sa.inspect(conn), qualified)
     # resolve_fks=False: a table with foreign keys would otherwise reflect every table they point at
     return sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn, resolve_fks=False)
 
 
 def reflect_tables(conn: sa.Connection, names: list[str]) -> dict[str, sa.Table]:
     """Several tables at once: one round of catalog queries per schema instead of one per table."""
-    by_schema: dict[str | None, list[str]] = {}
     inspector = sa.inspect(conn)
+    by_schema: dict[str | None, list[str]] = {}
     for qualified in dict.fromkeys(names):
-        schema, name = split_name(qualified)
-        if not name or not inspector.has_table(name, schema=schema):
-            reflect_table(conn, qualified)  # raises the one-line error for it
+        schema, name = _existing(inspector, qualified)
         by_schema.setdefault(schema, []).append(name)
     metadata = sa.MetaData()
     for schema, tables in by_schema.items():

@@ -80,9 +80,8 @@ def _window_of(plan: PhasePlan):
 
 
 def _gate(target: Target, plan: PhasePlan) -> PhasePlan:
-    from expectations.runner import (
-        gate,  # Great Expectations: imported only when a gate runs
-    )
+    # Great Expectations: imported only when a gate runs
+    from expectations.runner import gate
 
     return service.record_gate(target, plan, gate(plan))
 

@@ -75,7 +75,6 @@ def health_report(policy: Policy, target: Target, long_running: timedelta = time
     return findings
 
 
-
 def _connections(dialect, conn) -> list[Finding]:
     usage = dialect.connection_usage(conn)
     if usage is None:
