@@ -14,23 +14,31 @@ SIGNAL = "signal"
 
 
 class BatchSizer:
-    """Fixed size, or (with target_ms) sized from a decaying average of rows per second, growing at
-    most GROWTH times per batch and kept within [minimum, maximum]. Each batch costs a commit (a WAL
-    flush): a short ramp and a maximum the target usually decides keep the batches few."""
+    """Fixed size, or (with target_ms) sized from the recent rows per second, growing at most GROWTH
+    times per batch and kept within [minimum, maximum]. The rate is rows over seconds summed with a
+    decay, not an average of per-batch rates: small ramp-up batches, whose commit weighs more than
+    their rows, count for little once bigger ones are seen, and one slow batch pulls the size down
+    at once. Each batch costs a commit (a WAL flush): few batches near the target are the aim."""
 
     GROWTH = 4
+    MEMORY = 0.5  # the weight an observation keeps at each later batch
 
     def __init__(self, size: int, target_ms: int | None = None, minimum: int = 100, maximum: int = 250_000):
         self.size = size
         self.target_ms = target_ms
         self.minimum, self.maximum = min(minimum, size), max(maximum, size)
-        self.rate: float | None = None
+        self.rows_seen = 0.0
+        self.seconds_seen = 0.0
+
+    @property
+    def rate(self) -> float | None:
+        return self.rows_seen / self.seconds_seen if self.seconds_seen else None
 
     def observe(self, rows: int, seconds: float) -> None:
         if self.target_ms is None or rows <= 0 or seconds <= 0:
             return
-        rate = rows / seconds
-        self.rate = rate if self.rate is None else 0.7 * self.rate + 0.3 * rate
+        self.rows_seen = self.MEMORY * self.rows_seen + rows
+        self.seconds_seen = self.MEMORY * self.seconds_seen + seconds
         wanted = self.rate * self.target_ms / 1000
         self.size = int(max(self.minimum, min(self.maximum, wanted, self.size * self.GROWTH)))
 

@@ -65,6 +65,25 @@ def test_batch_sizer_adapts_to_its_target_within_bounds():
     assert fixed.size == 500
 
 
+def test_batch_sizer_forgets_its_ramp_and_cuts_at_once_on_a_slow_batch():
+    """A batch costs 7 ms of commit whatever its size, plus 0.5 us a row: the size the 100 ms target
+    allows is (100 - 7) / 0.5 us = 186,000 rows."""
+    def seconds(rows):
+        return 0.007 + rows * 0.5e-6
+
+    sizer = BatchSizer(10_000, target_ms=100)
+    sizes = [sizer.size]
+    for _ in range(6):
+        sizer.observe(sizer.size, seconds(sizer.size))
+        sizes.append(sizer.size)
+    assert sizes[:2] == [10_000, 40_000]  # the ramp: 4x a batch at most
+    assert sizes[3] >= 170_000  # within 10% of the target by the fourth batch: the small ones weigh little
+    assert 184_000 <= sizes[-1] <= 186_000
+    settled = sizer.size
+    sizer.observe(settled, 10 * seconds(settled))  # rows ten times slower: about 1 s for this batch
+    assert sizer.size < settled / 5  # the next batch is cut at once, not over several
+
+
 def test_purge_with_target_batch_ms_grows_its_batches_and_keeps_every_new_row(tmp_path, pg, dbname):
     load_events(pg, old=40000, new=5000)
     keep = ids(pg, "events", NEW)
