@@ -131,12 +131,16 @@ class Executor:
     def run(self) -> RunReport:
         # A full garbage collection walks every object alive: with Dagster, GE and pandas loaded that
         # is 100+ ms, which would land inside a batch's transaction. Objects from before the run are
-        # left out of collections until it ends.
-        gc.freeze()
+        # left out of collections until it ends (unless something else froze them already: then
+        # that freeze is left as it is, and so is this one's end).
+        ours = gc.get_freeze_count() == 0
+        if ours:
+            gc.freeze()
         try:
             return self._run()
         finally:
-            gc.unfreeze()
+            if ours:
+                gc.unfreeze()
 
     def _run(self) -> RunReport:
         self.ledger.ensure()
