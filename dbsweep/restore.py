@@ -127,9 +127,10 @@ def _insert_from_archive_statement(table: sa.Table, keys: list[sa.Column], archi
 
 def insert_from_archive(conn, table: sa.Table, keys: list[sa.Column], archive: sa.Table, run_id: str,
                          batch_no: int) -> int:
-    if any(c.identity is not None and c.identity.always for c in table.c):  # GENERATED ALWAYS AS IDENTITY
+    dialect = dialect_for(conn)
+    if dialect.refuses_explicit_identity(table):
         names, source = _archived_rows(table, keys, archive, run_id, batch_no)
-        return dialect_for(conn).insert_select_overriding_identity(conn, table, names, source)
+        return dialect.insert_select_overriding_identity(conn, table, names, source)
     # counted from RETURNING: psycopg reports no rowcount for INSERT ... SELECT under SQLAlchemy 2.1
     inserted = _insert_from_archive_statement(table, keys, archive, run_id, batch_no).returning(sa.literal_column("1"))
     return len(conn.execute(inserted).all())

@@ -11,8 +11,10 @@ from dbsweep.dialects.mssql import (
     DEPENDENT_OBJECTS,
     INBOUND_FOREIGN_KEYS,
     TRIGGERS_ON,
+    MssqlDialect,
     create_schema_statement,
     delete_statement,
+    identity_insert_statement,
     lock_timeout_statement,
     move_statement,
     rename_statement,
@@ -142,6 +144,30 @@ def test_restore_insert_skips_existing_keys():
     assert text.startswith("INSERT INTO dbo.[FACT_ORDER_LIST] (id, [AAG ORDER NUMBER],")
     assert "dbsweep_batch_no = :dbsweep_batch_no_1 AND NOT (EXISTS (SELECT" in text
     assert "WHERE dbo.[FACT_ORDER_LIST].id = dbo.[FACT_ORDER_LIST__archive].id))" in text
+
+
+def test_restore_into_an_identity_table_turns_identity_insert_on_for_the_insert_only():
+    """SQL Server refuses explicit values for any IDENTITY column unless IDENTITY_INSERT is on, and
+    SQLAlchemy turns it on by itself only for INSERT ... VALUES naming the column, not for the
+    INSERT ... SELECT a table-archive restore sends: dbsweep turns it on, then off."""
+    from dbsweep.dialects.postgresql import PostgresDialect
+    from dbsweep.restore import _archived_rows
+
+    table = sa.Table("FACT_ORDER_LIST", sa.MetaData(), sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+                     sa.Column("ORDER_TYPE", sa.String(20)), schema="dbo")  # as SQLAlchemy reflects an IDENTITY
+    plain = orders_table()
+    assert MssqlDialect().refuses_explicit_identity(table) and not MssqlDialect().refuses_explicit_identity(plain)
+    assert not PostgresDialect().refuses_explicit_identity(table)  # BY DEFAULT takes values as given
+    always = sa.Table("t", sa.MetaData(), sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True))
+    assert PostgresDialect().refuses_explicit_identity(always)
+    assert sql(identity_insert_statement(MSSQL, table, True)) == "SET IDENTITY_INSERT dbo.[FACT_ORDER_LIST] ON"
+    assert sql(identity_insert_statement(MSSQL, table, False)) == "SET IDENTITY_INSERT dbo.[FACT_ORDER_LIST] OFF"
+    names, source = _archived_rows(table, [table.c.id], archive_table_for(table), "r1", 3)
+    insert = sql(sa.insert(table).from_select(names, source))
+    assert insert.startswith("INSERT INTO dbo.[FACT_ORDER_LIST] (id, [ORDER_TYPE]) SELECT "
+                             "dbo.[FACT_ORDER_LIST__archive].id, ")  # the archived ids go back as they were
+    odd = sa.Table("x]; DROP TABLE y; --", sa.MetaData(), sa.Column("id", sa.Integer, sa.Identity()))
+    assert sql(identity_insert_statement(MSSQL, odd, True)) == "SET IDENTITY_INSERT [x]]; DROP TABLE y; --] ON"
 
 
 def test_injection_in_names_stays_inside_brackets():

@@ -133,9 +133,14 @@ class Dialect:
         ))
         return conn.execute(sa.update(table).where(where).values(targets)).rowcount
 
+    def refuses_explicit_identity(self, table: sa.Table) -> bool:
+        """Whether a plain INSERT of archived values into `table` would be refused for its identity
+        column: GENERATED ALWAYS refuses them (a BY DEFAULT identity takes them as given)."""
+        return any(c.identity is not None and c.identity.always for c in table.c)
+
     def insert_select_overriding_identity(self, conn: sa.Connection, table: sa.Table, names: list[str],
                                           source: sa.Select) -> int:
-        """INSERT ... SELECT that writes the archived values of a GENERATED ALWAYS identity column."""
+        """INSERT ... SELECT that writes the archived values of an identity column that refuses them."""
         raise BadInput(f"restoring into '{table.fullname}' (a GENERATED ALWAYS identity column) is not supported on "
                        f"{self.name}")
 

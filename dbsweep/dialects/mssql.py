@@ -6,6 +6,8 @@ can compile them without a server; the methods execute them."""
 
 from __future__ import annotations
 
+import contextlib
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect as SqlDialect
 
@@ -64,6 +66,11 @@ def update_statement(sql_dialect: SqlDialect, table: sa.Table, previous: sa.Tabl
                                       sa.update(table).values(targets), sql_dialect)
     params.update(dbsweep_run_id=stamp[RUN_ID], dbsweep_batch_no=stamp[BATCH_NO])
     return sa.text(head + _output("deleted", saved_columns(previous), previous, sql_dialect) + tail).bindparams(**params)
+
+
+def identity_insert_statement(sql_dialect: SqlDialect, table: sa.Table, on: bool) -> sa.TextClause:
+    """SET IDENTITY_INSERT t ON|OFF: a session setting, for one table of the session at a time."""
+    return sa.text(f"SET IDENTITY_INSERT {sql_dialect.identifier_preparer.format_table(table)} {'ON' if on else 'OFF'}")
 
 
 def lock_timeout_statement(lock_s: float) -> sa.TextClause:
@@ -159,6 +166,25 @@ class MssqlDialect(Dialect):
 
     def update_saving_previous(self, conn, table, previous, keys, targets, where, stamp):
         return conn.execute(update_statement(conn.dialect, table, previous, targets, where, stamp)).rowcount
+
+    def refuses_explicit_identity(self, table):
+        """Every IDENTITY column refuses explicit values unless IDENTITY_INSERT is on, and SQLAlchemy
+        turns it on by itself only for INSERT ... VALUES that name the column, not INSERT ... SELECT."""
+        return any(c.identity is not None for c in table.c)
+
+    def insert_select_overriding_identity(self, conn, table, names, source):
+        """IDENTITY_INSERT on for the one INSERT ... SELECT, and off again even when it fails: the
+        setting belongs to the session, which goes back to the pool."""
+        insert = sa.insert(table).from_select(names, source)
+        conn.execute(identity_insert_statement(conn.dialect, table, True))
+        try:
+            rows = conn.execute(insert).rowcount
+        except BaseException:
+            with contextlib.suppress(sa.exc.DBAPIError):  # the INSERT's own error is the one to report
+                conn.execute(identity_insert_statement(conn.dialect, table, False))
+            raise
+        conn.execute(identity_insert_statement(conn.dialect, table, False))
+        return rows
 
     # catalog ------------------------------------------------------------------------------
     def _name(self, conn, table) -> dict:
