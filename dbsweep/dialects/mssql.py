@@ -175,7 +175,8 @@ class MssqlDialect(Dialect):
     def insert_select_overriding_identity(self, conn, table, names, source):
         """IDENTITY_INSERT on for the one INSERT ... SELECT, and off again even when it fails: the
         setting belongs to the session, which goes back to the pool."""
-        insert = sa.insert(table).from_select(names, source)
+        # SQLAlchemy keeps the row count of an INSERT only when asked to
+        insert = sa.insert(table).from_select(names, source).execution_options(preserve_rowcount=True)
         conn.execute(identity_insert_statement(conn.dialect, table, True))
         try:
             rows = conn.execute(insert).rowcount
