@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from .catalog import reflect_table
 from .dialects import dialect_for
 from .errors import DbsweepError
+from .plan import as_utc
 from .policy import Policy
 from .redact import redact
 from .report import human_bytes
@@ -151,8 +152,7 @@ def _indexes(dialect, conn, tables: list[sa.Table]) -> list[Finding]:
 def _ago(moment) -> str:
     if moment is None:
         return "never"
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    return f"{_age(datetime.now(timezone.utc) - moment)} ago"
+    return f"{_age(datetime.now(timezone.utc) - as_utc(moment))} ago"
 
 
 def _age(span: timedelta | float) -> str:

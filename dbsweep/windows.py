@@ -7,6 +7,7 @@ import re
 from datetime import date, datetime, time, timedelta, timezone
 
 from .errors import BadInput
+from .plan import as_utc
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -15,7 +16,7 @@ def parse_window(text: str) -> tuple[datetime, datetime]:
     text = text.strip()
     try:
         if ".." in text:
-            start, end = (_moment(part) for part in text.split("..", 1))
+            start, end = (as_utc(datetime.fromisoformat(part.strip())) for part in text.split("..", 1))
         elif match := _MONTH.match(text):
             year, month = int(match.group(1)), int(match.group(2))
             start = datetime(year, month, 1, tzinfo=timezone.utc)
@@ -28,8 +29,3 @@ def parse_window(text: str) -> tuple[datetime, datetime]:
     if start >= end:
         raise BadInput(f"window {text!r} is empty: its start is not before its end")
     return start, end
-
-
-def _moment(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.strip())
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

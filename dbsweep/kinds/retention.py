@@ -13,7 +13,7 @@ from ..dialects import Dialect
 from ..durations import parse_duration
 from ..errors import BadInput
 from ..keys import from_json, up_to_key
-from ..plan import PhasePlan, Step
+from ..plan import PhasePlan, Step, as_utc
 from ..policy import Duration, PhaseBase, Strict
 from ..predicate import check_where
 from .common import PlanParts, key_columns, walk_step
@@ -49,13 +49,9 @@ class Config(PhaseBase):
     def _one_cutoff(self) -> Config:
         if (self.older_than is None) == (self.cutoff is None):
             raise ValueError("give exactly one of 'older_than' or 'cutoff'")
-        if self.cutoff is not None and _aware(self.cutoff) > datetime.now(timezone.utc):
+        if self.cutoff is not None and as_utc(self.cutoff) > datetime.now(timezone.utc):
             raise ValueError(f"cutoff {self.cutoff.isoformat()} is in the future")
         return self
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _column_moment(col: sa.Column, moment: datetime):
@@ -112,7 +108,7 @@ def _rule(cfg: Config, conn: sa.Connection, dialect: Dialect, table: sa.Table, n
     """The time column, the cutoff, and the spec `selection` rebuilds the rule from, all checked
     against the live catalog."""
     time_col = column(table, cfg.time_column)
-    cutoff = _aware(cfg.cutoff) if cfg.cutoff else now - parse_duration(cfg.older_than)
+    cutoff = as_utc(cfg.cutoff) if cfg.cutoff else now - parse_duration(cfg.older_than)
     if cutoff > now:
         raise BadInput(f"cutoff {cutoff.isoformat()} is in the future")
     where = check_where(cfg.where, list(table.c.keys()), dialect.name) if cfg.where else None
@@ -139,7 +135,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
     table = reflect_table(conn, cfg.table)
     time_col, cutoff, spec = _rule(cfg, conn, dialect, table, now)
     if window is not None:
-        spec["window"] = [_aware(moment).isoformat() for moment in window]
+        spec["window"] = [as_utc(moment).isoformat() for moment in window]
     probe = Step(table=table.fullname, walk="key", rows_selected=0, batch_size=cfg.start_batch_size, spec=spec)
     chosen = selection(table, probe)
 
@@ -199,7 +195,7 @@ def _as_utc(value):
         value = datetime.fromisoformat(value)
     if isinstance(value, date) and not isinstance(value, datetime):
         value = datetime.combine(value, time.min)
-    return _aware(value)
+    return as_utc(value)
 
 
 def _attached(conn: sa.Connection, qualified: str) -> bool:
