@@ -18,7 +18,7 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import Field, field_validator, model_validator
 
-from ..archive import TableArchive
+from ..archive import TableArchive, archive_table_for
 from ..catalog import column, primary_key, reflect_table, reflect_tables
 from ..dialects import Dialect
 from ..dialects.base import NO_ARCHIVE
@@ -467,12 +467,12 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
     with engine.connect() as conn:
         tables = reflect_all(conn, step.spec)
         order = [tables[step.spec["parent"]["table"]], *(tables[c["table"]] for c in step.spec["children"])]
-        archives = reflect_tables(conn, [f"{table.fullname}__archive" for table in order])
+        archives = reflect_tables(conn, [archive_table_for(table).fullname for table in order]).values()
     for batch in reversed(batches):
         with engine.begin() as conn:
-            for table in order:
-                restored += insert_from_archive(conn, table, list(table.primary_key.columns),
-                                                archives[f"{table.fullname}__archive"], run.run_id, batch.batch_no)
+            for table, archive in zip(order, archives):
+                restored += insert_from_archive(conn, table, list(table.primary_key.columns), archive, run.run_id,
+                                                batch.batch_no)
             ledger.mark_restored(conn, run.run_id, batch.batch_no)
         archived += batch.rows
     return rows_put_back(run.run_id, plan.phase, len(batches), archived, restored, f" across {len(order)} tables")
