@@ -174,10 +174,8 @@ class PostgresDialect(Dialect):
         return bytes(out)
 
     def insert_select_overriding_identity(self, conn, table, names, source):
-        prep = conn.dialect.identifier_preparer
         compiled = source.compile(dialect=conn.dialect)
-        statement = (f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(n) for n in names)}) "
-                     f"OVERRIDING SYSTEM VALUE {compiled.string} RETURNING 1")
+        statement = f"{_insert_overriding(conn, table, names)} {compiled.string} RETURNING 1"
         return len(conn.exec_driver_sql(statement, compiled.params).all())
 
     def insert_text_rows(self, conn, table, columns: dict[str, list]) -> int:
@@ -192,14 +190,12 @@ class PostgresDialect(Dialect):
         names = [n for n in columns if n in types]
         if not names or not columns[names[0]]:
             return 0
-        prep = conn.dialect.identifier_preparer
         params = {f"c{i}": columns[n] for i, n in enumerate(names)}
         aliases = ", ".join(f"c{i}" for i in range(len(names)))
-        statement = (
-            f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(n) for n in names)}) OVERRIDING SYSTEM VALUE "
-            f"SELECT {', '.join(f'CAST(u.c{i} AS {types[n]})' for i, n in enumerate(names))} "
-            f"FROM unnest({', '.join(f'CAST(:c{i} AS text[])' for i in range(len(names)))}) AS u({aliases}) "
-            "ON CONFLICT DO NOTHING RETURNING 1")
+        typed = ", ".join(f"CAST(u.c{i} AS {types[n]})" for i, n in enumerate(names))
+        arrays = ", ".join(f"CAST(:c{i} AS text[])" for i in range(len(names)))
+        statement = (f"{_insert_overriding(conn, table, names)} SELECT {typed} FROM unnest({arrays}) AS u({aliases}) "
+                     "ON CONFLICT DO NOTHING RETURNING 1")
         return len(conn.execute(sa.text(statement), params).all())
 
     def delete_some(self, conn, table, where, limit, sink=NO_ARCHIVE):
@@ -387,6 +383,12 @@ def _archived_delete(stmt: sa.Delete, table: sa.Table, archive: sa.Table, stamp:
     kept = (sa.insert(archive).from_select([*table.c.keys(), RUN_ID, BATCH_NO, ARCHIVED_AT], copied)
             .returning(sa.literal_column("1")).cte(f"kept{suffix}"))
     return gone, kept
+
+
+def _insert_overriding(conn, table: sa.Table, names: list[str]) -> str:
+    """INSERT INTO t (names) OVERRIDING SYSTEM VALUE: archived identity values go back as they were."""
+    prep = conn.dialect.identifier_preparer
+    return f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(n) for n in names)}) OVERRIDING SYSTEM VALUE"
 
 
 def _in_blocks(first_block: int, end_block: int) -> sa.ColumnElement:
