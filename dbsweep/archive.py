@@ -138,24 +138,24 @@ def arrow_schema(table: sa.Table, text_only: bool = False):
     where there is one, else (and for every column with `text_only`) the text itself."""
     import pyarrow as pa
 
-    fields = []
-    for col in table.c:
-        kind = col.type
-        arrow = pa.string()  # numeric, uuid, json, intervals, arrays, ...: PostgreSQL's exact text
-        if text_only:
-            pass
-        elif isinstance(kind, (sa.Integer, sa.BigInteger, sa.SmallInteger)):
-            arrow = pa.int64()
-        elif isinstance(kind, sa.Boolean):
-            arrow = pa.bool_()
-        elif isinstance(kind, sa.Float):
-            arrow = pa.float64()
-        elif isinstance(kind, sa.DateTime):
-            arrow = pa.timestamp("us", tz="UTC") if kind.timezone else pa.timestamp("us")
-        elif isinstance(kind, sa.Date):
-            arrow = pa.date32()
-        fields.append(pa.field(col.name, arrow))
-    return pa.schema(fields)
+    return pa.schema([pa.field(col.name, pa.string() if text_only else _exact_arrow_type(col.type))
+                      for col in table.c])
+
+
+def _exact_arrow_type(kind: sa.types.TypeEngine):
+    import pyarrow as pa
+
+    if isinstance(kind, (sa.Integer, sa.BigInteger, sa.SmallInteger)):
+        return pa.int64()
+    if isinstance(kind, sa.Boolean):
+        return pa.bool_()
+    if isinstance(kind, sa.Float):
+        return pa.float64()
+    if isinstance(kind, sa.DateTime):
+        return pa.timestamp("us", tz="UTC") if kind.timezone else pa.timestamp("us")
+    if isinstance(kind, sa.Date):
+        return pa.date32()
+    return pa.string()  # numeric, uuid, json, intervals, arrays, ...: PostgreSQL's exact text
 
 
 def write_parquet(path: Path, table: sa.Table, rows: list) -> None:
@@ -209,9 +209,8 @@ def _text_form(arrow_type):
     import pyarrow as pa
     import pyarrow.types as at
 
-    if at.is_string(arrow_type) or at.is_large_string(arrow_type) or at.is_null(arrow_type):
-        return str
-    if at.is_integer(arrow_type) or at.is_decimal(arrow_type):
+    if any(is_kind(arrow_type) for is_kind in (at.is_string, at.is_large_string, at.is_null, at.is_integer,
+                                                at.is_decimal)):
         return str
     if at.is_floating(arrow_type):
         return lambda v: "NaN" if v != v else ("Infinity" if v == float("inf") else
