@@ -131,10 +131,11 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
             chosen = frozen.phase(name)
         else:
             chosen = service.resumable_plan(policy, name, target)
-            if chosen is not None and bounds and _window_of(chosen) != bounds:
+            its_window = _window_of(chosen) if chosen is not None else None
+            if chosen is not None and bounds and its_window != bounds:
                 chosen = None  # an unfinished run of another window stays for its own command
             if chosen is not None:
-                within = f"window {' to '.join(map(str, _window_of(chosen)))}, " if _window_of(chosen) else ""
+                within = f"window {' to '.join(map(str, its_window))}, " if its_window else ""
                 out.print(f"[bold]{name}[/]: resuming plan {chosen.plan_id} ({within}cutoff frozen at {chosen.cutoff})")
             else:
                 chosen = _gate(target, service.make_plan(policy, name, target, window=bounds))
