@@ -30,16 +30,12 @@ class BatchSizer:
         self.rows_seen = 0.0
         self.seconds_seen = 0.0
 
-    @property
-    def rate(self) -> float | None:
-        return self.rows_seen / self.seconds_seen if self.seconds_seen else None
-
     def observe(self, rows: int, seconds: float) -> None:
         if self.target_ms is None or rows <= 0 or seconds <= 0:
             return
         self.rows_seen = self.MEMORY * self.rows_seen + rows
         self.seconds_seen = self.MEMORY * self.seconds_seen + seconds
-        wanted = self.rate * self.target_ms / 1000
+        wanted = self.rows_seen / self.seconds_seen * self.target_ms / 1000
         self.size = int(max(self.minimum, min(self.maximum, wanted, self.size * self.GROWTH)))
 
 

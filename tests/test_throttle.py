@@ -52,7 +52,7 @@ def test_batch_sizer_adapts_to_its_target_within_bounds():
         sizer.observe(sizer.size, sizer.size / 1e6)
     assert sizer.size == 50_000  # the maximum holds
     sizes = []
-    for _ in range(30):  # the rows now cost 100 us each: 1,000 rows per 100 ms, reached as the average decays
+    for _ in range(30):  # the rows now cost 100 us each: 1,000 rows per 100 ms, reached as the old batches decay
         sizer.observe(sizer.size, sizer.size / 10_000)
         sizes.append(sizer.size)
     assert sizes == sorted(sizes, reverse=True) and 1000 <= sizes[-1] <= 1100
