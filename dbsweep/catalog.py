@@ -50,3 +50,51 @@ def column(table: sa.Table, name: str) -> sa.Column:
 
 def primary_key(table: sa.Table) -> list[sa.Column]:
     return list(table.primary_key.columns)
+
+
+def time_column(table: sa.Table, name: str) -> sa.Column:
+    """A column a cutoff is compared with: a date or a timestamp, never text or a number."""
+    col = column(table, name)
+    if not isinstance(col.type, (sa.Date, sa.DateTime)):
+        raise BadInput(f"column '{name}' of table '{table.fullname}' is {col.type}, not a date or timestamp: "
+                       "a cutoff cannot be compared with it")
+    return col
+
+
+def _python_types(col: sa.Column) -> tuple[type, ...] | None:
+    """The Python values a policy may give for `col`: None where the database must judge a string."""
+    kind = col.type
+    if isinstance(kind, sa.Boolean):
+        return (bool,)
+    if isinstance(kind, sa.Integer):
+        return (int,)
+    if isinstance(kind, (sa.Numeric, sa.Float)):
+        return (int, float)
+    if isinstance(kind, (sa.String, sa.Enum)) and not isinstance(kind, sa.Uuid):
+        return (str,)
+    return None
+
+
+def check_value(conn: sa.Connection, col: sa.Column, value, what: str) -> None:
+    """Refuse, at plan time, a policy value that does not fit its column (type, range, format,
+    NOT NULL): one line naming it, instead of an SQL error in the middle of a run."""
+    where = f"{what}: {value!r} for column '{col.name}' ({col.type})"
+    if value is None:
+        if not col.nullable:
+            raise BadInput(f"{where}: the column is NOT NULL")
+        return
+    allowed = _python_types(col)
+    if isinstance(value, bool) and allowed is not None and bool not in allowed:
+        raise BadInput(f"{where}: a boolean does not fit this column")
+    if allowed is not None and not isinstance(value, allowed):
+        raise BadInput(f"{where}: expected {' or '.join(t.__name__ for t in allowed)}, not {type(value).__name__}")
+    if allowed is None and not isinstance(value, str):
+        raise BadInput(f"{where}: give this column's value as a string, as SQL would read it")
+    savepoint = conn.begin_nested()  # the server itself says whether the value fits (range, format, enum)
+    try:
+        conn.execute(sa.select(sa.cast(sa.literal(value), col.type)))
+    except sa.exc.DBAPIError as exc:
+        savepoint.rollback()
+        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise BadInput(f"{where}: the database refuses it ({detail})") from None
+    savepoint.commit()

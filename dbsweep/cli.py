@@ -5,6 +5,7 @@ Exit codes: 0 done, 1 failed, 2 bad input, 3 gate refused, 4 stopped early but r
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import sys
 from datetime import datetime
@@ -94,6 +95,9 @@ def plan(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, win
     Great Expectations gate. Exit 3 when a gate refuses."""
     from .report import print_plan
 
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        raise BadInput(f"--output {output}: {'is a directory' if output.is_dir() else 'its folder does not exist'}; "
+                       "nothing was planned")
     policy, target = _open(policy_path, env)
     bounds = parse_window(window) if window else None
     plans = [_gate(target, service.make_plan(policy, name, target, window=bounds)) for name in _phases(policy, phase)]
@@ -235,6 +239,21 @@ def restore(run_id: Annotated[str, typer.Argument(help="Run id, as `dbsweep stat
         out.print(f"run {run_id} ({report.phase}) restored from {report.batches:,} batches: {report.detail}")
 
 
+@app.command()
+@guarded
+def abandon(run_id: Annotated[str, typer.Argument(help="Run id, as `dbsweep status` lists it.")],
+            policy_path: Annotated[Optional[Path], typer.Option("--policy", help="Policy file; default: the policy in ./policies whose database holds the run.")] = None,
+            env: EnvOpt = None):
+    """Give up an unfinished run (stopped, failed or interrupted): it is never resumed, so the phase
+    can be planned and run afresh. What it changed stays recorded and undoable with `dbsweep restore`."""
+    from .ledger import Ledger
+
+    _, target = _find_run(run_id, policy_path, env)
+    run = Ledger(target.engine).abandon(run_id, "abandoned by the operator")
+    out.print(f"run {run_id} ({run.phase}) abandoned after {run.rows_done:,} rows in {run.batches_done:,} batches; "
+              f"`dbsweep run` now makes a new plan. Undo what it did with: dbsweep restore {run_id}")
+
+
 def _find_run(run_id: str, policy_path: Path | None, env: str | None) -> tuple[Policy, Target]:
     from .ledger import Ledger
 
@@ -266,7 +285,27 @@ def ui():
 
 
 def main() -> None:
-    app()
+    try:
+        code = _invoke()
+    finally:
+        # Interpreter shutdown collects every object left; with Great Expectations loaded that took
+        # 0.7 s, which an operator's Ctrl-C would wait for. Frozen objects are left to the OS.
+        gc.freeze()
+    sys.exit(code)
+
+
+def _invoke() -> int:
+    try:
+        code = app(standalone_mode=False, prog_name="dbsweep")
+    except typer.TyperException as exc:  # a usage error (unknown option, bad value): one line, exit 2
+        message = (exc.format_message() if hasattr(exc, "format_message") else str(exc)).strip()
+        if message:  # empty when the help was shown for a bare `dbsweep`
+            err.print(f"dbsweep: {redact(message)} (see dbsweep --help)", markup=False, highlight=False, soft_wrap=True)
+        return getattr(exc, "exit_code", 2)
+    except typer.Abort:
+        err.print("dbsweep: interrupted", markup=False)
+        return StoppedEarly.exit_code
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ _UNITS = {
     "year": 365 * 86400,
 }
 _ALIASES = {"ms": "millisecond", "s": "second", "sec": "second", "min": "minute", "h": "hour", "d": "day", "w": "week", "y": "year"}
+MAX_SECONDS = 1000 * _UNITS["year"]  # a cutoff of now minus this stays a valid date
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)")
 
 
@@ -49,4 +50,6 @@ def parse_duration(text: str) -> timedelta:
         raise DurationError(f"malformed duration {text!r}: expected text like '7 days'")
     if seconds <= 0:
         raise DurationError(f"duration {text!r} must be longer than zero")
+    if seconds > MAX_SECONDS:
+        raise DurationError(f"duration {text!r} is too long (at most 1000 years)")
     return timedelta(seconds=seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import warnings
 from functools import lru_cache
@@ -24,7 +25,34 @@ def _server(pgdata: str):
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
         import pgserver
 
-        return pgserver.get_server(pgdata)
+        _forget_dead_handles(Path(pgdata))
+        server = pgserver.get_server(pgdata)
+    # atexit runs last-registered first: the dead are forgotten before pgserver's own exit handler
+    # decides whether this process is the last one using the server (then it stops it)
+    atexit.register(_forget_dead_handles, Path(pgdata))
+    return server
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """pgserver stops the server when the last process holding a handle on it exits. A process
+    that was killed (SIGKILL, a crash) never gives its handle back, and the server would then run
+    for ever: handles of processes that no longer run are dropped."""
+    import psutil
+    from pgserver.postgres_server import PostgresServer
+    from pgserver.utils import DiskList
+
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    handles = DiskList(pgdata / ".handle_pids.json")
+    with PostgresServer._lock:
+        pids = handles.get()
+        alive = [pid for pid in pids if running(pid)]
+        if alive != pids:
+            handles.put(alive)
 
 
 def embedded_url(database: str) -> sa.URL:

@@ -21,3 +21,15 @@ class StoppedEarly(DbsweepError):
     """The run stopped before finishing but can be resumed."""
 
     exit_code = 4
+
+
+class WaitedTooLong(StoppedEarly):
+    """A lock or statement timeout outlasted the retries: nothing of the last step committed; run again."""
+
+
+# lock_not_available, query_canceled (statement timeout)
+TIMEOUT_SQLSTATES = {"55P03", "57014"}
+
+
+def timed_out(exc: BaseException) -> bool:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in TIMEOUT_SQLSTATES

@@ -18,7 +18,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from .archive import NoArchive, RetryBatch, make_archive
 from .catalog import reflect_table
 from .dialects import dialect_for
-from .errors import DbsweepError, StoppedEarly
+from .errors import DbsweepError, StoppedEarly, WaitedTooLong, timed_out
 from .keys import from_json, to_json
 from .kinds import kind_module
 from .kinds.common import key_columns
@@ -205,6 +205,12 @@ class Executor:
                 reason = f"error: database unavailable ({_first_line(exc)})"[:200]
                 self._try_set_state(run.run_id, STOPPED, reason)
                 raise StoppedEarly(f"phase {plan.phase!r}: {reason}; run again to resume") from None
+            if is_transient(exc):  # a lock held, or a statement slower than its timeout, past every retry
+                waited = f"lock_timeout {self.options.lock_timeout_s:g} s" if timed_out(exc) else "retries"
+                reason = (f"lock wait: {_first_line(exc)} ({waited}, {self.options.retries} attempts)")[:200]
+                self._try_set_state(run.run_id, STOPPED, reason)
+                raise WaitedTooLong(f"phase {plan.phase!r}: stopped on a {reason}; nothing of that batch committed, "
+                                    "run again to resume") from None
             self._try_set_state(run.run_id, FAILED, f"error: {_first_line(exc)}"[:200])
             raise
         state = FINISHED if reason == REASON_FINISHED else STOPPED
@@ -256,7 +262,7 @@ class Executor:
             if self.lag is not None:  # the batch has committed: now wait for the replicas
                 self.lag.wait(self.rows_here)
             if self.options.sleep_ms and not walker.done:
-                time.sleep(self.options.sleep_ms / 1000)
+                self.rules.pause(self.options.sleep_ms / 1000)
         return REASON_FINISHED
 
     def _walker(self, step: Step, table: sa.Table, selection, cursor: dict):

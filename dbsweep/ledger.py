@@ -11,10 +11,12 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from .dialects import dialect_for
-from .plan import GateVerdict, PhasePlan, utcnow
+from .errors import BadInput, GateRefused
+from .plan import GateVerdict, PhasePlan, body_hash, utcnow
 
 RUNNING, FINISHED, STOPPED, FAILED, RESTORED = "running", "finished", "stopped", "failed", "restored"
 REFUSED = "refused"  # the gate (or its age, or the plan's provenance) refused a real run: nothing changed
+ABANDONED = "abandoned"  # given up by the operator: never resumed, still undoable from what it recorded
 UNFINISHED = (RUNNING, STOPPED, FAILED)
 
 
@@ -32,6 +34,7 @@ def _tables(schema: str | None) -> tuple[sa.Table, sa.Table, sa.Table]:
         sa.Column("gate_passed", sa.Boolean),
         sa.Column("gate_at", sa.DateTime(timezone=True)),
         sa.Column("gate_report", sa.Text),
+        sa.Column("gate_body_sha256", sa.String(64)),  # the body the gate judged: what may run
     )
     runs = sa.Table(
         f"{prefix}runs", md,
@@ -114,14 +117,35 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(sa.insert(self.plans).values(
                 plan_id=plan.plan_id, policy=plan.policy, phase=plan.phase, env=plan.env,
-                created_at=plan.created_at, body=plan.model_dump_json(exclude={"gate"}),
+                created_at=plan.created_at, body=plan.body(),
             ))
 
     def record_gate(self, plan_id: str, verdict: GateVerdict) -> None:
+        """The verdict, with the hash of the stored body it was given on: the plan that may run."""
         with self.engine.begin() as conn:
+            body = conn.execute(sa.select(self.plans.c.body).where(self.plans.c.plan_id == plan_id)).scalar()
+            if body is None:
+                raise BadInput(f"plan {plan_id} is not in this database's ledger")
             conn.execute(sa.update(self.plans).where(self.plans.c.plan_id == plan_id).values(
                 gate_passed=verdict.passed, gate_at=verdict.checked_at, gate_report=verdict.model_dump_json(),
+                gate_body_sha256=body_hash(body),
             ))
+
+    def approved_plan(self, plan_id: str) -> PhasePlan:
+        """The stored plan the gate judged, with its verdict; refused unless the stored body is still
+        the one the verdict was recorded for (a ledger row edited after the gate never runs)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(self.plans).where(self.plans.c.plan_id == plan_id)).first()
+        if row is None:
+            raise GateRefused(f"plan {plan_id} is not in this database's ledger; make the plan against this database")
+        if row.gate_report is None:
+            raise GateRefused(f"plan {plan_id}: the gate has not run on it")
+        if row.gate_body_sha256 != body_hash(row.body):
+            raise GateRefused(f"plan {plan_id}: the ledger's copy changed after its gate ran; make a new plan")
+        try:
+            return self._plan(row)
+        except ValueError as exc:
+            raise GateRefused(f"plan {plan_id}: the ledger's copy is not a dbsweep plan ({str(exc).splitlines()[0]})") from None
 
     def load_plan(self, plan_id: str) -> PhasePlan | None:
         with self.engine.connect() as conn:
@@ -194,11 +218,21 @@ class Ledger:
         with self.engine.connect() as conn:
             return [self._run(row) for row in conn.execute(query)]
 
+    def abandon(self, run_id: str, reason: str) -> RunRecord:
+        """Give up an unfinished run: it is never resumed, and what it recorded stays undoable."""
+        run = self.find_run(run_id)
+        if run is None:
+            raise BadInput(f"run {run_id} is not in this database's ledger")
+        if run.state not in UNFINISHED:
+            raise BadInput(f"run {run_id} is {run.state}, not unfinished: nothing to abandon")
+        self.set_state(run_id, ABANDONED, reason[:200])
+        return self.run(run_id)
+
     def set_state(self, run_id: str, state: str, reason: str | None) -> None:
         now = utcnow()
         with self.engine.begin() as conn:
             conn.execute(sa.update(self.runs).where(self.runs.c.run_id == run_id).values(
-                state=state, stop_reason=reason, updated_at=now, finished_at=now if state == FINISHED else None,
+                state=state, stop_reason=reason, updated_at=now, finished_at=now if state in (FINISHED, ABANDONED) else None,
             ))
 
     def record_batch(self, conn: sa.Connection, run: RunRecord, table: str, rows: int, cursor: dict,

@@ -3,13 +3,14 @@ Execute and resume read it; they never compute a new now()."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import BadInput
 
@@ -25,14 +26,20 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-class GateVerdict(BaseModel):
+class Frozen(BaseModel):
+    """Plan parts read back from files and ledgers: a key dbsweep did not write is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class GateVerdict(Frozen):
     passed: bool
     checked_at: datetime
     summary: str
     results: list[dict[str, Any]] = []
 
 
-class Step(BaseModel):
+class Step(Frozen):
     """One table's share of a phase, walked in batches."""
 
     table: str
@@ -46,7 +53,7 @@ class Step(BaseModel):
     spec: dict[str, Any] = {}  # what the kind needs to rebuild the selection exactly
 
 
-class PhasePlan(BaseModel):
+class PhasePlan(Frozen):
     plan_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     policy: str
     phase: str
@@ -66,8 +73,31 @@ class PhasePlan(BaseModel):
     def rows_selected(self) -> int:
         return sum(step.rows_selected for step in self.steps)
 
+    def body(self) -> str:
+        """The plan as the ledger stores it: everything but the gate's verdict."""
+        return self.model_dump_json(exclude={"gate"})
 
-class PlanFile(BaseModel):
+    def differences(self, other: PhasePlan) -> list[str]:
+        """The fields (dotted paths) in which two plans differ, the gate's verdict aside."""
+        return _differences(json.loads(self.body()), json.loads(other.body()), "")
+
+
+def body_hash(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _differences(mine: Any, theirs: Any, path: str) -> list[str]:
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        return [found for key in sorted(set(mine) | set(theirs), key=str)
+                for found in _differences(mine.get(key), theirs.get(key), f"{path}.{key}" if path else str(key))]
+    if isinstance(mine, list) and isinstance(theirs, list):
+        if len(mine) != len(theirs):
+            return [f"{path or 'plan'} ({len(mine)} items, not {len(theirs)})"]
+        return [found for i, (a, b) in enumerate(zip(mine, theirs)) for found in _differences(a, b, f"{path}[{i}]")]
+    return [] if mine == theirs else [path or "plan"]
+
+
+class PlanFile(Frozen):
     format: int = PLAN_FORMAT
     policy: str
     env: str
@@ -86,8 +116,14 @@ class PlanFile(BaseModel):
     @classmethod
     def read(cls, path: str | Path) -> PlanFile:
         try:
-            return cls.model_validate(json.loads(Path(path).read_text()))
+            return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise BadInput(f"{path}: plan file not found") from None
+        except IsADirectoryError:
+            raise BadInput(f"{path}: is a directory, not a plan file") from None
+        except PermissionError:
+            raise BadInput(f"{path}: plan file not readable (permission denied)") from None
+        except UnicodeDecodeError:
+            raise BadInput(f"{path}: not a dbsweep plan file (not UTF-8 text)") from None
         except (ValueError, TypeError) as exc:
             raise BadInput(f"{path}: not a dbsweep plan file ({str(exc).splitlines()[0]})") from None

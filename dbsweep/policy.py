@@ -33,11 +33,30 @@ def _checked_duration(value: str) -> str:
     return value
 
 
+def _server_timeout(value: str) -> str:
+    if parse_duration(value).total_seconds() * 1000 > MAX_SERVER_TIMEOUT_MS:
+        raise ValueError(f"{value!r} is more than the server accepts (at most 24 days)")
+    return value
+
+
+def _some_predicate(value: str) -> str:
+    if not value.strip():
+        raise ValueError("empty; leave the key out for no filter")
+    return value
+
+
+# PostgreSQL's lock_timeout and statement_timeout are int milliseconds
+MAX_SERVER_TIMEOUT_MS = 2_147_483_647
 Duration = Annotated[str, AfterValidator(_checked_duration)]  # text like "7 days", checked on load
+ServerTimeout = Annotated[Duration, AfterValidator(_server_timeout)]
+Where = Annotated[str, AfterValidator(_some_predicate)]  # SQL, checked against the catalog at plan time
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Policy tables: unknown keys refused, values of the declared type only (`batch_size = "1000"` or
+    `true` is an error, not a silent conversion)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 DEFAULT_BATCH_SIZE = 10_000
@@ -65,8 +84,8 @@ class PhaseBase(Strict):
     schedule: str | None = None
     after: list[str] = []
     expect: Expect = Expect()
-    lock_timeout: Duration = "2 seconds"
-    statement_timeout: Duration = "60 seconds"
+    lock_timeout: ServerTimeout = "2 seconds"
+    statement_timeout: ServerTimeout = "60 seconds"
     sleep_ms: int = Field(default=0, ge=0)
     max_runtime: Duration | None = None
     max_replica_lag: Duration | None = None  # pause (after committing) while a replica lags more than this
@@ -224,15 +243,24 @@ def load_policy(path: str | Path) -> Policy:
 
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(f"{path}: policy file not found") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path}: is a directory, not a policy file") from None
+    except PermissionError:
+        raise BadInput(f"{path}: policy file not readable (permission denied)") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: not a policy file (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{path}: not valid TOML: {exc}") from None
     extra = set(raw) - {"policy", "database", "phase"}
     if extra:
         raise BadInput(f"{path}: unknown top-level table '{sorted(extra)[0]}'")
     meta = _validate(PolicyMeta, raw.get("policy", {}), f"{path}: [policy]")
+    if meta.name != path.stem:  # Dagster finds a policy by its name: <policy_dir>/<name>.toml
+        raise BadInput(f"{path}: [policy] key 'name': {meta.name!r} differs from the file name; "
+                       f"name the file {meta.name}.toml or the policy {path.stem!r}")
     database = _validate(DatabaseConfig, raw.get("database", {}), f"{path}: [database]")
     phases, fingerprints = [], {}
     for index, raw_phase in enumerate(raw.get("phase", [])):

@@ -7,9 +7,11 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import sqlalchemy as sa
+
 from .dialects import dialect_for
 from .durations import parse_duration
-from .errors import BadInput, GateRefused
+from .errors import BadInput, GateRefused, WaitedTooLong, timed_out
 from .executor import Executor, Progress, RunOptions, RunReport
 from .kinds import kind_module
 from .ledger import Ledger
@@ -40,11 +42,18 @@ def make_plan(policy: Policy, phase_name: str, target: Target, now: datetime | N
     if window is not None and cfg.kind != "retention":
         raise BadInput(f"phase '{cfg.name}': only retention phases are purged window by window")
     with target.engine.connect() as conn:
-        try:
+        try:  # discovery waits no longer than a batch would: an idle lock holder cannot hang it
+            dialect.set_session_timeouts(conn, cfg.seconds("lock_timeout"), cfg.seconds("statement_timeout"), local=True)
             extra = {"window": window} if window is not None else {}
             parts = kind.build_plan(cfg, conn, dialect, now, **extra)
         except BadInput as exc:
             raise BadInput(f"{policy.path}: phase '{cfg.name}': {exc}") from None
+        except sa.exc.DBAPIError as exc:
+            if not timed_out(exc):
+                raise
+            raise WaitedTooLong(f"{policy.path}: phase '{cfg.name}': planning waited longer than lock_timeout "
+                                f"({cfg.lock_timeout}) or statement_timeout ({cfg.statement_timeout}): "
+                                f"{str(exc.orig).strip().splitlines()[0]}; nothing was planned, run again") from None
     plan = PhasePlan(
         policy=policy.name, phase=cfg.name, kind=cfg.kind, env=target.env, created_at=now,
         phase_fingerprint=policy.fingerprints[cfg.name], cutoff=parts.cutoff, steps=parts.steps,
@@ -77,30 +86,36 @@ def resumable_plan(policy: Policy, phase_name: str, target: Target) -> PhasePlan
     return None if run is None else ledger.load_plan(run.plan_id)
 
 
-def authorize(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool, confirm: str | None) -> str | None:
-    """Refuse, before anything changes, a plan that is not this policy's, changed, stale, or whose
-    gate did not pass according to the ledger (not to the plan file). Returns a resumable run id."""
-    cfg = policy.phase(plan.phase)
-    if plan.policy != policy.name or plan.env != target.env:
-        raise BadInput(f"plan {plan.plan_id} is for {plan.policy}/{plan.env}, not {policy.name}/{target.env}")
-    if plan.phase_fingerprint != policy.fingerprints[plan.phase]:
-        raise BadInput(f"{policy.path}: phase '{plan.phase}' changed since plan {plan.plan_id} was made; make a new plan")
-    if target.protected and not dry_run and confirm != plan.phase:
-        raise BadInput(f"env '{target.env}' is protected: a real run of phase '{plan.phase}' needs --confirm {plan.phase}")
+def authorize(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool,
+              confirm: str | None) -> tuple[PhasePlan, str | None]:
+    """Refuse, before anything changes, a plan that is not the one the gate judged (the ledger's copy
+    is the reference: a plan file that differs from it in any field is refused), not this policy's,
+    changed, stale, or whose gate did not pass. Returns the ledger's plan, the one that runs, and
+    the id of its unfinished run if there is one."""
     ledger = Ledger(target.engine)
     ledger.ensure()
-    recorded = ledger.load_plan(plan.plan_id)
-    if recorded is None:
-        raise GateRefused(f"plan {plan.plan_id} is not in this database's ledger; make the plan against this database")
-    if recorded.gate is None:
-        raise GateRefused(f"plan {plan.plan_id}: the gate has not run on it")
+    recorded = ledger.approved_plan(plan.plan_id)
+    changed = plan.differences(recorded)
+    if changed:
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        raise GateRefused(f"plan {plan.plan_id}: the plan given differs from the one its gate judged in: {shown}; "
+                          "nothing was run (the ledger's copy is the plan; make a new plan to change it)")
+    cfg = policy.phase(recorded.phase)
+    if recorded.policy != policy.name or recorded.env != target.env:
+        raise BadInput(f"plan {recorded.plan_id} is for {recorded.policy}/{recorded.env}, not {policy.name}/{target.env}")
+    run = ledger.unfinished_run(recorded.policy, recorded.phase, recorded.env, recorded.plan_id)
+    if recorded.phase_fingerprint != policy.fingerprints[recorded.phase]:
+        way_out = (f"; its unfinished run {run.run_id} resumes only under the policy it was planned with, or give it up "
+                   f"with `dbsweep abandon {run.run_id}` (what it did stays undoable)") if run else "; make a new plan"
+        raise BadInput(f"{policy.path}: phase '{recorded.phase}' changed since plan {recorded.plan_id} was made{way_out}")
+    if target.protected and not dry_run and confirm != recorded.phase:
+        raise BadInput(f"env '{target.env}' is protected: a real run of phase '{recorded.phase}' needs --confirm {recorded.phase}")
     if not recorded.gate.passed:
-        raise GateRefused(f"plan {plan.plan_id}: gate failed: {recorded.gate.summary}")
-    run = ledger.unfinished_run(plan.policy, plan.phase, plan.env, plan.plan_id)
+        raise GateRefused(f"plan {recorded.plan_id}: gate failed: {recorded.gate.summary}")
     max_age = parse_duration(cfg.max_plan_age)
-    if run is None and utcnow() - plan.created_at > max_age:
-        raise GateRefused(f"plan {plan.plan_id} is older than max_plan_age ({cfg.max_plan_age}); make a new plan")
-    return None if run is None else run.run_id
+    if run is None and utcnow() - recorded.created_at > max_age:
+        raise GateRefused(f"plan {recorded.plan_id} is older than max_plan_age ({cfg.max_plan_age}); make a new plan")
+    return recorded, None if run is None else run.run_id
 
 
 def run_options(policy: Policy, phase_name: str, **overrides) -> RunOptions:
@@ -123,7 +138,7 @@ def run_options(policy: Policy, phase_name: str, **overrides) -> RunOptions:
 def apply(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool = True, confirm: str | None = None,
           on_progress=None, **overrides) -> RunReport | DryRunReport:
     try:
-        resumes = authorize(policy, target, plan, dry_run=dry_run, confirm=confirm)
+        plan, resumes = authorize(policy, target, plan, dry_run=dry_run, confirm=confirm)
     except GateRefused as exc:
         if not dry_run:
             Ledger(target.engine).record_refusal(plan, f"gate: {exc}")

@@ -48,6 +48,12 @@ class StopRules:
         self.started = time.monotonic()
         self.signalled: str | None = None
 
+    def pause(self, seconds: float, slice_s: float = 0.1) -> None:
+        """Sleep, but wake within `slice_s` of a signal: an operator's Ctrl-C is never kept waiting."""
+        end = time.monotonic() + seconds
+        while not self.signalled and (left := end - time.monotonic()) > 0:
+            time.sleep(min(slice_s, left))
+
     def rows_left(self, rows_done_here: int) -> int | None:
         return None if self.max_rows is None else self.max_rows - rows_done_here
 
@@ -65,8 +71,9 @@ class ReplicaLagThrottle:
     """After a batch has committed, wait while the worst replica lags more than `limit_s`, checking
     every `poll_s`; a stop rule (signal, runtime limit) ends the wait."""
 
-    def __init__(self, probe, limit_s: float, rules: StopRules, poll_s: float = 1.0, sleep=time.sleep):
-        self.probe, self.limit_s, self.rules, self.poll_s, self.sleep = probe, limit_s, rules, poll_s, sleep
+    def __init__(self, probe, limit_s: float, rules: StopRules, poll_s: float = 1.0, sleep=None):
+        self.probe, self.limit_s, self.rules, self.poll_s = probe, limit_s, rules, poll_s
+        self.sleep = sleep or rules.pause
         self.paused_s = 0.0
         self.pauses = 0
 

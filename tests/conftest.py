@@ -105,3 +105,15 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "dbsweep.cli", *map(str, args)], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=ROOT)
+
+
+def checksums(engine: sa.Engine) -> dict[str, tuple[int, str]]:
+    """Row count and an order-independent md5 of every table outside dbsweep's own schemas: what
+    a refused or bad command must leave exactly as it was."""
+    with engine.connect() as conn:
+        tables = conn.execute(sa.text(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'dbsweep', 'dbsweep_archive')")).scalars().all()
+        return {name: tuple(conn.execute(sa.text(
+            f"SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') FROM {name} t")).one())
+            for name in sorted(tables)}

@@ -43,6 +43,19 @@ def _kill_after(engine, proc, more_batches: int, jitter_s: float) -> None:
     time.sleep(jitter_s)  # land anywhere inside the next batch, or between batches
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    _wait_for_orphaned_backends(engine)
+
+
+def _wait_for_orphaned_backends(engine) -> None:
+    """A killed client's server session may still be finishing a COMMIT it had sent: what the test
+    reads next must not be split across that commit (survivors before it, ledger after it)."""
+    deadline = time.monotonic() + 30
+    with engine.connect() as conn:
+        while conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                   "AND pid <> pg_backend_pid() AND state <> 'idle'")).scalar():
+            assert time.monotonic() < deadline, "a killed run's session never ended"
+            conn.rollback()
+            time.sleep(0.01)
 
 
 def _archived_ids(engine, mode: str, archive_dir: Path) -> list:

@@ -30,8 +30,9 @@ class Dialect:
     def quote(self, conn: sa.Connection, name: str) -> str:
         return conn.dialect.identifier_preparer.quote(name)
 
-    def set_session_timeouts(self, conn: sa.Connection, lock_s: float, statement_s: float) -> None:
-        """Lock and statement timeouts for every later statement on this connection."""
+    def set_session_timeouts(self, conn: sa.Connection, lock_s: float, statement_s: float, local: bool = False) -> None:
+        """Lock and statement timeouts for every later statement on this connection (`local`: only
+        until its transaction ends, where the database can)."""
 
     def ensure_schema(self, conn: sa.Connection, schema: str) -> None:
         if not sa.inspect(conn).has_schema(schema):

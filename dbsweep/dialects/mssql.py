@@ -115,7 +115,7 @@ class MssqlDialect(Dialect):
     name = "mssql"
     range_walk = False  # every batch is DELETE TOP (n) over a key window found first
 
-    def set_session_timeouts(self, conn, lock_s, statement_s):
+    def set_session_timeouts(self, conn, lock_s, statement_s, local=False):
         # SQL Server has no server-side statement timeout; pymssql's query timeout is per connection
         # string, so only the lock timeout is set here.
         conn.execute(lock_timeout_statement(lock_s))

@@ -28,10 +28,10 @@ class PostgresDialect(Dialect):
     supports_row_locator = True
     dml_in_cte = True
 
-    def set_session_timeouts(self, conn, lock_s, statement_s):
+    def set_session_timeouts(self, conn, lock_s, statement_s, local=False):
         conn.execute(
-            sa.text("SELECT set_config('lock_timeout', :l, false), set_config('statement_timeout', :s, false)"),
-            {"l": f"{int(lock_s * 1000)}ms", "s": f"{int(statement_s * 1000)}ms"},
+            sa.text("SELECT set_config('lock_timeout', :l, :local), set_config('statement_timeout', :s, :local)"),
+            {"l": f"{int(lock_s * 1000)}ms", "s": f"{int(statement_s * 1000)}ms", "local": local},
         )
 
     def table_bytes(self, conn, table):

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from pydantic import Field, field_validator, model_validator
 
 from ..archive import TableArchive, archive_table_for
-from ..catalog import column, primary_key, reflect_table, reflect_tables
+from ..catalog import check_value, column, primary_key, reflect_table, reflect_tables, time_column
 from ..dialects import Dialect
 from ..dialects.base import NO_ARCHIVE
 from ..dialects.functions import latest_of
@@ -27,8 +27,8 @@ from ..durations import parse_duration
 from ..errors import BadInput
 from ..keys import from_json, to_json
 from ..plan import PhasePlan, Step
-from ..policy import Duration, PhaseBase, Strict
-from ..predicate import check_where
+from ..policy import Duration, PhaseBase, Strict, Where
+from ..predicate import checked_where, where_clause
 from .common import PlanParts
 
 GATE_SUITE = "cascade_gate"
@@ -68,7 +68,7 @@ class Parent(Strict):
     table: str
     type_column: str | None = None
     type_value: int | str | None = None
-    where: str | None = None
+    where: Where | None = None
     inactive_for: Duration | None = None  # no activity for this long, across activity_columns and [[phase.activity]]
     activity_columns: list[str] = []
     batch_size: int = Field(default=100, ge=1, le=100_000)
@@ -114,8 +114,8 @@ def parent_selection(tables: dict[str, sa.Table], spec: dict) -> sa.ColumnElemen
     clauses = []
     if p.get("type_column"):
         clauses.append(parent.c[p["type_column"]] == p["type_value"])
-    if p.get("where"):
-        clauses.append(sa.literal_column(f"({p['where']})", sa.Boolean))
+    if p.get("where") is not None:
+        clauses.append(where_clause(p, parent))
     if p.get("cutoff"):
         cutoff = datetime.fromisoformat(p["cutoff"])
         for name in p.get("activity_columns", []):
@@ -159,14 +159,15 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
     if len(keys) != 1:
         raise BadInput(f"cascade parent '{p.table}' needs a single-column primary key")
     key = keys[0]
-    for name in [p.type_column, *p.activity_columns]:
-        if name:
-            column(parent, name)
-    where = check_where(p.where, list(parent.c.keys()), dialect.name) if p.where else None
+    if p.type_column:
+        check_value(conn, column(parent, p.type_column), p.type_value, "parent.type_value")
+    for name in p.activity_columns:
+        time_column(parent, name)
+    where = checked_where(p.where, parent, dialect.name) if p.where is not None else {"where": None}
     cutoff = now - parse_duration(p.inactive_for) if p.inactive_for else None
     spec = {
         "key": key.name,
-        "parent": {**p.model_dump(exclude={"where", "inactive_for"}), "where": where,
+        "parent": {**p.model_dump(exclude={"where", "inactive_for"}), **where,
                    "cutoff": cutoff.isoformat() if cutoff else None},
         "children": [c.model_dump() for c in cfg.children],
         "activity": [a.model_dump() for a in cfg.activity],
@@ -180,6 +181,10 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
                      getattr(link_cfg, "time_column", None)):
             if name:
                 column(table, name)
+        if link_cfg.type_column:
+            check_value(conn, table.c[link_cfg.type_column], link_cfg.type_value, f"{link_cfg.table}: type_value")
+        if getattr(link_cfg, "time_column", None):
+            time_column(table, link_cfg.time_column)
     chosen = parent_selection(tables, spec)
     selected = sa.select(key).where(chosen)
     profile, blockers = [], uncovered_foreign_keys(conn, tables, cfg)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..archive import BATCH_NO, RUN_ID, archive_table_for, ensure_table
-from ..catalog import column, reflect_table
+from ..catalog import check_value, column, reflect_table
 from ..dialects import Dialect
 from ..errors import BadInput
 from ..plan import PhasePlan, Step
@@ -165,12 +165,18 @@ def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
 
 def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) -> PlanParts:
     table = reflect_table(conn, cfg.table)
-    for rule in cfg.rules:
-        for name in rule.set:
-            column(table, name)
+    keys = {c.name for c in table.primary_key.columns}
+    for index, rule in enumerate(cfg.rules):
+        for name, value in rule.set.items():
+            if name in keys:
+                raise BadInput(f"{rule.label(index)}: set writes primary-key column '{name}'; a reset changes state, "
+                               "never a row's identity")
+            check_value(conn, column(table, name), value, f"{rule.label(index)}: set")
         if rule.match != "otherwise":
             for cond in rule.match if isinstance(rule.match, list) else [rule.match]:
-                column(table, cond.column)
+                col = column(table, cond.column)
+                for value in [cond.equals] if "equals" in cond.model_fields_set else (cond.in_ or []):
+                    check_value(conn, col, value, f"{rule.label(index)}: match")
     rules = [rule.model_dump(by_alias=True, exclude_unset=True) for rule in cfg.rules]
     spec = {"rules": rules, "columns": sorted({n for r in cfg.rules for n in r.set})}
     if cfg.verify_query:

@@ -8,14 +8,14 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import model_validator
 
-from ..catalog import column, reflect_table, split_name
+from ..catalog import column, reflect_table, split_name, time_column
 from ..dialects import Dialect
 from ..durations import parse_duration
 from ..errors import BadInput
 from ..keys import from_json, up_to_key
 from ..plan import PhasePlan, Step, as_utc
-from ..policy import Duration, PhaseBase, Strict
-from ..predicate import check_where
+from ..policy import Duration, PhaseBase, Strict, Where
+from ..predicate import checked_where, where_clause
 from .common import PlanParts, key_columns, walk_step
 from .partitioned import partition_steps
 
@@ -37,7 +37,7 @@ class Config(PhaseBase):
     time_column: str
     older_than: Duration | None = None
     cutoff: datetime | None = None
-    where: str | None = None
+    where: Where | None = None
     partition_fast_path: bool = True  # PostgreSQL range partitions on time_column go whole when wholly expired
     keep_if_referenced_by: list[str] = []  # "table.column" (or schema.table.column): rows it points at stay
     # "blocks": walk heap-block ranges (PostgreSQL TID range scans) even when there is a key: sequential
@@ -71,8 +71,8 @@ def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
     if step.spec.get("window"):
         start, end = (_column_moment(time_col, datetime.fromisoformat(t)) for t in step.spec["window"])
         clauses += [time_col >= start, time_col < end]
-    if step.spec.get("where"):
-        clauses.append(sa.literal_column(f"({step.spec['where']})", sa.Boolean))
+    if step.spec.get("where") is not None:
+        clauses.append(where_clause(step.spec, table))
     for keep in step.spec.get("keep", []):
         referrer = sa.table(keep["table"], sa.column(keep["column"]), schema=keep["schema"])
         clauses.append(~sa.exists(sa.select(sa.literal(1)).select_from(referrer)
@@ -107,12 +107,12 @@ def _keep_rules(conn: sa.Connection, table: sa.Table, references: list[str]) -> 
 def _rule(cfg: Config, conn: sa.Connection, dialect: Dialect, table: sa.Table, now: datetime):
     """The time column, the cutoff, and the spec `selection` rebuilds the rule from, all checked
     against the live catalog."""
-    time_col = column(table, cfg.time_column)
+    time_col = time_column(table, cfg.time_column)
     cutoff = as_utc(cfg.cutoff) if cfg.cutoff else now - parse_duration(cfg.older_than)
     if cutoff > now:
         raise BadInput(f"cutoff {cutoff.isoformat()} is in the future")
-    where = check_where(cfg.where, list(table.c.keys()), dialect.name) if cfg.where else None
-    spec = {"time_column": time_col.name, "cutoff": cutoff.isoformat(), "where": where,
+    where = checked_where(cfg.where, table, dialect.name) if cfg.where is not None else {"where": None}
+    spec = {"time_column": time_col.name, "cutoff": cutoff.isoformat(), **where,
             "keep": _keep_rules(conn, table, cfg.keep_if_referenced_by)}
     return time_col, cutoff, spec
 
