@@ -17,14 +17,40 @@ from .errors import BadInput
 RUN_ID, BATCH_NO, ARCHIVED_AT = "dbsweep_run_id", "dbsweep_batch_no", "dbsweep_archived_at"
 
 
-class NoArchive:
-    mode = "none"
+class Change:
+    """What a batch does to the rows its walker picked. The walker (or the dialect, for the forms
+    only one database has) builds the DELETE that names those rows; the change carries it out,
+    asking the dialect for the SQL of its own operation, and says in `ref` what the batch's ledger
+    row records of it (an archive, a file, a moved table)."""
+
+    ref: str | None = None
+    # a bare DELETE and nothing else: a dialect may fold the batch's key search into the same statement
+    plain_delete: bool = False
+
+    def begin_batch(self, run_id: str, batch_no: int) -> None:
+        self.run_id = run_id
+
+    def apply(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
+        raise NotImplementedError
+
+    def delete_cte(self, dialect, stmt: sa.Delete, table: sa.Table, suffix: str) -> tuple[list, Any]:
+        """This change as common table expressions of one bigger statement (several tables deleted
+        in one round trip): (the CTEs, the one whose rows count the change)."""
+        raise TypeError(f"{type(self).__name__} cannot be written inside one statement")
+
+
+class NoArchive(Change):
+    plain_delete = True
 
     def begin_batch(self, run_id: str, batch_no: int) -> None:
         self.run_id, self.ref = run_id, None
 
     def apply(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
         return conn.execute(stmt).rowcount
+
+    def delete_cte(self, dialect, stmt: sa.Delete, table: sa.Table, suffix: str) -> tuple[list, Any]:
+        gone = dialect.counted_delete_cte(stmt, suffix)
+        return [gone], gone
 
 
 def archive_table_for(table: sa.Table, columns: list[sa.Column] | None = None, suffix: str = "__archive") -> sa.Table:
@@ -43,9 +69,7 @@ def archive_table_for(table: sa.Table, columns: list[sa.Column] | None = None, s
     )
 
 
-class TableArchive:
-    mode = "table"
-
+class TableArchive(Change):
     def __init__(self, dialect, archive: sa.Table):
         self.dialect, self.archive = dialect, archive
         self.ref = archive.fullname
@@ -59,6 +83,10 @@ class TableArchive:
 
     def apply(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
         return self.dialect.delete_into_archive(conn, stmt, table, self.archive, self.stamp)
+
+    def delete_cte(self, dialect, stmt: sa.Delete, table: sa.Table, suffix: str) -> tuple[list, Any]:
+        gone, kept = dialect.archived_delete_cte(stmt, table, self.archive, self.stamp, suffix)
+        return [gone, kept], kept
 
 
 def ensure_table(engine: sa.Engine, wanted: sa.Table, source: sa.Table) -> sa.Table:
@@ -80,7 +108,7 @@ class RetryBatch(Exception):
     """Roll the batch back and run it again (the executor retries it like a lock timeout)."""
 
 
-class ParquetArchive:
+class ParquetArchive(Change):
     """One file per batch: `<dir>/<run>/<table>-<batch>.parquet`. A batch that rolls back leaves a
     file the ledger never names; its retry (same batch number) replaces it.
 
@@ -89,8 +117,6 @@ class ParquetArchive:
     Arrow type get it, the others keep PostgreSQL's own text form (what pg_dump relies on), which
     restore hands back to PostgreSQL to parse. A value Arrow cannot read in a typed column (a
     timestamp 'infinity') rolls the batch back, and from then on every column keeps its text form."""
-
-    mode = "parquet"
 
     def __init__(self, root: Path, table: sa.Table, dialect=None):
         self.root, self.table, self.dialect = root, table, dialect
@@ -102,7 +128,7 @@ class ParquetArchive:
     def apply(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
         if self.schema is not None:
             return self._apply_csv(conn, stmt, table)
-        return self.write(conn.execute(stmt.returning(*table.c)).all(), table)
+        return self.write(self.dialect.delete_returning_rows(conn, stmt, table), table)
 
     def _apply_csv(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
         import pyarrow as pa

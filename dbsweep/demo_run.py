@@ -31,6 +31,8 @@ def find_file(relative: str) -> Path:
 def run_demo(out: Console, scale: float) -> None:
     from expectations.runner import gate, verification
 
+    from .kinds import kind_named
+
     summary = Table(title=f"dbsweep demo (scale {scale:g})")
     for name in ("policy", "phase", "kind", "tables", "rows before", "rows after", "changed", "rows/s", "batches",
                  "longest batch", "time", "verified"):
@@ -51,7 +53,7 @@ def run_demo(out: Console, scale: float) -> None:
             before = _rows(plan)
             report = service.apply(policy, target, plan, dry_run=False)
             verdict = verification(plan, service.verify(target, plan))
-            after = before if phase.kind == "reset" else before - report.rows  # reset changes rows in place
+            after = before if kind_named(phase.kind).changes_rows_in_place else before - report.rows
             names = list(dict.fromkeys(row["table"] for row in plan.profile))
             tables = ", ".join(names) if len(names) <= 2 else f"{names[0]} + {len(names) - 1} children"
             summary.add_row(policy.name, phase.name, phase.kind, tables, f"{before:,}", f"{after:,}", f"{report.rows:,}",

@@ -8,7 +8,6 @@ cleanup: a blocked session, connections nearly exhausted)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
@@ -16,37 +15,25 @@ import sqlalchemy as sa
 from .catalog import reflect_table
 from .dialects import dialect_for
 from .errors import DbsweepError
+from .findings import OK, PROBLEM, WARN, Finding
+from .findings import age as _age
+from .kinds import kind_named
 from .plan import as_utc
 from .policy import Policy
 from .redact import redact
 from .report import human_bytes
 from .target import Target
 
-OK, WARN, PROBLEM = "ok", "warn", "problem"
 DEAD_SHARE_WARN = 0.2  # dead tuples over a fifth of the live ones: autovacuum is behind
 CONNECTIONS_PROBLEM = 0.9
 EXACT_COUNT_BELOW = 5_000_000
-
-
-@dataclass
-class Finding:
-    check: str
-    subject: str
-    value: str
-    status: str = OK
 
 
 def policy_tables(policy: Policy) -> dict[str, list[str]]:
     """Tables the policy's phases touch, each with the phases that name it."""
     found: dict[str, list[str]] = {}
     for phase in policy.phases:
-        names = []
-        if getattr(phase, "table", None):
-            names.append(phase.table)
-        if getattr(phase, "parent", None) is not None:
-            names += [phase.parent.table, *(child.table for child in phase.children)]
-        names += list(getattr(phase, "tables", []) or [])
-        for name in names:
+        for name in kind_named(phase.kind).tables(phase):
             found.setdefault(name, []).append(phase.name)
     return found
 
@@ -70,7 +57,7 @@ def health_report(policy: Policy, target: Target, long_running: timedelta = time
                 findings.append(Finding("table", name, f"not found (phases {', '.join(phases)}); retired already?", WARN))
         for name, table in tables.items():
             findings += _table(dialect, conn, name, table)
-        findings += _retention(conn, dialect, policy, tables)
+        findings += _kinds(conn, dialect, policy, tables)
         findings += _sessions(dialect, conn, long_running)
         findings += _indexes(dialect, conn, list(tables.values()))
     return findings
@@ -102,30 +89,11 @@ def _table(dialect, conn, name: str, table: sa.Table) -> list[Finding]:
     return findings
 
 
-def _retention(conn, dialect, policy: Policy, tables: dict[str, sa.Table]) -> list[Finding]:
-    """The oldest row each retention rule would delete now (a cleanup is due), else the oldest row
-    of all (rows kept by `where` or `keep_if_referenced_by` may be older than the cutoff)."""
-    from .kinds import retention
-
-    findings = []
+def _kinds(conn, dialect, policy: Policy, tables: dict[str, sa.Table]) -> list[Finding]:
+    """What each phase's kind has to say (retention: the oldest row its rule would delete now)."""
     now = datetime.now(timezone.utc)
-    for phase in policy.phases:
-        if phase.kind != "retention" or phase.table not in tables:
-            continue
-        try:
-            due, oldest = retention.oldest(phase, conn, dialect, now)
-        except DbsweepError as exc:
-            findings.append(Finding("retention", phase.name, str(exc), WARN))
-            continue
-        rule = phase.older_than or f"before {phase.cutoff:%Y-%m-%d}"
-        if due is not None:
-            findings.append(Finding("retention", phase.name, f"due: the oldest row the rule ({rule}) deletes is "
-                                    f"{_age(now - due)} old; `dbsweep plan` counts them", WARN))
-        elif oldest is None:
-            findings.append(Finding("retention", phase.name, f"{phase.table} is empty"))
-        else:
-            findings.append(Finding("retention", phase.name, f"nothing due ({rule}); oldest row {_age(now - oldest)} old"))
-    return findings
+    return [finding for phase in policy.phases
+            for finding in kind_named(phase.kind).health(phase, conn, dialect, now, set(tables))]
 
 
 def _sessions(dialect, conn, long_running: timedelta) -> list[Finding]:
@@ -153,11 +121,3 @@ def _ago(moment) -> str:
     if moment is None:
         return "never"
     return f"{_age(datetime.now(timezone.utc) - as_utc(moment))} ago"
-
-
-def _age(span: timedelta | float) -> str:
-    seconds = span.total_seconds() if isinstance(span, timedelta) else float(span)
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds / size:.0f} {unit}"
-    return f"{seconds:.0f} seconds"

@@ -14,7 +14,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .executor import Progress as RunProgress
+from .observers import Progress as RunProgress
 from .plan import PhasePlan
 
 

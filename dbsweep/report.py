@@ -58,14 +58,11 @@ def print_dry_run(out: Console, report) -> None:
     note = f", resumes run {report.resumes_run}" if report.resumes_run else ""
     out.print(f"[bold]{report.phase}[/] (dry run, plan {report.plan_id}{note}): would change {report.rows:,} rows "
               f"in about {report.batches_estimate:,} batches; nothing changed")
-    for step in report.steps:
-        if step["walk"] == "retire":
-            out.print(f"  {step['table']}: {step['rows']:,} rows, {step['action']}")
-        elif step["walk"] == "partition":
-            out.print(f"  {step['table']}: {step['rows']:,} rows, the whole partition goes at once (detach, then "
-                      "drop, or move to schema dbsweep_archive when archiving)")
+    for line in report.steps:
+        if line.action:
+            out.print(f"  {line.table}: {line.rows:,} rows, {line.action}")
         else:
-            out.print(f"  {step['table']}: {step['rows']:,} rows, walk by {step['walk']}, batch size {step['batch_size']:,}")
+            out.print(f"  {line.table}: {line.rows:,} rows, walk by {line.walk}, batch size {line.batch_size:,}")
     _print_checks(out, report.phase, report.checks)
 
 

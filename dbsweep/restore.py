@@ -4,7 +4,6 @@ restore killed half way and run again finishes the job without putting a row bac
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from .archive import BATCH_NO, RUN_ID, read_parquet, read_parquet_as_text
 from .catalog import reflect_table
 from .dialects import dialect_for
 from .errors import BadInput, DbsweepError
-from .kinds import kind_module
+from .kinds import kind_named
 from .ledger import RESTORED, Ledger
 from .plan import PhasePlan
 
@@ -48,11 +47,7 @@ def restore_run(engine: sa.Engine, run_id: str, archive_dir: Path) -> RestoreRep
         if not dialect.try_phase_lock(lock_conn, lock_key):
             raise DbsweepError(f"phase {plan.phase!r} is running against this database; restore after it stops")
         try:
-            kind = kind_module(plan.kind)
-            if hasattr(kind, "restore"):  # kinds that change rows in place restore their own way
-                report = kind.restore(engine, ledger, run, plan)
-            else:
-                report = _restore_archived(engine, ledger, run, plan, archive_dir)
+            report = kind_named(plan.kind).restore(engine, ledger, run, plan, archive_dir)
             ledger.set_state(run_id, RESTORED, report.detail)
             return report
         finally:
@@ -60,7 +55,8 @@ def restore_run(engine: sa.Engine, run_id: str, archive_dir: Path) -> RestoreRep
             lock_conn.commit()
 
 
-def _restore_archived(engine: sa.Engine, ledger: Ledger, run, plan: PhasePlan, archive_dir: Path) -> RestoreReport:
+def restore_archived(engine: sa.Engine, ledger: Ledger, run, plan: PhasePlan, archive_dir: Path) -> RestoreReport:
+    """Put archived rows back, newest batch first, one transaction per batch."""
     batches = ledger.archived_batches(run.run_id)
     if not batches and run.rows_done and not _any_archived(ledger, run.run_id):
         raise BadInput(f"run {run.run_id} recorded no archive (archive = 'none'): there is nothing to restore from")
@@ -70,14 +66,6 @@ def _restore_archived(engine: sa.Engine, ledger: Ledger, run, plan: PhasePlan, a
     # newest batch first: in a cascade, parents (deleted last) come back before their children
     for batch in reversed(batches):
         with engine.begin() as conn:
-            if batch.archive.startswith("{"):  # a whole partition, moved to the archive schema
-                moved = json.loads(batch.archive)
-                dialect_for(conn).reattach_partition(conn, reflect_table(conn, moved["archived_as"]), moved["partition"],
-                                                     reflect_table(conn, moved["parent"]), moved["bound"])
-                ledger.mark_restored(conn, run.run_id, batch.batch_no)
-                archived += batch.rows
-                restored += batch.rows
-                continue
             if batch.table_name not in tables:
                 tables[batch.table_name] = reflect_table(conn, batch.table_name)
             table = tables[batch.table_name]

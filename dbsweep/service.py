@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -13,7 +12,7 @@ from .dialects import dialect_for
 from .durations import parse_duration
 from .errors import BadInput, GateRefused, WaitedTooLong, timed_out
 from .executor import Executor, Progress, RunOptions, RunReport
-from .kinds import kind_module
+from .kinds import DryRunLine, kind_named
 from .ledger import Ledger
 from .plan import GateVerdict, PhasePlan, utcnow
 from .policy import Policy
@@ -26,7 +25,7 @@ class DryRunReport:
     phase: str
     rows: int
     batches_estimate: int
-    steps: list[dict]
+    steps: list[DryRunLine]
     resumes_run: str | None
     checks: list[dict] = field(default_factory=list)  # preconditions and their results (retire)
 
@@ -36,16 +35,15 @@ def make_plan(policy: Policy, phase_name: str, target: Target, now: datetime | N
     """Discovery: validate the phase against the live catalog, profile it, freeze the selection.
     `window` (retention): only rows whose time falls in [start, end), one backfill window."""
     cfg = policy.phase(phase_name)
-    kind = kind_module(cfg.kind)
+    kind = kind_named(cfg.kind)
     now = now or utcnow()
     dialect = dialect_for(target.engine)
-    if window is not None and cfg.kind != "retention":
-        raise BadInput(f"phase '{cfg.name}': only retention phases are purged window by window")
+    if window is not None and not kind.windowed:
+        raise BadInput(f"phase '{cfg.name}': a {cfg.kind} phase cannot be cut into time windows")
     with target.engine.connect() as conn:
         try:  # discovery waits no longer than a batch would: an idle lock holder cannot hang it
             dialect.set_session_timeouts(conn, cfg.seconds("lock_timeout"), cfg.seconds("statement_timeout"), local=True)
-            extra = {"window": window} if window is not None else {}
-            parts = kind.build_plan(cfg, conn, dialect, now, **extra)
+            parts = kind.build_plan(cfg, conn, dialect, now, window)
         except BadInput as exc:
             raise BadInput(f"{policy.path}: phase '{cfg.name}': {exc}") from None
         except sa.exc.DBAPIError as exc:
@@ -136,7 +134,7 @@ def run_options(policy: Policy, phase_name: str, **overrides) -> RunOptions:
 
 
 def apply(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool = True, confirm: str | None = None,
-          on_progress=None, **overrides) -> RunReport | DryRunReport:
+          on_progress=None, observers=(), **overrides) -> RunReport | DryRunReport:
     try:
         plan, resumes = authorize(policy, target, plan, dry_run=dry_run, confirm=confirm)
     except GateRefused as exc:
@@ -145,42 +143,15 @@ def apply(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool = Tr
         raise
     options = run_options(policy, plan.phase, **overrides)
     if dry_run:
-        size = options.batch_size
-        steps = [row for s in plan.steps for row in _dry_steps(plan, s, size)]
-        batches = _batches_estimate(steps)
-        return DryRunReport(plan.plan_id, plan.phase, plan.rows_selected, batches, steps, resumes, plan.checks)
-    return Executor(target.engine, plan, options, on_progress).run()
-
-
-def _batches_estimate(steps: list[dict]) -> int:
-    """Transactions to expect. A cascade takes one per parent batch, plus one more for every
-    further `batch_size` of a child table than its share of the parent batches holds."""
-    parents = [s for s in steps if s["walk"] == "cascade parent"]
-    parent_batches = sum(math.ceil(s["rows"] / s["batch_size"]) for s in parents)
-    total = parent_batches
-    for s in steps:
-        if s["walk"] in ("retire", "partition"):
-            total += 1
-        elif s["walk"] == "cascade child":
-            total += max(0, math.ceil(s["rows"] / s["batch_size"]) - parent_batches)
-        elif s["walk"] != "cascade parent":
-            total += math.ceil(s["rows"] / s["batch_size"])
-    return total
-
-
-def _dry_steps(plan: PhasePlan, step, size: int | None) -> list[dict]:
-    """What a dry run lists: one line per table, a cascade's children included."""
-    if step.walk != "cascade":
-        return [{"table": step.table, "rows": step.rows_selected, "walk": step.walk,
-                 "batch_size": size or step.batch_size, "action": step.spec.get("action", "")}]
-    return [{"table": row["table"], "rows": row["rows_selected"], "walk": f"cascade {row['role']}",
-             "batch_size": row.get("batch_size") or size or step.batch_size, "action": ""} for row in plan.profile]
+        lines = kind_named(plan.kind).dry_run(plan, options.batch_size)
+        return DryRunReport(plan.plan_id, plan.phase, plan.rows_selected, sum(line.transactions for line in lines),
+                            lines, resumes, plan.checks)
+    return Executor(target.engine, plan, options, on_progress, observers).run()
 
 
 def verify(target: Target, plan: PhasePlan) -> list[dict]:
-    kind = kind_module(plan.kind)
     with target.engine.connect() as conn:
-        return kind.verify(conn, dialect_for(conn), plan)
+        return kind_named(plan.kind).verify(conn, dialect_for(conn), plan)
 
 
 __all__ = ["DryRunReport", "Progress", "RunReport", "apply", "authorize", "load_plan", "make_plan", "record_gate",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dbsweep.kinds import kind_module
+from dbsweep.kinds import kind_named
 from dbsweep.plan import GateVerdict, PhasePlan, utcnow
 
 SUITES = Path(__file__).parent / "suites"
@@ -65,8 +65,8 @@ def _describe(result: dict) -> str:
     return f"{what} ({column}: unexpected {result['unexpected'][:3]})"
 
 
-def profile_frame(plan: PhasePlan) -> pd.DataFrame:
-    frame = pd.DataFrame(plan.profile)
+def profile_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
     for name in frame.columns:
         if name in ("cutoff", "oldest_selected", "newest_selected"):
             frame[name] = pd.to_datetime(frame[name], utc=True)
@@ -75,10 +75,9 @@ def profile_frame(plan: PhasePlan) -> pd.DataFrame:
 
 def gate(plan: PhasePlan) -> GateVerdict:
     """The plan's gate: its kind's gate suite on its profile, bounded by the policy's expect table."""
-    kind = kind_module(plan.kind)
-    frame = pd.DataFrame(plan.checks) if getattr(kind, "GATE_ON", "profile") == "checks" else profile_frame(plan)
-    return run_suite(kind.GATE_SUITE, frame, plan.expect)
+    kind = kind_named(plan.kind)
+    return run_suite(kind.gate_suite, profile_frame(kind.gate_rows(plan)), plan.expect)
 
 
 def verification(plan: PhasePlan, rows: list[dict]) -> GateVerdict:
-    return run_suite(kind_module(plan.kind).VERIFY_SUITE, pd.DataFrame(rows), plan.expect)
+    return run_suite(kind_named(plan.kind).verify_suite, pd.DataFrame(rows), plan.expect)

@@ -160,6 +160,10 @@ class Dialect:
         match = keys[0].in_(some) if len(keys) == 1 else sa.tuple_(*keys).in_(some)
         return sink.apply(conn, sa.delete(table).where(match), table)
 
+    def delete_returning_rows(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> list:
+        """Delete and return the deleted rows (whole), in the caller's transaction."""
+        return conn.execute(stmt.returning(*table.c)).all()
+
     def delete_into_archive(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table, archive: sa.Table,
                             stamp: dict) -> int:
         """Delete and copy the deleted rows into `archive`, in the caller's transaction. Portable

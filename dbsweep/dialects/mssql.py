@@ -12,8 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect as SqlDialect
 
 from ..archive import ARCHIVED_AT, BATCH_NO, RUN_ID
-from ..keys import after_key, up_to_key
-from .base import NO_ARCHIVE, BatchOutcome, Dialect, saved_columns
+from .base import Dialect, saved_columns
 
 
 def named(sql_dialect: SqlDialect) -> SqlDialect:
@@ -137,29 +136,8 @@ class MssqlDialect(Dialect):
     def release_phase_lock(self, conn, key):
         conn.execute(RELEASE_APPLOCK, {"k": key})
 
-    def delete_batch(self, conn, table, keys, selection, after, last, size, sink=NO_ARCHIVE):
-        """Find the key of the size-th selected row after the cursor (OFFSET/FETCH), then one
-        DELETE TOP (size) over that window, archived by OUTPUT ... INTO in the same statement."""
-        window = [selection, up_to_key(keys, last)]
-        if after is not None:
-            window.append(after_key(keys, after))
-        boundary = conn.execute(sa.select(*keys).where(*window).order_by(*keys).offset(size - 1).limit(1)).first()
-        upper = list(boundary) if boundary is not None else last
-        where = sa.and_(*window, up_to_key(keys, upper))
-        if sink.mode == "reset":
-            rows = sink.apply(conn, sa.delete(table).where(where), table)
-        elif sink.mode == "parquet":
-            rows = sink.write(conn.execute(delete_statement(conn.dialect, table, where, size, output_rows=True)).all(),
-                              table)
-        else:
-            archive = getattr(sink, "archive", None)
-            rows = conn.execute(delete_statement(conn.dialect, table, where, size, archive,
-                                                 getattr(sink, "stamp", None))).rowcount
-        return BatchOutcome(rows=rows, last_key=upper if boundary is not None else None)
-
-    def delete_some(self, conn, table, where, limit, sink=NO_ARCHIVE):
-        return conn.execute(delete_statement(conn.dialect, table, where, limit, getattr(sink, "archive", None),
-                                             getattr(sink, "stamp", None))).rowcount
+    def delete_returning_rows(self, conn, stmt, table):
+        return conn.execute(delete_statement(conn.dialect, table, stmt.whereclause, output_rows=True)).all()
 
     def delete_into_archive(self, conn, stmt, table, archive, stamp):
         return conn.execute(delete_statement(conn.dialect, table, stmt.whereclause, None, archive, stamp)).rowcount

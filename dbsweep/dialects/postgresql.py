@@ -127,21 +127,22 @@ class PostgresDialect(Dialect):
         same statement); the counts come back in order."""
         ctes, counted = [], []
         for i, (table, where, limit, sink) in enumerate(parts):
-            stmt = _delete_some_statement(table, where, limit)
-            if sink.mode == "table":
-                gone, kept = _archived_delete(stmt, table, sink.archive, sink.stamp, f"_{i}")
-                ctes += [gone, kept]
-                counted.append(kept)
-            elif sink.mode == "none":
-                gone = stmt.returning(sa.literal_column("1").label("one")).cte(f"gone_{i}")
-                ctes.append(gone)
-                counted.append(gone)
-            else:
-                raise ValueError(f"archive {sink.mode!r} cannot be written inside one statement")
+            parts_ctes, counting = sink.delete_cte(self, _delete_some_statement(table, where, limit), table, f"_{i}")
+            ctes += parts_ctes
+            counted.append(counting)
         query = sa.select(*[sa.select(sa.func.count()).select_from(c).scalar_subquery() for c in counted])
         for cte in ctes:
             query = query.add_cte(cte)
         return list(conn.execute(query).one())
+
+    @staticmethod
+    def counted_delete_cte(stmt: sa.Delete, suffix: str):
+        """The CTE `gone` (DELETE ... RETURNING 1): counted by the statement that holds it."""
+        return stmt.returning(sa.literal_column("1").label("one")).cte(f"gone{suffix}")
+
+    @staticmethod
+    def archived_delete_cte(stmt: sa.Delete, table: sa.Table, archive: sa.Table, stamp: dict, suffix: str):
+        return _archived_delete(stmt, table, archive, stamp, suffix)
 
     def update_saving_previous(self, conn, table, previous, keys, targets, where, stamp):
         """One statement, the rows locked once: WITH old AS (SELECT ... FOR UPDATE), saved AS
@@ -207,7 +208,7 @@ class PostgresDialect(Dialect):
         """One statement: pick the next `size` selected rows in key order, delete them by ctid
         (a TID scan, whatever plan the batch query gets) and return the count and the last key.
         An archived batch takes the portable two-statement path, whose DELETE the archive wraps."""
-        if sink.mode != "none":
+        if not sink.plain_delete:
             return super().delete_batch(conn, table, keys, selection, after, last, size, sink)
         window = [selection, up_to_key(keys, last)]
         if after is not None:

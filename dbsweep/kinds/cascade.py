@@ -12,13 +12,14 @@ parent batch, and nothing is deleted twice."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
 from pydantic import Field, field_validator, model_validator
 
-from ..archive import TableArchive, archive_table_for
+from ..archive import Change, NoArchive, TableArchive, archive_table_for
 from ..catalog import check_value, column, primary_key, reflect_table, reflect_tables, time_column
 from ..dialects import Dialect
 from ..dialects.base import NO_ARCHIVE
@@ -29,6 +30,8 @@ from ..keys import from_json, to_json
 from ..plan import PhasePlan, Step
 from ..policy import Duration, PhaseBase, Strict, Where
 from ..predicate import checked_where, where_clause
+from ..walkers import Walker
+from .base import DryRunLine, Kind
 from .common import PlanParts
 
 GATE_SUITE = "cascade_gate"
@@ -298,7 +301,7 @@ def uncovered_foreign_keys(conn, tables: dict[str, sa.Table], cfg: Config) -> di
 
 
 # execution ---------------------------------------------------------------------------------
-class CascadeWalker:
+class CascadeWalker(Walker):
     """One transaction per call. A call deletes the children of the current parent batch, at most
     each table's `batch_size` rows per table; when a table has more, the transaction ends there and
     the next call goes on from that table. Once every child table is done, the same transaction
@@ -312,8 +315,7 @@ class CascadeWalker:
     has a foreign key to another, they go one table at a time, in order."""
 
     def __init__(self, dialect: Dialect, table: sa.Table, step: Step, sink, options, cursor: dict):
-        self.dialect, self.step = dialect, step
-        self.sink = ArchiveSet() if options.archive == "table" else sink
+        self.dialect, self.step, self.sink = dialect, step, sink
         self.spec = step.spec
         self.key_name = step.spec["key"]
         self.state = {"after": cursor.get("after"), "parents": cursor.get("parents"), "child": cursor.get("child", 0)}
@@ -408,11 +410,9 @@ def _linked_to_each_other(children: list[sa.Table]) -> bool:
                for table in children for fk in table.foreign_keys)
 
 
-class ArchiveSet:
+class ArchiveSet(Change):
     """archive = "table" for a cascade: one `<table>__archive` per table, all stamped with the
     transaction's run and batch; the ledger row names them all."""
-
-    mode = "table"
 
     def __init__(self):
         self.archives: list[TableArchive] = []
@@ -433,10 +433,6 @@ class ArchiveSet:
     @property
     def ref(self) -> str:
         return json.dumps({"cascade": [a.archive.fullname for a in self.archives]})
-
-
-def walker(dialect: Dialect, table: sa.Table, step: Step, sink, options, cursor: dict) -> CascadeWalker:
-    return CascadeWalker(dialect, table, step, sink, options, cursor)
 
 
 def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
@@ -481,3 +477,41 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
             ledger.mark_restored(conn, run.run_id, batch.batch_no)
         archived += batch.rows
     return rows_put_back(run.run_id, plan.phase, len(batches), archived, restored, f" across {len(order)} tables")
+
+
+class Cascade(Kind):
+    name = "cascade"
+    Config = Config
+    gate_suite = GATE_SUITE
+    verify_suite = VERIFY_SUITE
+
+    def build_plan(self, cfg, conn, dialect, now, window=None) -> PlanParts:
+        return build_plan(cfg, conn, dialect, now)
+
+    def selection(self, table, step):
+        return selection(table, step)
+
+    def verify(self, conn, dialect, plan):
+        return verify(conn, dialect, plan)
+
+    def tables(self, cfg) -> list[str]:
+        return [cfg.parent.table, *(child.table for child in cfg.children)]
+
+    def dry_run(self, plan, batch_size):
+        """A line per table. One transaction per parent batch, plus one more for every further
+        `batch_size` of a child table than its share of the parent batches holds."""
+        step = plan.steps[0]
+        lines = [DryRunLine(row["table"], row["rows_selected"], f"cascade {row['role']}",
+                            row.get("batch_size") or batch_size or step.batch_size, 0) for row in plan.profile]
+        parent_batches = sum(math.ceil(line.rows / line.batch_size) for line in lines if line.walk == "cascade parent")
+        for line in lines:
+            batches = math.ceil(line.rows / line.batch_size)
+            line.transactions = batches if line.walk == "cascade parent" else max(0, batches - parent_batches)
+        return lines
+
+    def walker(self, ctx, table, step, cursor):
+        sink = ArchiveSet() if ctx.options.archive == "table" else NoArchive()
+        return CascadeWalker(ctx.dialect, table, step, sink, ctx.options, cursor)
+
+    def restore(self, engine, ledger, run, plan, archive_dir):
+        return restore(engine, ledger, run, plan)

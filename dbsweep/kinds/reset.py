@@ -11,12 +11,13 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ..archive import BATCH_NO, RUN_ID, archive_table_for, ensure_table
+from ..archive import BATCH_NO, RUN_ID, Change, archive_table_for, ensure_table
 from ..catalog import check_value, column, reflect_table
 from ..dialects import Dialect
 from ..errors import BadInput
 from ..plan import PhasePlan, Step
 from ..policy import PhaseBase, Strict
+from .base import Kind
 from .common import PlanParts, key_columns, walk_step
 
 GATE_SUITE = "reset_gate"
@@ -215,10 +216,8 @@ def key_columns_possible(table: sa.Table) -> bool:
     return bool(list(table.primary_key.columns))
 
 
-class ResetChange:
+class ResetChange(Change):
     """The walker's change for a key window: an UPDATE that first saves the previous values."""
-
-    mode = "reset"
 
     def __init__(self, dialect: Dialect, table: sa.Table, previous: sa.Table, keys: list[sa.Column], spec: dict):
         self.dialect, self.table, self.previous, self.keys = dialect, table, previous, keys
@@ -237,11 +236,6 @@ def previous_table_for(table: sa.Table, spec: dict) -> sa.Table:
     keys = list(table.primary_key.columns)
     return archive_table_for(table, keys + [table.c[n] for n in spec["columns"] if n not in [k.name for k in keys]],
                              suffix=PREVIOUS_SUFFIX)
-
-
-def make_change(engine: sa.Engine, dialect: Dialect, table: sa.Table, step: Step, options) -> ResetChange:
-    previous = ensure_table(engine, previous_table_for(table, step.spec), table)
-    return ResetChange(dialect, table, previous, key_columns(table, step), step.spec)
 
 
 def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
@@ -310,3 +304,28 @@ def put_back_statement(table: sa.Table, previous: sa.Table, step: Step, run_id: 
 
 def _put_back(conn, table: sa.Table, previous: sa.Table, step: Step, run_id: str, batch_no: int) -> int:
     return conn.execute(put_back_statement(table, previous, step, run_id, batch_no)).rowcount
+
+
+class Reset(Kind):
+    name = "reset"
+    Config = Config
+    gate_suite = GATE_SUITE
+    verify_suite = VERIFY_SUITE
+    changes_rows_in_place = True
+
+    def build_plan(self, cfg, conn, dialect, now, window=None) -> PlanParts:
+        return build_plan(cfg, conn, dialect, now)
+
+    def selection(self, table, step):
+        return selection(table, step)
+
+    def verify(self, conn, dialect, plan):
+        return verify(conn, dialect, plan)
+
+    def change(self, ctx, table, step):
+        """Update the window's rows to their rule's values, saving the previous ones first."""
+        previous = ensure_table(ctx.engine, previous_table_for(table, step.spec), table)
+        return ResetChange(ctx.dialect, table, previous, key_columns(table, step), step.spec)
+
+    def restore(self, engine, ledger, run, plan, archive_dir):
+        return restore(engine, ledger, run, plan)

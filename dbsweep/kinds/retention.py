@@ -8,16 +8,19 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import model_validator
 
+from ..archive import NoArchive
 from ..catalog import column, reflect_table, split_name, time_column
 from ..dialects import Dialect
 from ..durations import parse_duration
-from ..errors import BadInput
+from ..errors import BadInput, DbsweepError
+from ..findings import WARN, Finding, age
 from ..keys import from_json, up_to_key
 from ..plan import PhasePlan, Step, as_utc
 from ..policy import Duration, PhaseBase, Strict, Where
 from ..predicate import checked_where, where_clause
+from .base import Kind
 from .common import PlanParts, key_columns, walk_step
-from .partitioned import partition_steps
+from .partitioned import ARCHIVE_SCHEMA, PARTITION, PartitionWalker, partition_steps, reattach_partitions
 
 GATE_SUITE = "retention_gate"
 VERIFY_SUITE = "retention_verify"
@@ -174,7 +177,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         steps = partition_steps(conn, dialect, table, time_col, cutoff, spec, cfg.start_batch_size, selection,
                                 cfg.walk)
         if steps is not None:
-            profile["whole_partitions"] = [s.table for s in steps if s.walk == "partition"]
+            profile["whole_partitions"] = [s.table for s in steps if s.walk == PARTITION]
     if steps is None:
         steps = [walk_step(conn, dialect, table, chosen, rows_selected, cfg.start_batch_size, spec, cfg.walk)]
     return PlanParts(
@@ -207,7 +210,7 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
     """Nothing the plan selected remains (within its frozen key range); survivors are counted."""
     rows = []
     for step in plan.steps:
-        if step.walk == "partition" and not _attached(conn, step.table):
+        if step.walk == PARTITION and not _attached(conn, step.table):
             rows.append({"table": step.table, "rows_now": 0, "remaining_selected": 0, "remaining_matching": 0})
             continue
         table = reflect_table(conn, step.table)
@@ -228,3 +231,62 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
             "remaining_matching": int(result.remaining_matching),
         })
     return rows
+
+
+class Retention(Kind):
+    name = "retention"
+    Config = Config
+    gate_suite = GATE_SUITE
+    verify_suite = VERIFY_SUITE
+    windowed = True
+
+    def build_plan(self, cfg, conn, dialect, now, window=None) -> PlanParts:
+        return build_plan(cfg, conn, dialect, now, window)
+
+    def selection(self, table, step):
+        return selection(table, step)
+
+    def verify(self, conn, dialect, plan):
+        return verify(conn, dialect, plan)
+
+    def backfill(self, cfg):
+        return cfg.backfill
+
+    def dry_run(self, plan, batch_size):
+        lines = super().dry_run(plan, batch_size)
+        for line, step in zip(lines, plan.steps):
+            if step.walk == PARTITION:
+                line.transactions, line.batch_size = 1, None
+                line.action = ("the whole partition goes at once (detach, then drop, or move to schema "
+                               f"{ARCHIVE_SCHEMA} when archiving)")
+        return lines
+
+    def walker(self, ctx, table, step, cursor):
+        if step.walk == PARTITION:
+            return PartitionWalker(ctx.dialect, table, step, NoArchive(), ctx.options.archive != "none")
+        return super().walker(ctx, table, step, cursor)
+
+    def restore(self, engine, ledger, run, plan, archive_dir):
+        from ..restore import restore_archived, rows_put_back
+
+        partitions, whole_rows = reattach_partitions(engine, ledger, run)
+        rows = restore_archived(engine, ledger, run, plan, archive_dir)
+        return rows_put_back(run.run_id, plan.phase, partitions + rows.batches, whole_rows + rows.rows_archived,
+                             whole_rows + rows.rows_restored)
+
+    def health(self, cfg, conn, dialect, now, tables_found) -> list[Finding]:
+        """The oldest row the rule would delete now (a cleanup is due), else the oldest row of all
+        (rows kept by `where` or `keep_if_referenced_by` may be older than the cutoff)."""
+        if cfg.table not in tables_found:
+            return []
+        try:
+            due, first = oldest(cfg, conn, dialect, now)
+        except DbsweepError as exc:
+            return [Finding("retention", cfg.name, str(exc), WARN)]
+        rule = cfg.older_than or f"before {cfg.cutoff:%Y-%m-%d}"
+        if due is not None:
+            return [Finding("retention", cfg.name, f"due: the oldest row the rule ({rule}) deletes is "
+                            f"{age(now - due)} old; `dbsweep plan` counts them", WARN)]
+        if first is None:
+            return [Finding("retention", cfg.name, f"{cfg.table} is empty")]
+        return [Finding("retention", cfg.name, f"nothing due ({rule}); oldest row {age(now - first)} old")]

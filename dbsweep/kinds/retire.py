@@ -15,6 +15,7 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import Field, field_validator
 
+from ..archive import NoArchive
 from ..catalog import reflect_table, split_name
 from ..dialects import Dialect, dialect_for
 from ..durations import parse_duration
@@ -22,12 +23,13 @@ from ..errors import BadInput, GateRefused
 from ..ledger import NOT_UNDOABLE_KEY
 from ..plan import PhasePlan, Step
 from ..policy import Duration, PhaseBase
+from ..walkers import Walker
+from .base import DryRunLine, Kind
 from .common import PlanParts
 from .partitioned import ARCHIVE_SCHEMA
 
 GATE_SUITE = "retire_gate"
 VERIFY_SUITE = "retire_verify"
-GATE_ON = "checks"
 RETIRED = "__retired_"
 CODE_SUFFIXES = {".py", ".sql", ".toml", ".yaml", ".yml", ".json", ".js", ".ts", ".java", ".cs", ".go", ".rb", ".sh",
                  ".ps1", ".md", ".txt", ".cfg", ".ini", ".xml"}
@@ -136,7 +138,7 @@ def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
     return sa.true()  # a retire step takes the whole table
 
 
-class RetireWalker:
+class RetireWalker(Walker):
     """One batch per table: re-check the preconditions under the change's transaction, then rename
     or drop (or move to the archive schema)."""
 
@@ -170,10 +172,6 @@ class RetireWalker:
 
     def advance(self, cursor: dict, rows: int, size: int) -> None:
         self.done = True
-
-
-def walker(dialect: Dialect, table: sa.Table, step: Step, sink, options, cursor: dict) -> RetireWalker:
-    return RetireWalker(dialect, table, step, sink, options)
 
 
 def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
@@ -213,3 +211,36 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
     names = ", ".join(r["table"] for r in records) or "nothing"
     return RestoreReport(run.run_id, plan.phase, len(batches), run.rows_done, run.rows_done, 0,
                          detail=f"put back {names}")
+
+
+class Retire(Kind):
+    name = "retire"
+    Config = Config
+    gate_suite = GATE_SUITE
+    verify_suite = VERIFY_SUITE
+
+    def build_plan(self, cfg, conn, dialect, now, window=None) -> PlanParts:
+        return build_plan(cfg, conn, dialect, now)
+
+    def selection(self, table, step):
+        return selection(table, step)
+
+    def verify(self, conn, dialect, plan):
+        return verify(conn, dialect, plan)
+
+    def tables(self, cfg) -> list[str]:
+        return list(cfg.tables)
+
+    def gate_rows(self, plan):
+        return plan.checks  # the gate judges the catalog preconditions, not volumes
+
+    def dry_run(self, plan, batch_size):
+        return [DryRunLine(step.table, step.rows_selected, "retire", None, 1,
+                           f"rename to {step.spec['target']}" if step.spec["action"] == "rename" else step.spec["action"])
+                for step in plan.steps]
+
+    def walker(self, ctx, table, step, cursor):
+        return RetireWalker(ctx.dialect, table, step, NoArchive(), ctx.options)
+
+    def restore(self, engine, ledger, run, plan, archive_dir):
+        return restore(engine, ledger, run, plan)
