@@ -28,6 +28,9 @@ def profile_metadata(plan, target, frame: pd.DataFrame, window) -> dict:
     }
     if window is not None:
         metadata["window"] = f"{window[0].isoformat()} to {window[1].isoformat()}"
+    waiting = [f"{row['table']}: {row['detail']}" for row in plan.profile if row.get("due")]
+    if waiting:
+        metadata["waiting"] = "; ".join(waiting)
     if plan.checks:
         metadata["preconditions"] = dg.MetadataValue.md(pd.DataFrame(plan.checks).to_markdown(index=False))
     return metadata

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .errors import BadInput
+from .names import derived
 
 RUN_ID, BATCH_NO, ARCHIVED_AT = "dbsweep_run_id", "dbsweep_batch_no", "dbsweep_archived_at"
 
@@ -58,13 +59,13 @@ def archive_table_for(table: sa.Table, columns: list[sa.Column] | None = None, s
     nullable) plus the run, batch and time each row was saved."""
     copies = [sa.Column(c.name, c.type, nullable=True) for c in (table.c if columns is None else columns)]
     return sa.Table(
-        f"{table.name}{suffix}", sa.MetaData(), *copies,
+        derived(table.name, suffix), sa.MetaData(), *copies,
         sa.Column(RUN_ID, sa.String(32), nullable=False),
         sa.Column(BATCH_NO, sa.Integer, nullable=False),
         sa.Column(ARCHIVED_AT, sa.DateTime(timezone=True), nullable=False),
         # BRIN on PostgreSQL: the archive is append-only, so run and batch follow the heap order; a
         # B-tree here cost a third of the archived purge's throughput (bench/archive.py)
-        sa.Index(f"ix_{table.name}{suffix}_run", RUN_ID, BATCH_NO, postgresql_using="brin"),
+        sa.Index(derived(f"ix_{table.name}", f"{suffix}_run"), RUN_ID, BATCH_NO, postgresql_using="brin"),
         schema=table.schema,
     )
 

@@ -7,9 +7,54 @@ import sqlalchemy as sa
 from .errors import BadInput
 
 
+def _quoted_parts(qualified: str) -> list[str] | None:
+    """The parts of a name written with SQL quotes ("Ops"."Audit Log", [dbo].[t], "my.table"):
+    dots inside quotes belong to the name. None when the name has no quotes at all."""
+    if '"' not in qualified and "[" not in qualified:
+        return None
+    parts, current, quote, i = [], "", None, 0
+    while i < len(qualified):
+        char = qualified[i]
+        if quote:
+            if char == quote and qualified[i + 1:i + 2] == quote and quote == '"':
+                current, i = current + char, i + 2  # "" inside quotes is one "
+                continue
+            if char == quote:
+                quote = None
+            else:
+                current += char
+        elif char in ('"', "["):
+            quote = '"' if char == '"' else "]"
+        elif char == ".":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+        i += 1
+    if quote:
+        raise BadInput(f"table name {qualified!r}: a quote is not closed")
+    return parts + [current]
+
+
 def split_name(qualified: str) -> tuple[str | None, str]:
-    schema, dot, table = qualified.rpartition(".")
-    return (schema or None) if dot else None, table
+    """(schema, table): SQL-quoted parts as written, else split at the last dot."""
+    parts = _quoted_parts(qualified)
+    if parts is None:
+        schema, dot, table = qualified.rpartition(".")
+        return (schema or None) if dot else None, table
+    if len(parts) > 2 or not all(parts):
+        raise BadInput(f"table name {qualified!r}: write schema.table, quoting a part that holds a dot")
+    return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+
+
+def _readings(qualified: str) -> list[tuple[str | None, str]]:
+    """Every way an unquoted name can be read: split at its last dot first, then at the others,
+    then whole (a table whose name holds a dot)."""
+    if _quoted_parts(qualified) is not None:
+        return [split_name(qualified)]
+    parts = qualified.split(".")
+    splits = [(".".join(parts[:i]), ".".join(parts[i:])) for i in range(len(parts) - 1, 0, -1)]
+    return splits + [(None, qualified)]
 
 
 def _existing(inspector, qualified: str) -> tuple[str | None, str]:
@@ -17,10 +62,23 @@ def _existing(inspector, qualified: str) -> tuple[str | None, str]:
     schema, name = split_name(qualified)
     if not name:
         raise BadInput(f"empty table name {qualified!r}")
-    if not inspector.has_table(name, schema=schema):
+    found = [(s, n) for s, n in _readings(qualified) if n and inspector.has_table(n, schema=s)]
+    if len(found) > 1:
+        raise BadInput(f"table name {qualified!r} can be read {len(found)} ways; quote its parts, e.g. "
+                       f'"{found[0][0]}"."{found[0][1]}"')
+    if not found:
         where = f"schema '{schema}'" if schema else "the default schema"
         raise BadInput(f"table '{qualified}' not found in {where} of the target database")
-    return schema, name
+    return found[0]
+
+
+def resolve_name(conn: sa.Connection, qualified: str) -> tuple[str | None, str]:
+    """(schema, name) of the table `qualified` names, read as `_existing` reads it when the table
+    exists, else as written (a table that is gone, looked for under another name)."""
+    try:
+        return _existing(sa.inspect(conn), qualified)
+    except BadInput:
+        return split_name(qualified)
 
 
 def reflect_table(conn: sa.Connection, qualified: str) -> sa.Table:
@@ -32,14 +90,15 @@ def reflect_table(conn: sa.Connection, qualified: str) -> sa.Table:
 def reflect_tables(conn: sa.Connection, names: list[str]) -> dict[str, sa.Table]:
     """Several tables at once: one round of catalog queries per schema instead of one per table."""
     inspector = sa.inspect(conn)
+    found = {qualified: _existing(inspector, qualified) for qualified in dict.fromkeys(names)}
     by_schema: dict[str | None, list[str]] = {}
-    for qualified in dict.fromkeys(names):
-        schema, name = _existing(inspector, qualified)
+    for schema, name in found.values():
         by_schema.setdefault(schema, []).append(name)
     metadata = sa.MetaData()
     for schema, tables in by_schema.items():
         metadata.reflect(conn, schema=schema, only=tables, views=True, resolve_fks=False)
-    return {qualified: metadata.tables[qualified] for qualified in names}
+    return {qualified: metadata.tables[f"{schema}.{name}" if schema else name]
+            for qualified, (schema, name) in found.items()}
 
 
 def column(table: sa.Table, name: str) -> sa.Column:

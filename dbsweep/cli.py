@@ -67,7 +67,15 @@ def _open(policy_path: Path, env: str | None) -> tuple[Policy, Target]:
     return policy, connect(policy, env)
 
 
-def _phases(policy: Policy, phases: list[str] | None) -> list[str]:
+def _phases(policy: Policy, phases: list[str] | None, window: str | None = None) -> list[str]:
+    """The phases named, else every phase (with --window: every phase that can be cut into windows)."""
+    if not phases and window:
+        from .kinds import kind_named
+
+        windowed = [p.name for p in policy.phases if kind_named(p.kind).windowed]
+        if not windowed:
+            raise BadInput(f"{policy.path}: --window {window}: no phase of this policy can be cut into time windows")
+        return windowed
     if not phases:
         return [p.name for p in policy.phases]
     for name in phases:
@@ -100,7 +108,8 @@ def plan(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, win
                        "nothing was planned")
     policy, target = _open(policy_path, env)
     bounds = parse_window(window) if window else None
-    plans = [_gate(target, service.make_plan(policy, name, target, window=bounds)) for name in _phases(policy, phase)]
+    plans = [_gate(target, service.make_plan(policy, name, target, window=bounds))
+             for name in _phases(policy, phase, window)]
     print_plan(out, target, plans)
     if output:
         PlanFile(policy=policy.name, env=target.env, phases=plans).write(output)
@@ -121,14 +130,14 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
     """Apply phases in batches. Without --plan: resume the phase's unfinished run if there is
     one (with --window: one of that window), else plan and gate now. Exit 4 when stopped early
     (resumable: run again)."""
-    from .report import print_dry_run, print_run
+    from .report import print_dry_run, print_run, print_waiting
 
     policy, target = _open(policy_path, env)
     bounds = parse_window(window) if window else None
     if bounds and plan_file:
         raise BadInput("--window and --plan do not go together: the plan file already holds its selection")
     frozen = PlanFile.read(plan_file) if plan_file else None
-    names = _phases(policy, phase) if phase or not frozen else [p.phase for p in frozen.phases]
+    names = _phases(policy, phase, window) if phase or not frozen else [p.phase for p in frozen.phases]
     stopped = []
     for name in names:
         if frozen:
@@ -143,6 +152,7 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
                 out.print(f"[bold]{name}[/]: resuming plan {chosen.plan_id} ({within}cutoff frozen at {chosen.cutoff})")
             else:
                 chosen = _gate(target, service.make_plan(policy, name, target, window=bounds))
+        print_waiting(out, chosen)
         if dry_run:
             print_dry_run(out, service.apply(policy, target, chosen, dry_run=True, confirm=confirm, batch_size=batch_size))
             continue
@@ -175,6 +185,12 @@ def verify(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None):
         latest = ledger.latest_plan(policy.name, name, target.env)
         if latest is None:
             raise BadInput(f"phase '{name}' has no plan in the ledger yet: run `dbsweep plan` first")
+        undone = ledger.restored_run(latest.plan_id)
+        if undone is not None:
+            out.print(f"[bold]{name}[/] (plan {latest.plan_id}): run {undone.run_id} was restored (undone) at "
+                      f"{str(undone.updated_at)[:19]}: nothing of this plan is applied, so there is nothing to verify; "
+                      "make a new plan to apply it again")
+            continue
         rows = service.verify(target, latest)
         verdict = verification(latest, rows)
         print_verification(out, latest, rows, verdict)
@@ -268,20 +284,25 @@ def _find_run(run_id: str, policy_path: Path | None, env: str | None) -> tuple[P
 
 @app.command()
 @guarded
-def demo(scale: Annotated[float, typer.Option(min=0.01, help="Data volume multiplier (1 = 200k events, 100k aggregates, 20k orders, 20k NES contacts, 100k readings).")] = 1.0):
-    """Start the embedded PostgreSQL, load the sample data, and run every phase: plan, gate, apply, verify."""
+def demo(scale: Annotated[float, typer.Option(min=0.01, help="Data volume multiplier (1 = 200k events, 100k aggregates, 20k orders, 20k NES contacts, 100k readings).")] = 1.0,
+         load_only: Annotated[bool, typer.Option("--load-only", help="Load the sample data into fresh databases and stop: the README workflow starts from there.")] = False):
+    """Start the embedded PostgreSQL, load the sample data into freshly created databases, and run
+    every phase: plan, gate, apply, verify (with --load-only: load, and change nothing)."""
     from .demo_run import run_demo
 
-    run_demo(out, scale)
+    run_demo(out, scale, load_only)
 
 
 @app.command()
 @guarded
-def ui():
-    """Start `dagster dev` on this project with the embedded database ready."""
+def ui(host: Annotated[str, typer.Option("--host", help="Address the Dagster UI listens on.")] = "127.0.0.1",
+       port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port of the Dagster UI.")] = 3000):
+    """Start `dagster dev` on this project with the embedded database ready; Ctrl-C stops both."""
     from .demo_run import launch_ui
 
-    launch_ui(out)
+    code = launch_ui(out, host, port)
+    if code:
+        raise DbsweepError(f"dagster dev exited with code {code}")
 
 
 def main() -> None:

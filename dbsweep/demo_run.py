@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.table import Table
 
 from . import service
 from .demo import DATASETS
-from .embedded import dbsweep_home
+from .embedded import dbsweep_home, recreate_embedded_database
 from .errors import BadInput, DbsweepError
 from .policy import load_policy
 from .target import connect
@@ -28,40 +29,58 @@ def find_file(relative: str) -> Path:
     raise BadInput(f"cannot find {relative} (run from the dbsweep checkout)")
 
 
-def run_demo(out: Console, scale: float) -> None:
+def run_demo(out: Console, scale: float, load_only: bool = False) -> None:
+    """Load every demo policy's data into a freshly created embedded database (its ledger, archives
+    and retired copies go with the old one), then, unless `load_only`, run each phase through."""
     from expectations.runner import gate, verification
 
     from .kinds import kind_named
 
     summary = Table(title=f"dbsweep demo (scale {scale:g})")
     for name in ("policy", "phase", "kind", "tables", "rows before", "rows after", "changed", "rows/s", "batches",
-                 "longest batch", "time", "verified"):
-        summary.add_column(name, justify="left" if name in ("policy", "phase", "kind", "tables", "verified") else "right")
+                 "longest batch", "apply", "total", "verified"):
+        summary.add_column(name, justify="left" if name in ("policy", "phase", "kind", "tables", "changed", "verified")
+                           else "right")
     for dataset_name, dataset in DATASETS.items():
         policy = load_policy(find_file(f"policies/{dataset_name}.toml"))
         if policy.database.env["dev"].url != "embedded":
             raise BadInput(f"{policy.path}: the demo only writes to the embedded database (env dev)")
+        database = policy.database.env["dev"].database or policy.database.database_name or policy.name
+        recreate_embedded_database(database)
+        shutil.rmtree(policy.archive_dir, ignore_errors=True)  # Parquet archives of the ledger just dropped
         target = connect(policy, "dev")
-        out.print(f"[bold]{policy.name}[/]: loading sample data into {target.display_url}")
+        out.print(f"[bold]{policy.name}[/]: loading sample data into {target.display_url} (a fresh database)")
         dataset.create(target.engine, scale)
+        if load_only:
+            continue
         for phase in policy.phases:
             started = time.monotonic()
             plan = service.make_plan(policy, phase.name, target)
             service.record_gate(target, plan, gate(plan))
             if not plan.gate.passed:
                 raise DbsweepError(f"demo gate refused {phase.name}: {plan.gate.summary}")
+            kind = kind_named(phase.kind)
             before = _rows(plan)
+            actions = [f"{line.action}" for line in kind.dry_run(plan, None) if line.action]
             report = service.apply(policy, target, plan, dry_run=False)
             verdict = verification(plan, service.verify(target, plan))
-            after = before if kind_named(phase.kind).changes_rows_in_place else before - report.rows
+            after = before if kind.changes_rows_in_place else before - report.rows
+            waiting = [row["detail"] for row in plan.profile if row.get("due")]
+            changed = "; ".join(actions + waiting) or f"{report.rows:,}"
             names = list(dict.fromkeys(row["table"] for row in plan.profile))
             tables = ", ".join(names) if len(names) <= 2 else f"{names[0]} + {len(names) - 1} children"
-            summary.add_row(policy.name, phase.name, phase.kind, tables, f"{before:,}", f"{after:,}", f"{report.rows:,}",
+            summary.add_row(policy.name, phase.name, phase.kind, tables, f"{before:,}", f"{after:,}", changed,
                             f"{report.rows_per_s:,.0f}", f"{report.batches:,}", f"{report.batch_ms['max']:.0f} ms",
-                            f"{time.monotonic() - started:.1f} s", "yes" if verdict.passed else "[red]NO[/]")
+                            f"{report.seconds:.1f} s", f"{time.monotonic() - started:.1f} s",
+                            "yes" if verdict.passed else "[red]NO[/]")
             if not verdict.passed:
                 raise DbsweepError(f"demo verification failed for {phase.name}: {verdict.summary}")
+    if load_only:
+        out.print("sample data loaded, nothing planned or applied: start with "
+                  "`dbsweep plan policies/telemetry.toml -o cutoff_report.json`")
+        return
     out.print(summary)
+    out.print("rows/s and apply: the batched change alone; total: plan, gate (Great Expectations), apply and verify")
 
 
 def _rows(plan) -> int:
@@ -69,7 +88,9 @@ def _rows(plan) -> int:
     return sum({row["table"]: row.get("rows_total") or 0 for row in plan.profile}.values())
 
 
-def launch_ui(out: Console) -> None:
+def launch_ui(out: Console, host: str = "127.0.0.1", port: int = 3000) -> int:
+    """`dagster dev` as a child process: when it ends (Ctrl-C reaches both), this process exits
+    normally and stops the embedded server it started, unless another process still uses it."""
     workspace = find_file("workspace.yaml")
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(dbsweep_home() / "dagster")))
     home.mkdir(parents=True, exist_ok=True)
@@ -86,6 +107,13 @@ def launch_ui(out: Console) -> None:
     dagster = str(beside) if beside.exists() else shutil.which("dagster")
     if dagster is None:
         raise DbsweepError("the `dagster` command is not installed in this environment")
-    out.print(f"starting dagster dev (DAGSTER_HOME={home})")
-    os.chdir(workspace.parent)
-    os.execv(dagster, [dagster, "dev", "-w", str(workspace)])
+    out.print(f"starting dagster dev on http://{host}:{port} (DAGSTER_HOME={home})")
+    child = subprocess.Popen([dagster, "dev", "-w", str(workspace), "-h", host, "-p", str(port)], cwd=workspace.parent)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:  # dagster dev got the same Ctrl-C and is shutting its processes down
+        try:
+            return child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.terminate()
+            return child.wait()

@@ -55,6 +55,19 @@ def _forget_dead_handles(pgdata: Path) -> None:
             handles.put(alive)
 
 
+def recreate_embedded_database(database: str) -> None:
+    """Drop `database` in the embedded server (its sessions ended) so the next embedded_url makes it
+    anew: demo data never sits beside a ledger, archives or retired copies from earlier data."""
+    admin = embedded_url("postgres")
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            quoted = conn.dialect.identifier_preparer.quote(database)
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+    finally:
+        engine.dispose()
+
+
 def embedded_url(database: str) -> sa.URL:
     """Start (or attach to) the embedded server and make sure `database` exists in it."""
     pgdata = dbsweep_home() / "pgdata"

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from .dialects import dialect_for
 from .errors import BadInput, GateRefused
-from .plan import GateVerdict, PhasePlan, body_hash, utcnow
+from .plan import GateVerdict, PhasePlan, as_utc, body_hash, utcnow
 
 RUNNING, FINISHED, STOPPED, FAILED, RESTORED = "running", "finished", "stopped", "failed", "restored"
 REFUSED = "refused"  # the gate (or its age, or the plan's provenance) refused a real run: nothing changed
@@ -211,6 +211,21 @@ class Ledger:
             row = conn.execute(query.order_by(r.started_at.desc()).limit(1)).first()
         return None if row is None else self._run(row)
 
+    def finished_run(self, plan_id: str) -> RunRecord | None:
+        r = self.runs.c
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(self.runs).where(r.plan_id == plan_id, r.state.in_((FINISHED, RESTORED)))
+                               .order_by(r.started_at.desc()).limit(1)).first()
+        return None if row is None else self._run(row)
+
+    def restored_run(self, plan_id: str) -> RunRecord | None:
+        """The plan's latest run, if it was restored (undone) and nothing ran it again since."""
+        r = self.runs.c
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(self.runs).where(r.plan_id == plan_id, r.state != REFUSED)
+                               .order_by(r.started_at.desc()).limit(1)).first()
+        return None if row is None or row.state != RESTORED else self._run(row)
+
     def list_runs(self, policy: str | None = None, limit: int = 50) -> list[RunRecord]:
         query = sa.select(self.runs).order_by(self.runs.c.started_at.desc()).limit(limit)
         if policy is not None:
@@ -265,6 +280,25 @@ class Ledger:
                 b.run_id.in_(run_ids), b.archive.contains(f'"{NOT_UNDOABLE_KEY}"'))).all()
         return found - {run_id for run_id, record in flagged
                         if record.startswith("{") and json.loads(record).get(NOT_UNDOABLE_KEY) is False}
+
+    def renamed_at(self, name: str) -> datetime | None:
+        """When dbsweep last renamed a table to `name` (a retire's step one): the end of the batch
+        that did it, or None when this ledger has no such rename."""
+        b = self.batches.c
+        if not sa.inspect(self.engine).has_table(self.batches.name, schema=self.batches.schema):
+            return None
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(b.archive, b.started_at, b.duration_ms).where(
+                b.archive.contains('"renamed_to"'), b.restored_at.is_(None))).all()
+        moments = []
+        for archive, started_at, duration_ms in rows:
+            try:
+                record = json.loads(archive)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("renamed_to") == name:
+                moments.append(as_utc(started_at) + timedelta(milliseconds=float(duration_ms)))
+        return max(moments, default=None)
 
     def archived_batches(self, run_id: str) -> list:
         """Batches of a run that archived rows and are not yet restored, in order."""

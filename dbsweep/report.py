@@ -19,6 +19,10 @@ def human_bytes(value: int | None) -> str:
     return str(value)
 
 
+def plural(count: int, one: str, many: str) -> str:
+    return f"{count:,} {one if count == 1 else many}"
+
+
 def _when(value) -> str:
     return "-" if value is None else str(value)[:19]
 
@@ -57,7 +61,7 @@ def _print_checks(out: Console, phase: str, checks: list[dict]) -> None:
 def print_dry_run(out: Console, report) -> None:
     note = f", resumes run {report.resumes_run}" if report.resumes_run else ""
     out.print(f"[bold]{report.phase}[/] (dry run, plan {report.plan_id}{note}): would change {report.rows:,} rows "
-              f"in about {report.batches_estimate:,} batches; nothing changed")
+              f"in about {plural(report.batches_estimate, 'batch', 'batches')}; nothing changed")
     for line in report.steps:
         if line.action:
             out.print(f"  {line.table}: {line.rows:,} rows, {line.action}")
@@ -66,11 +70,20 @@ def print_dry_run(out: Console, report) -> None:
     _print_checks(out, report.phase, report.checks)
 
 
+def print_waiting(out: Console, plan: PhasePlan) -> None:
+    """Tables with nothing to do yet, and when they will have (a retire inside its grace)."""
+    for row in plan.profile:
+        if row.get("due"):
+            out.print(f"{plan.phase}: {row['table']}: {row['detail']}", soft_wrap=True)
+
+
 def print_run(out: Console, report) -> None:
     colour = "green" if report.state == "finished" else "yellow"
     resumed = " (resumed)" if report.resumed else ""
-    out.print(f"[bold]{report.phase}[/]: run {report.run_id}{resumed} [{colour}]{report.state}[/] ({report.stop_reason}): "
-              f"{report.rows:,} rows in {report.batches:,} batches, {report.rows_per_s:,.0f} rows/s, "
+    why = "" if report.stop_reason == report.state else f" ({report.stop_reason})"
+    out.print(f"[bold]{report.phase}[/]: run {report.run_id}{resumed} [{colour}]{report.state}[/]{why}: "
+              f"{plural(report.rows, 'row', 'rows')} in {plural(report.batches, 'batch', 'batches')}, "
+              f"{report.rows_per_s:,.0f} rows/s, "
               f"batch p50 {report.batch_ms['p50']:.0f} ms, p95 {report.batch_ms['p95']:.0f} ms, max {report.batch_ms['max']:.0f} ms")
     if report.replica_pauses:
         out.print(f"  paused {report.replica_pauses:,} times for replica lag, {report.replica_paused_s:,.1f} s in all")
@@ -93,7 +106,8 @@ def print_status(out: Console, policy, target, runs, undoable: set[str]) -> None
         if run.run_id in undoable:
             resumable += ("; " if resumable else "") + f"undo: dbsweep restore {run.run_id}"
         table.add_row(run.run_id, run.phase, run.plan_id, run.state, f"{run.rows_done:,}", f"{run.batches_done:,}",
-                      _when(run.started_at), _when(run.updated_at), run.stop_reason or "", resumable)
+                      _when(run.started_at), _when(run.updated_at),
+                      "" if run.stop_reason in (None, run.state) else run.stop_reason, resumable)
     out.print(table)
 
 

@@ -102,6 +102,10 @@ def authorize(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool,
     if recorded.policy != policy.name or recorded.env != target.env:
         raise BadInput(f"plan {recorded.plan_id} is for {recorded.policy}/{recorded.env}, not {policy.name}/{target.env}")
     run = ledger.unfinished_run(recorded.policy, recorded.phase, recorded.env, recorded.plan_id)
+    done = ledger.finished_run(recorded.plan_id)
+    if done is not None and not dry_run:
+        raise BadInput(f"plan {recorded.plan_id} already ran to the end (run {done.run_id}, {done.rows_done:,} rows); "
+                       "nothing is left of it to do: make a new plan to run the phase again")
     if recorded.phase_fingerprint != policy.fingerprints[recorded.phase]:
         way_out = (f"; its unfinished run {run.run_id} resumes only under the policy it was planned with, or give it up "
                    f"with `dbsweep abandon {run.run_id}` (what it did stays undoable)") if run else "; make a new plan"

@@ -196,8 +196,10 @@ def test_reset_restore_puts_previous_values_back():
     spec = {"rules": [{"match": "otherwise", "set": {"sync_state": "COMPLETED"}}], "columns": ["sync_state"]}
     step = Step(table="dbo.FACT_ORDER_LIST", walk="key", key=["id"], rows_selected=1, batch_size=500, spec=spec)
     text = sql(reset.put_back_statement(table, previous_table_for(table, spec), step, "r1", 2))
-    assert text.startswith("UPDATE dbo.[FACT_ORDER_LIST] SET sync_state=(SELECT dbo.[FACT_ORDER_LIST__previous].sync_state ")
-    assert "dbo.[FACT_ORDER_LIST__previous].id = dbo.[FACT_ORDER_LIST].id" in text and "WHERE EXISTS (SELECT" in text
+    # one joined UPDATE ... FROM per batch (a correlated subquery per column and row was quadratic)
+    assert text.startswith("UPDATE dbo.[FACT_ORDER_LIST] SET sync_state=dbo.[FACT_ORDER_LIST__previous].sync_state "
+                           "FROM dbo.[FACT_ORDER_LIST], dbo.[FACT_ORDER_LIST__previous] WHERE ")
+    assert "dbo.[FACT_ORDER_LIST__previous].id = dbo.[FACT_ORDER_LIST].id" in text and "SELECT" not in text
 
 
 def test_phase_lock_is_a_session_applock():

@@ -72,12 +72,16 @@ class PostgresDialect(Dialect):
         return int(row[0]), int(row[1])
 
     def table_stats(self, conn, table):
-        """Summed over the leaf partitions of a partitioned table (the parent keeps no statistics)."""
+        """The table's own statistics; for a partitioned table (the parent keeps none), its leaf
+        partitions' summed. pg_partition_tree() lists nothing for a table that is not partitioned."""
         row = conn.execute(sa.text("""
+            WITH leaves AS (
+                SELECT relid FROM pg_partition_tree(to_regclass(:t)) WHERE isleaf
+                UNION
+                SELECT oid FROM pg_class WHERE oid = to_regclass(:t) AND relkind <> 'p')
             SELECT sum(s.n_live_tup), sum(s.n_dead_tup), sum(pg_total_relation_size(s.relid)),
                    max(greatest(s.last_vacuum, s.last_autovacuum)), count(*)
-            FROM pg_partition_tree(to_regclass(:t)) tree JOIN pg_stat_user_tables s ON s.relid = tree.relid
-            WHERE tree.isleaf"""), {"t": self._regname(conn, table)}).one()
+            FROM leaves JOIN pg_stat_user_tables s ON s.relid = leaves.relid"""), {"t": self._regname(conn, table)}).one()
         return None if not row[4] else (int(row[0]), int(row[1]), int(row[2]), row[3])
 
     def sessions(self, conn, longer_than_s):

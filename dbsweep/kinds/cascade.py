@@ -198,7 +198,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         sa.func.min(sa.case((chosen, key))), sa.func.max(sa.case((chosen, key))),
     ).select_from(parent)).one()
     rows_total, parents_selected = int(row[0]), int(row[1])
-    live = _unexpected_parents(conn, tables, spec, chosen, p)
+    live = _unexpected_parents(conn, tables, spec, chosen, p) + _referenced_parents(conn, parent, key, chosen)
     profile.append(_profile_row(conn, dialect, parent, "parent", rows_total, parents_selected,
                                 blockers.get(parent.fullname, []) + live, row[2], row[3]))
     for child_cfg in cfg.children:
@@ -264,6 +264,27 @@ def _unexpected_parents(conn, tables, spec, chosen, p: Parent) -> list[str]:
         return []
     keys = conn.execute(sa.select(key).where(chosen, sa.or_(*wrong)).order_by(key).limit(5)).scalars().all()
     return [f"selected parents that are active or of another type: {', '.join(map(str, keys))}"] if keys else []
+
+
+def _referenced_parents(conn, parent: sa.Table, key: sa.Column, chosen) -> list[str]:
+    """A foreign key from the parent table to itself (an account's parent_account_id): a selected
+    parent that another row points at cannot go before that row, and a kept row never lets it go.
+    The gate refuses, naming the constraint, before any child is touched."""
+    found = []
+    for fk in sa.inspect(conn).get_foreign_keys(parent.name, schema=parent.schema):
+        same = fk["referred_table"] == parent.name and (fk.get("referred_schema") or parent.schema) == parent.schema
+        if not same or fk["referred_columns"] != [key.name] or len(fk["constrained_columns"]) != 1:
+            continue
+        other = parent.alias("referrer")
+        pointer = other.c[fk["constrained_columns"][0]]
+        referenced = sa.exists(sa.select(sa.literal(1)).select_from(other)
+                               .where(pointer == key, other.c[key.name] != key))
+        keys = conn.execute(sa.select(key).where(chosen, referenced).order_by(key).limit(5)).scalars().all()
+        if keys:
+            count = conn.execute(sa.select(sa.func.count()).select_from(parent).where(chosen, referenced)).scalar()
+            found.append(f"foreign key {fk['name']} on {parent.fullname}({fk['constrained_columns'][0]}): {count:,} "
+                         f"selected parents are referenced by other rows of the table (e.g. {', '.join(map(str, keys))})")
+    return found
 
 
 def _orphans(conn, child: sa.Table, spec: dict, parent: sa.Table, key: sa.Column) -> int:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from ..catalog import reflect_table
 from ..dialects import Dialect
+from ..names import derived
 from ..plan import Step
 from ..walkers import Walker
 from .common import walk_step
@@ -60,7 +61,7 @@ class PartitionWalker(Walker):
         parent = reflect_table(conn, self.step.spec["parent"])
         archive_as = None
         if self.archive:
-            archive_as = f"{ARCHIVE_SCHEMA}.{self.table.name}__{self.sink.run_id}"
+            archive_as = f"{ARCHIVE_SCHEMA}.{derived(self.table.name, '__' + self.sink.run_id)}"
             self.sink.ref = json.dumps({"partition": self.step.table, "archived_as": archive_as,
                                         "parent": self.step.spec["parent"], "bound": self.step.spec["bound"]})
         return self.dialect.drop_partition(conn, parent, self.table, archive_as), None

@@ -294,12 +294,14 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
 
 
 def put_back_statement(table: sa.Table, previous: sa.Table, step: Step, run_id: str, batch_no: int) -> sa.Update:
-    """UPDATE t SET c = (SELECT saved c) WHERE EXISTS (a saved row for this key, run and batch)."""
+    """One joined UPDATE per batch: UPDATE t SET c = p.c FROM previous p WHERE p is this run and
+    batch's saved row of t's key (T-SQL: UPDATE t SET ... FROM t, previous WHERE ...). Each saved
+    row is found by the join, not by a subquery per column and row."""
     keys = [table.c[k] for k in step.key]
-    saved = sa.and_(previous.c[RUN_ID] == run_id, previous.c[BATCH_NO] == batch_no,
-                    *(previous.c[k.name] == k for k in keys))
-    values = {name: sa.select(previous.c[name]).where(saved).scalar_subquery() for name in step.spec["columns"]}
-    return sa.update(table).where(sa.exists(sa.select(sa.literal(1)).select_from(previous).where(saved))).values(values)
+    return (sa.update(table)
+            .where(previous.c[RUN_ID] == run_id, previous.c[BATCH_NO] == batch_no,
+                   *(previous.c[k.name] == k for k in keys))
+            .values({name: previous.c[name] for name in step.spec["columns"]}))
 
 
 def _put_back(conn, table: sa.Table, previous: sa.Table, step: Step, run_id: str, batch_no: int) -> int:

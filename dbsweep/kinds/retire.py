@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -16,11 +16,12 @@ import sqlalchemy as sa
 from pydantic import Field, field_validator
 
 from ..archive import NoArchive
-from ..catalog import reflect_table, split_name
+from ..catalog import reflect_table, resolve_name, split_name
 from ..dialects import Dialect, dialect_for
 from ..durations import parse_duration
 from ..errors import BadInput, GateRefused
-from ..ledger import NOT_UNDOABLE_KEY
+from ..ledger import NOT_UNDOABLE_KEY, Ledger
+from ..names import derived, stem_for
 from ..plan import PhasePlan, Step
 from ..policy import Duration, PhaseBase
 from ..walkers import Walker
@@ -53,12 +54,17 @@ class Config(PhaseBase):
         return value
 
 
+DATE_LENGTH = len("20261126")
+
+
 def retired_name(base: str, on: datetime) -> str:
-    return f"{base}{RETIRED}{on:%Y%m%d}"
+    """`<base>__retired_<yyyymmdd>`, its base shortened (with a hash) when that would not fit."""
+    return derived(base, f"{RETIRED}{on:%Y%m%d}")
 
 
 def _retired_copies(conn: sa.Connection, schema: str | None, base: str) -> list[tuple[str, datetime]]:
-    pattern = re.compile(re.escape(base + RETIRED) + r"(\d{8})$")
+    stem = stem_for(base, len(RETIRED) + DATE_LENGTH)
+    pattern = re.compile(re.escape(stem + RETIRED) + r"(\d{8})$")
     found = []
     for name in sa.inspect(conn).get_table_names(schema=schema):
         match = pattern.match(name)
@@ -107,18 +113,24 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
     code_paths = [(cfg.base_dir / p).resolve() for p in cfg.code_paths]
     steps, profile, checks = [], [], []
     for qualified in cfg.tables:
-        schema, base = split_name(qualified)
+        schema, base = resolve_name(conn, qualified)
         copies = _retired_copies(conn, schema, base)
         if sa.inspect(conn).has_table(base, schema=schema):
             action, name, target, note = "rename", qualified, retired_name(base, now), "step 1: rename (gradual disable)"
         elif copies:
             name = f"{schema}.{copies[-1][0]}" if schema else copies[-1][0]
-            due = copies[-1][1] + grace
+            # from the moment the rename committed; a copy renamed outside dbsweep counts from the
+            # end of the day its name gives, so the grace is never cut short
+            renamed_at = Ledger(conn.engine).renamed_at(name) or copies[-1][1] + timedelta(days=1)
+            due = renamed_at + grace
             if now < due:
                 profile.append({"table": qualified, "action": "wait", "rows_total": None, "rows_selected": 0,
-                                "detail": f"renamed to {name}; drop due after {due:%Y-%m-%d} (grace {cfg.grace})"})
+                                "due": due.isoformat(),
+                                "detail": f"renamed to {name} at {renamed_at:%Y-%m-%d %H:%M:%S} UTC; drop due at "
+                                          f"{due:%Y-%m-%d %H:%M:%S} UTC (grace {cfg.grace}); nothing to do before"})
                 continue
-            action, target, note = "drop", None, f"step 2: drop {name} (renamed {copies[-1][1]:%Y-%m-%d}, grace passed)"
+            action, target, note = "drop", None, (f"step 2: drop {name} (renamed {renamed_at:%Y-%m-%d %H:%M:%S} UTC, "
+                                                  "grace passed)")
         else:
             raise BadInput(f"table '{qualified}' not found, nor a retired copy {base}{RETIRED}<date>: "
                            "already dropped? remove it from the policy")
@@ -161,7 +173,7 @@ class RetireWalker(Walker):
             self.dialect.rename_table(conn, self.table, spec["target"])
             record["renamed_to"] = f"{self.table.schema}.{spec['target']}" if self.table.schema else spec["target"]
         elif self.archive:
-            moved = f"{self.table.name}__{self.sink.run_id}"
+            moved = derived(self.table.name, f"__{self.sink.run_id}")
             self.dialect.move_table(conn, self.table, ARCHIVE_SCHEMA, moved)
             record["archived_as"] = f"{ARCHIVE_SCHEMA}.{moved}"
         else:
