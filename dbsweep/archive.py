@@ -54,18 +54,21 @@ class NoArchive(Change):
         return [gone], gone
 
 
-def archive_table_for(table: sa.Table, columns: list[sa.Column] | None = None, suffix: str = "__archive") -> sa.Table:
+def archive_table_for(table: sa.Table, columns: list[sa.Column] | None = None, suffix: str = "__archive",
+                      looked_up: bool = False) -> sa.Table:
     """`<schema>.<table><suffix>`: the table's columns (or the given ones; no constraints, all
-    nullable) plus the run, batch and time each row was saved."""
+    nullable) plus the run, batch and time each row was saved. `looked_up`: read back batch by
+    batch while the table keeps growing (previous values), so (run, batch) gets a B-tree."""
     copies = [sa.Column(c.name, c.type, nullable=True) for c in (table.c if columns is None else columns)]
+    # BRIN on PostgreSQL otherwise: the archive is append-only, so run and batch follow the heap
+    # order; a B-tree there cost a third of the archived purge's throughput (bench/archive.py)
+    using = {} if looked_up else {"postgresql_using": "brin"}
     return sa.Table(
         derived(table.name, suffix), sa.MetaData(), *copies,
         sa.Column(RUN_ID, sa.String(32), nullable=False),
         sa.Column(BATCH_NO, sa.Integer, nullable=False),
         sa.Column(ARCHIVED_AT, sa.DateTime(timezone=True), nullable=False),
-        # BRIN on PostgreSQL: the archive is append-only, so run and batch follow the heap order; a
-        # B-tree here cost a third of the archived purge's throughput (bench/archive.py)
-        sa.Index(derived(f"ix_{table.name}", f"{suffix}_run"), RUN_ID, BATCH_NO, postgresql_using="brin"),
+        sa.Index(derived(f"ix_{table.name}", f"{suffix}_{'batch' if looked_up else 'run'}"), RUN_ID, BATCH_NO, **using),
         schema=table.schema,
     )
 
@@ -100,6 +103,8 @@ def ensure_table(engine: sa.Engine, wanted: sa.Table, source: sa.Table) -> sa.Ta
             if missing:
                 raise BadInput(f"table '{wanted.fullname}' lacks columns {', '.join(missing)}: '{source.fullname}' "
                                "changed since it was created; rename the old one")
+            for index in wanted.indexes:  # one made by an earlier dbsweep may lack a newer index
+                index.create(conn, checkfirst=True)
         else:
             wanted.create(conn)
     return wanted

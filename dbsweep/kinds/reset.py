@@ -235,7 +235,7 @@ class ResetChange(Change):
 def previous_table_for(table: sa.Table, spec: dict) -> sa.Table:
     keys = list(table.primary_key.columns)
     return archive_table_for(table, keys + [table.c[n] for n in spec["columns"] if n not in [k.name for k in keys]],
-                             suffix=PREVIOUS_SUFFIX)
+                             suffix=PREVIOUS_SUFFIX, looked_up=True)
 
 
 def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
