@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import BadInput
+from .files import read_text
 
 PLAN_FORMAT = 1
 
@@ -115,15 +116,8 @@ class PlanFile(Frozen):
 
     @classmethod
     def read(cls, path: str | Path) -> PlanFile:
+        text = read_text(path, "plan file")
         try:
-            return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise BadInput(f"{path}: plan file not found") from None
-        except IsADirectoryError:
-            raise BadInput(f"{path}: is a directory, not a plan file") from None
-        except PermissionError:
-            raise BadInput(f"{path}: plan file not readable (permission denied)") from None
-        except UnicodeDecodeError:
-            raise BadInput(f"{path}: not a dbsweep plan file (not UTF-8 text)") from None
+            return cls.model_validate(json.loads(text))
         except (ValueError, TypeError) as exc:
             raise BadInput(f"{path}: not a dbsweep plan file ({str(exc).splitlines()[0]})") from None

@@ -22,6 +22,7 @@ from pydantic import (
 
 from .durations import parse_duration
 from .errors import BadInput
+from .files import read_text
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 AFTER_ACTIONS = ("analyze", "vacuum")
@@ -242,16 +243,9 @@ def load_policy(path: str | Path) -> Policy:
     from .kinds import config_model  # kinds import this module
 
     path = Path(path)
+    text = read_text(path, "policy file")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(f"{path}: policy file not found") from None
-    except IsADirectoryError:
-        raise BadInput(f"{path}: is a directory, not a policy file") from None
-    except PermissionError:
-        raise BadInput(f"{path}: policy file not readable (permission denied)") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"{path}: not a policy file (not UTF-8 text)") from None
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{path}: not valid TOML: {exc}") from None
     extra = set(raw) - {"policy", "database", "phase"}

@@ -155,7 +155,8 @@ def reflect_all(conn: sa.Connection, spec: dict) -> dict[str, sa.Table]:
 
 
 # plan --------------------------------------------------------------------------------------
-def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) -> PlanParts:
+def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime,
+               window=None) -> PlanParts:
     p = cfg.parent
     parent = reflect_table(conn, p.table)
     keys = primary_key(parent)
@@ -477,7 +478,7 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
     return rows
 
 
-def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
+def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     """Newest batch first; in each, the parents before their children (foreign keys need them)."""
     from ..restore import insert_from_archive, rows_put_back
 
@@ -506,14 +507,9 @@ class Cascade(Kind):
     gate_suite = GATE_SUITE
     verify_suite = VERIFY_SUITE
 
-    def build_plan(self, cfg, conn, dialect, now, window=None) -> PlanParts:
-        return build_plan(cfg, conn, dialect, now)
-
-    def selection(self, table, step):
-        return selection(table, step)
-
-    def verify(self, conn, dialect, plan):
-        return verify(conn, dialect, plan)
+    build_plan = staticmethod(build_plan)
+    selection = staticmethod(selection)
+    verify = staticmethod(verify)
 
     def tables(self, cfg) -> list[str]:
         return [cfg.parent.table, *(child.table for child in cfg.children)]
@@ -534,5 +530,4 @@ class Cascade(Kind):
         sink = ArchiveSet() if ctx.options.archive == "table" else NoArchive()
         return CascadeWalker(ctx.dialect, table, step, sink, ctx.options, cursor)
 
-    def restore(self, engine, ledger, run, plan, archive_dir):
-        return restore(engine, ledger, run, plan)
+    restore = staticmethod(restore)

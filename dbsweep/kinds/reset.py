@@ -164,7 +164,8 @@ def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
     return sa.or_(*(table.c[name].is_distinct_from(target) for name, target in targets(table, step.spec["rules"]).items()))
 
 
-def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) -> PlanParts:
+def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime,
+               window=None) -> PlanParts:
     table = reflect_table(conn, cfg.table)
     keys = {c.name for c in table.primary_key.columns}
     for index, rule in enumerate(cfg.rules):
@@ -276,7 +277,7 @@ def _verify_query(conn, table: sa.Table, applies, rules: list[dict], query: dict
             "rows_wrong": int(stray) + int(missed)}
 
 
-def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
+def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     """Put the saved previous values back, newest batch first, one transaction per batch."""
     from ..restore import RestoreReport
 
@@ -315,19 +316,13 @@ class Reset(Kind):
     verify_suite = VERIFY_SUITE
     changes_rows_in_place = True
 
-    def build_plan(self, cfg, conn, dialect, now, window=None) -> PlanParts:
-        return build_plan(cfg, conn, dialect, now)
-
-    def selection(self, table, step):
-        return selection(table, step)
-
-    def verify(self, conn, dialect, plan):
-        return verify(conn, dialect, plan)
+    build_plan = staticmethod(build_plan)
+    selection = staticmethod(selection)
+    verify = staticmethod(verify)
 
     def change(self, ctx, table, step):
         """Update the window's rows to their rule's values, saving the previous ones first."""
         previous = ensure_table(ctx.engine, previous_table_for(table, step.spec), table)
         return ResetChange(ctx.dialect, table, previous, key_columns(table, step), step.spec)
 
-    def restore(self, engine, ledger, run, plan, archive_dir):
-        return restore(engine, ledger, run, plan)
+    restore = staticmethod(restore)

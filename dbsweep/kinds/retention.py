@@ -240,14 +240,9 @@ class Retention(Kind):
     verify_suite = VERIFY_SUITE
     windowed = True
 
-    def build_plan(self, cfg, conn, dialect, now, window=None) -> PlanParts:
-        return build_plan(cfg, conn, dialect, now, window)
-
-    def selection(self, table, step):
-        return selection(table, step)
-
-    def verify(self, conn, dialect, plan):
-        return verify(conn, dialect, plan)
+    build_plan = staticmethod(build_plan)
+    selection = staticmethod(selection)
+    verify = staticmethod(verify)
 
     def backfill(self, cfg):
         return cfg.backfill

@@ -108,7 +108,8 @@ def code_references(paths: list[Path], names: list[str], limit: int = 20) -> lis
     return hits
 
 
-def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) -> PlanParts:
+def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime,
+               window=None) -> PlanParts:
     grace = parse_duration(cfg.grace)
     code_paths = [(cfg.base_dir / p).resolve() for p in cfg.code_paths]
     steps, profile, checks = [], [], []
@@ -199,7 +200,7 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
     return rows
 
 
-def restore(engine: sa.Engine, ledger, run, plan: PhasePlan):
+def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     """Rename back, or move back from dbsweep_archive; a plain drop cannot be undone and is refused
     before anything changes."""
     from ..restore import RestoreReport
@@ -231,14 +232,9 @@ class Retire(Kind):
     gate_suite = GATE_SUITE
     verify_suite = VERIFY_SUITE
 
-    def build_plan(self, cfg, conn, dialect, now, window=None) -> PlanParts:
-        return build_plan(cfg, conn, dialect, now)
-
-    def selection(self, table, step):
-        return selection(table, step)
-
-    def verify(self, conn, dialect, plan):
-        return verify(conn, dialect, plan)
+    build_plan = staticmethod(build_plan)
+    selection = staticmethod(selection)
+    verify = staticmethod(verify)
 
     def tables(self, cfg) -> list[str]:
         return list(cfg.tables)
@@ -254,5 +250,4 @@ class Retire(Kind):
     def walker(self, ctx, table, step, cursor):
         return RetireWalker(ctx.dialect, table, step, NoArchive(), ctx.options)
 
-    def restore(self, engine, ledger, run, plan, archive_dir):
-        return restore(engine, ledger, run, plan)
+    restore = staticmethod(restore)
