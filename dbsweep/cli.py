@@ -221,6 +221,67 @@ def status(policy_path: Annotated[Optional[Path], typer.Argument(help="Policy fi
 
 @app.command()
 @guarded
+def check(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None):
+    """The consistency check (hourly in seed 004): every phase's profile and gate, recorded in the
+    ledger, nothing applied; then every [alerts] threshold. Exit 3 when a gate refuses, 1 when an
+    alert fires."""
+    from .alerts import evaluate
+    from .report import print_alerts, print_plan
+
+    policy, target = _open(policy_path, env)
+    plans = [_gate(target, service.make_plan(policy, name, target)) for name in _phases(policy, phase)]
+    print_plan(out, target, plans)
+    results = evaluate(policy, target)
+    print_alerts(out, policy, results)
+    refused = [p for p in plans if not p.gate.passed]
+    if refused:
+        raise GateRefused("gate refused: " + "; ".join(f"{p.phase}: {p.gate.summary}" for p in refused))
+    fired = [r for r in results if r.fired]
+    if fired:
+        raise DbsweepError("alerts fired: " + "; ".join(f"{r.alert} {r.subject} ({r.severity})" for r in fired))
+
+
+@app.command()
+@guarded
+def stats(policy_path: Annotated[Optional[Path], typer.Argument(help="Policy file; default: every policy in ./policies.")] = None,
+          env: EnvOpt = None):
+    """Per phase, from the ledger: runs, success rate, rows changed, last success, median duration and rows/s."""
+    from .ledger import Ledger
+    from .report import print_stats
+    from .stats import phase_stats
+
+    paths = [policy_path] if policy_path else sorted(Path("policies").glob("*.toml"))
+    if not paths:
+        raise BadInput("no policy given and no policies/*.toml here")
+    for path in paths:
+        policy, target = _open(path, env)
+        ledger = Ledger(target.engine)
+        ledger.ensure()
+        print_stats(out, policy, target, phase_stats(ledger, policy.name, [p.name for p in policy.phases]))
+
+
+@app.command()
+@guarded
+def metrics(policy_path: PolicyArg, env: EnvOpt = None,
+            listen: Annotated[str, typer.Option("--listen", help="HOST:PORT the Prometheus exporter listens on.")] = "127.0.0.1:9187"):
+    """Serve Prometheus metrics for the policy (read from the ledger and the database at each
+    scrape) until interrupted."""
+    import time
+
+    from .metrics import serve
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInput(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:9187")
+    policy, target = _open(policy_path, env)
+    serve(policy, target, host, int(port))
+    out.print(f"serving {policy.name} metrics on http://{listen}/metrics (Ctrl-C stops)")
+    while True:
+        time.sleep(3600)
+
+
+@app.command()
+@guarded
 def health(policy_path: PolicyArg, env: EnvOpt = None,
            long_running: Annotated[str, typer.Option(help="Report sessions running or idle in a transaction for longer than this.")] = "5 minutes"):
     """The health report: connectivity, connection use, the policy's tables (rows, size, dead

@@ -226,7 +226,7 @@ class Ledger:
                                .order_by(r.started_at.desc()).limit(1)).first()
         return None if row is None or row.state != RESTORED else self._run(row)
 
-    def list_runs(self, policy: str | None = None, limit: int = 50) -> list[RunRecord]:
+    def list_runs(self, policy: str | None = None, limit: int | None = 50) -> list[RunRecord]:
         query = sa.select(self.runs).order_by(self.runs.c.started_at.desc()).limit(limit)
         if policy is not None:
             query = query.where(self.runs.c.policy == policy)
@@ -311,6 +311,16 @@ class Ledger:
     def mark_restored(self, conn: sa.Connection, run_id: str, batch_no: int) -> None:
         conn.execute(sa.update(self.batches).where(
             self.batches.c.run_id == run_id, self.batches.c.batch_no == batch_no).values(restored_at=utcnow()))
+
+    def rows_by_table(self, policy: str) -> dict[tuple[str, str], int]:
+        """Rows changed per (phase, table) by the policy's runs that were not undone since."""
+        b, r = self.batches.c, self.runs.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(r.phase, b.table_name, sa.func.sum(b.rows))
+                                .select_from(self.batches.join(self.runs, b.run_id == r.run_id))
+                                .where(r.policy == policy, r.state != RESTORED, b.restored_at.is_(None))
+                                .group_by(r.phase, b.table_name)).all()
+        return {(phase, table): int(total or 0) for phase, table, total in rows}
 
     def batch_durations(self, run_id: str) -> list[float]:
         with self.engine.connect() as conn:

@@ -7,7 +7,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -173,6 +173,40 @@ class DatabaseConfig(Strict):
         return self
 
 
+Severity = Literal["warn", "error"]
+
+
+class CountAlert(Strict):
+    max: int = Field(ge=0)
+    severity: Severity = "warn"
+
+
+class FractionAlert(Strict):
+    max_fraction: float = Field(ge=0, le=1)
+    severity: Severity = "warn"
+
+
+class GraceAlert(Strict):
+    grace: Duration
+    severity: Severity = "error"
+
+
+class SeverityOnly(Strict):
+    severity: Severity = "error"
+
+
+class Alerts(Strict):
+    """[alerts]: thresholds checked by `dbsweep check`, by the Dagster health asset's checks, and
+    delivered to a webhook by Dagster's sensors (seeds 002 and 004)."""
+
+    rows_due: CountAlert | None = None  # rows a phase's rule would change now
+    oldest_row: GraceAlert | None = None  # the oldest row older than the retention plus this grace
+    dead_tuples: FractionAlert | None = None  # dead tuples over this share of the live ones
+    table_bytes: CountAlert | None = None  # a policy table larger than this
+    blocked_sessions: CountAlert | None = None  # sessions waiting on a lock, more than this
+    run_failed: SeverityOnly | None = None  # a phase's last run failed, stopped early or was refused
+
+
 class PolicyMeta(Strict):
     name: str
     description: str = ""
@@ -192,6 +226,7 @@ class Policy(BaseModel):
     path: Path
     meta: PolicyMeta
     database: DatabaseConfig
+    alerts: Alerts = Alerts()
     phases: list[Any]
     fingerprints: dict[str, str]
 
@@ -248,7 +283,7 @@ def load_policy(path: str | Path) -> Policy:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{path}: not valid TOML: {exc}") from None
-    extra = set(raw) - {"policy", "database", "phase"}
+    extra = set(raw) - {"policy", "database", "phase", "alerts"}
     if extra:
         raise BadInput(f"{path}: unknown top-level table '{sorted(extra)[0]}'")
     meta = _validate(PolicyMeta, raw.get("policy", {}), f"{path}: [policy]")
@@ -269,4 +304,5 @@ def load_policy(path: str | Path) -> Policy:
         fingerprints[phase.name] = fingerprint(raw_phase)
     if not phases:
         raise BadInput(f"{path}: no [[phase]] defined")
-    return Policy(path=path, meta=meta, database=database, phases=phases, fingerprints=fingerprints)
+    alerts = _validate(Alerts, raw.get("alerts", {}), f"{path}: [alerts]")
+    return Policy(path=path, meta=meta, database=database, phases=phases, fingerprints=fingerprints, alerts=alerts)

@@ -119,3 +119,29 @@ def print_health(out: Console, policy, target, findings) -> None:
     for f in findings:
         table.add_row(f.check, f.subject, f.value, f"[{colour[f.status]}]{f.status}[/]")
     out.print(table)
+
+
+def print_stats(out: Console, policy, target, stats) -> None:
+    table = Table(title=f"{policy.name} statistics on {target.display_url} (env {target.env})")
+    for name in ("phase", "runs", "succeeded", "success rate", "refused", "rows changed", "last success",
+                 "median duration", "median rows/s"):
+        table.add_column(name, justify="left" if name in ("phase", "last success") else "right")
+    for s in stats:
+        table.add_row(s.phase, f"{s.runs:,}", f"{s.succeeded:,}", "-" if s.success_rate is None else f"{s.success_rate:.0%}",
+                      f"{s.refused:,}", f"{s.rows_changed:,}", _when(s.last_success),
+                      "-" if s.median_seconds is None else f"{s.median_seconds:.1f} s",
+                      "-" if s.median_rows_per_s is None else f"{s.median_rows_per_s:,.0f}")
+    out.print(table)
+
+
+def print_alerts(out: Console, policy, results) -> None:
+    if not results:
+        out.print(f"{policy.name}: no [alerts] configured")
+        return
+    table = Table(title=f"{policy.name} alerts")
+    for name in ("alert", "subject", "finding", "status"):
+        table.add_column(name)
+    for r in results:
+        status = f"[{'red' if r.severity == 'error' else 'yellow'}]{r.severity}: fired[/]" if r.fired else "[green]ok[/]"
+        table.add_row(r.alert, r.subject, r.text, status)
+    out.print(table)

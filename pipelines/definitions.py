@@ -8,7 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import build_backfill, build_health, build_phase, build_restore_job
+from assets import build_backfill, build_health, build_phase, build_restore_job, build_stats
+from assets.sensors import SENSORS
 from dbsweep.policy import load_policy
 from resources import DbsweepResource
 from resources.dbsweep_resource import default_policy_dir
@@ -29,11 +30,11 @@ def build_definitions(policy_dir: str | None = None) -> dg.Definitions:
                 if built.schedule:
                     schedules.append(built.schedule)
         jobs.append(build_restore_job(policy.name))
-        health, health_job = build_health(policy.name)
-        assets.append(health)
-        jobs.append(health_job)
+        for asset, job in (build_health(policy), build_stats(policy.name)):
+            assets.append(asset)
+            jobs.append(job)
     return dg.Definitions(
-        assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules,
+        assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules, sensors=SENSORS,
         resources={"dbsweep": DbsweepResource(policy_dir=str(folder))},
     )
 

@@ -105,6 +105,11 @@ class Kind:
         """The time windows (`Backfill`) a windowed phase declares for Dagster backfills, if any."""
         return None
 
+    def measures(self, cfg, conn: sa.Connection, dialect: Dialect, now: datetime) -> dict[str, float]:
+        """Numbers of the kind's own for monitoring, read at scrape time (retention: the oldest
+        row's age and the rows due now). Keys are metric names without the `dbsweep_` prefix."""
+        return {}
+
     def health(self, cfg, conn: sa.Connection, dialect: Dialect, now: datetime, tables_found: set[str]) -> list[Any]:
         """Findings of the kind's own for `dbsweep health` (retention: what is due); `tables_found`
         are the policy's tables that exist."""

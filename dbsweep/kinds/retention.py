@@ -269,6 +269,17 @@ class Retention(Kind):
         return rows_put_back(run.run_id, plan.phase, partitions + rows.batches, whole_rows + rows.rows_archived,
                              whole_rows + rows.rows_restored)
 
+    def measures(self, cfg, conn, dialect, now) -> dict[str, float]:
+        table = reflect_table(conn, cfg.table)
+        _, cutoff, spec = _rule(cfg, conn, dialect, table, now)
+        due = selection(table, Step(table=table.fullname, walk="key", rows_selected=0, batch_size=1, spec=spec))
+        rows_due = conn.execute(sa.select(sa.func.count()).select_from(table).where(due)).scalar()
+        first_due, first = oldest(cfg, conn, dialect, now)
+        return {"rows_due": float(rows_due),
+                "oldest_row_age_seconds": (now - first).total_seconds() if first is not None else 0.0,
+                # how far past the retention the oldest row the rule deletes is (kept rows do not count)
+                "oldest_row_overdue_seconds": (cutoff - first_due).total_seconds() if first_due is not None else 0.0}
+
     def health(self, cfg, conn, dialect, now, tables_found) -> list[Finding]:
         """The oldest row the rule would delete now (a cleanup is due), else the oldest row of all
         (rows kept by `where` or `keep_if_referenced_by` may be older than the cutoff)."""

@@ -1,0 +1,93 @@
+"""Statistics from the ledger, and the Prometheus exporter scraped over HTTP for a known table."""
+
+import socket
+import time
+import urllib.request
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
+
+from dbsweep.ledger import Ledger
+from dbsweep.metrics import serve
+from dbsweep.policy import load_policy
+from dbsweep.stats import phase_stats
+from dbsweep.target import connect
+from tests.conftest import count, load_events, retention_policy, run_cli
+from tests.helpers import purge
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple], float]:
+    text = urllib.request.urlopen(url, timeout=30).read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_stats_match_the_ledger(tmp_path, pg, dbname):
+    load_events(pg, old=3000, new=1000)
+    path = retention_policy(tmp_path, dbname, batch_size=500)
+    assert run_cli("run", path, "--max-rows", "1000").returncode == 4  # stopped: a run that did not succeed
+    assert run_cli("run", path).returncode == 0  # resumed to the end: the same run, now finished
+    deleted = 4000 - count(pg, "events")
+    runs = Ledger(pg).list_runs("testpol", limit=None)
+    [stats] = phase_stats(Ledger(pg), "testpol", ["purge"])
+    assert stats.runs == len(runs) == 1 and stats.succeeded == 1 and stats.success_rate == 1.0
+    assert stats.rows_changed == deleted == runs[0].rows_done
+    assert stats.last_success == runs[0].finished_at.astimezone(timezone.utc)
+    assert stats.median_seconds > 0 and stats.median_rows_per_s == deleted / stats.median_seconds
+    shown = run_cli("stats", path)
+    assert shown.returncode == 0 and f"{deleted:,}" in shown.stdout and "100%" in shown.stdout
+
+
+def test_the_exporter_serves_the_known_table_over_http(tmp_path, pg, dbname):
+    load_events(pg, old=3000, new=1000)
+    path = retention_policy(tmp_path, dbname, batch_size=1000)
+    policy = load_policy(path)
+    port = _free_port()
+    server, thread = serve(policy, connect(policy), "127.0.0.1", port)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        before = _scrape(url)
+        labels = (("policy", "testpol"), ("table", "events"))
+        assert before[("dbsweep_table_rows", labels)] == 4000 and before[("dbsweep_table_size_bytes", labels)] > 0
+        phase = (("phase", "purge"), ("policy", "testpol"), ("table", "events"))
+        due = count(pg, "events", "created_at < now() - interval '7 days'")
+        assert before[("dbsweep_rows_due", phase)] == due
+        with pg.connect() as conn:
+            oldest = conn.execute(sa.text("SELECT min(created_at) FROM events")).scalar()
+        age = (datetime.now(timezone.utc) - oldest).total_seconds()
+        assert abs(before[("dbsweep_oldest_row_age_seconds", phase)] - age) < 60
+        purge(path)
+        after = _scrape(url)
+        assert after[("dbsweep_table_rows", labels)] == 4000 - due and after[("dbsweep_rows_due", phase)] == 0
+        assert after[("dbsweep_rows_changed_total", (("phase", "purge"), ("policy", "testpol"), ("table", "events")))] == due
+        last = after[("dbsweep_last_success_timestamp_seconds", (("phase", "purge"), ("policy", "testpol")))]
+        assert abs(last - time.time()) < 120
+        assert ("dbsweep_dead_tuples", labels) in after
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def test_the_stats_asset_carries_the_numbers(tmp_path, pg, dbname):
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+
+    load_events(pg, old=600, new=400)
+    path = retention_policy(tmp_path, dbname, batch_size=200)
+    purge(path)
+    defs = build_definitions(str(tmp_path))
+    result = dg.materialize(list(defs.assets), selection=dg.AssetSelection.assets(dg.AssetKey(["testpol", "stats"])),
+                            resources=defs.resources, instance=dg.DagsterInstance.ephemeral())
+    metadata = result.asset_materializations_for_node("testpol__stats")[0].metadata
+    [stats] = phase_stats(Ledger(pg), "testpol", ["purge"])
+    assert metadata["purge/runs"].value == 1 and metadata["purge/success_rate"].value == 1.0
+    assert metadata["purge/rows_changed"].value == stats.rows_changed == 1000 - count(pg, "events")
+    assert metadata["purge/median_rows_per_s"].value == stats.median_rows_per_s
