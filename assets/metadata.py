@@ -22,10 +22,14 @@ def profile_metadata(plan, target, frame: pd.DataFrame, window) -> dict:
         plan.rows_selected / max(1, rows_total),
         "oldest_selected": str(first.get("oldest_selected") or "-"),
         "newest_selected": str(first.get("newest_selected") or "-"),
-        "estimated_bytes": human_bytes(sum(r.get("est_bytes") or 0 for r in plan.profile)),
-        "age_histogram": dg.MetadataValue.json(plan.histogram),
+        "dagster/row_count": rows_total,
+        "estimated_bytes": dg.MetadataValue.int(sum(r.get("est_bytes") or 0 for r in plan.profile)),
+        "estimated_size": human_bytes(sum(r.get("est_bytes") or 0 for r in plan.profile)),
         "profile": dg.MetadataValue.md(frame.astype(str).to_markdown(index=False)),
     }
+    if plan.histogram:  # youngest first, as the plan counts them
+        rows = "\n".join(f"| {age} | {count:,} |" for age, count in plan.histogram.items())
+        metadata["age_histogram"] = dg.MetadataValue.md(f"| age | rows |\n|---|---:|\n{rows}")
     if window is not None:
         metadata["window"] = f"{window[0].isoformat()} to {window[1].isoformat()}"
     waiting = [f"{row['table']}: {row['detail']}" for row in plan.profile if row.get("due")]

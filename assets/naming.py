@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+DRY_RUN_TAG = "dbsweep/dry_run"
+
 
 @dataclass(frozen=True)
 class PhaseNames:
@@ -28,7 +30,8 @@ class PhaseNames:
 
     @property
     def group(self) -> str:
-        return f"{self.policy}_{self.phase}".replace("-", "_")
+        """The phase's graph in the UI; a backfill graph in a group of its own beside it."""
+        return "_".join([self.policy, self.phase, *([self.variant] if self.variant else [])]).replace("-", "_")
 
     @property
     def pool(self) -> str:

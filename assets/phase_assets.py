@@ -18,7 +18,7 @@ from dbsweep.kinds import kind_named
 from resources import DbsweepResource
 
 from .metadata import apply_metadata, dry_run_metadata, profile_metadata
-from .naming import PhaseNames
+from .naming import DRY_RUN_TAG, PhaseNames
 from .progress_log import progress_logger
 from .schedules import phase_schedule
 
@@ -135,12 +135,17 @@ class PhaseGraph:
 
     def apply(self) -> dg.AssetsDefinition:
         names, phase, policy_name = self.names, self.phase, self.names.policy
+        key = names.key("apply")
 
-        @dg.asset(key=names.key("apply"), group_name=names.group, tags=names.asset_tags, pool=names.pool,
+        # output_required=False: a dry run changes nothing, so it records an observation, not a
+        # materialization, and the verification after it is skipped instead of failing
+        @dg.asset(key=key, group_name=names.group, tags=names.asset_tags, pool=names.pool,
                   ins={"profile": dg.AssetIn(names.key("profile"))}, partitions_def=self.windows,
-                  description=f"Batched {phase.kind} of {names.path}; dry run unless dry_run=false.")
+                  output_required=False,
+                  description=f"Batched {phase.kind} of {names.path}; dry run unless dry_run=false (a dry run is "
+                              "recorded as an observation tagged dbsweep/dry_run, never as a materialization).")
         def apply(context: dg.AssetExecutionContext, config: ApplyConfig, profile: pd.DataFrame,
-                  dbsweep: DbsweepResource) -> dg.Output[dict]:
+                  dbsweep: DbsweepResource):
             policy = dbsweep.policy(policy_name)
             target = dbsweep.target(policy)
             try:
@@ -151,12 +156,16 @@ class PhaseGraph:
             except DbsweepError as exc:
                 raise _fail(exc) from None
             if config.dry_run:
-                return dg.Output({"plan_id": plan.plan_id, "dry_run": True}, metadata=dry_run_metadata(report))
+                context.log_event(dg.AssetObservation(
+                    asset_key=key, metadata=dry_run_metadata(report), tags={DRY_RUN_TAG: "true"},
+                    partition=context.partition_key if context.has_partition_key else None))
+                return
             metadata = apply_metadata(report, phase.archive)
             if report.state != "finished":
                 raise dg.Failure(description=f"stopped early ({report.stop_reason}); relaunch to resume run "
                                              f"{report.run_id}", metadata=metadata)
-            return dg.Output({"plan_id": plan.plan_id, "dry_run": False, "run_id": report.run_id}, metadata=metadata)
+            yield dg.Output({"plan_id": plan.plan_id, "dry_run": False, "run_id": report.run_id}, metadata=metadata,
+                            tags={DRY_RUN_TAG: "false"})
 
         return apply
 
@@ -165,7 +174,10 @@ class PhaseGraph:
         key = names.key("verified")
 
         @dg.asset(key=key, group_name=names.group, tags=names.asset_tags, ins={"applied": dg.AssetIn(names.key("apply"))},
-                  check_specs=[dg.AssetCheckSpec("postconditions", asset=key)], partitions_def=self.windows,
+                  check_specs=[dg.AssetCheckSpec("postconditions", asset=key, description=(
+                      "The kind's Great Expectations verification suite on the database after the change: nothing "
+                      "selected remains, survivors counted, constraints present."))],
+                  partitions_def=self.windows,
                   description=f"Post-conditions of {names.path}, as Great Expectations results.")
         def verified(context: dg.AssetExecutionContext, applied: dict, dbsweep: DbsweepResource):
             from expectations.dagster_checks import check_result
@@ -175,14 +187,11 @@ class PhaseGraph:
             target = dbsweep.target(policy)
             plan = service.load_plan(target, applied["plan_id"])
             rows = service.verify(target, plan)
-            verdict = verification(plan, rows)
-            severity = dg.AssetCheckSeverity.WARN if applied["dry_run"] else dg.AssetCheckSeverity.ERROR
-            if applied["dry_run"]:
-                verdict.summary = f"dry run, nothing applied: {verdict.summary}"
+            verdict = verification(plan, rows)  # only after a real run: a dry run's apply has no output
             yield dg.MaterializeResult(metadata={
-                "plan_id": plan.plan_id, "dry_run": applied["dry_run"], "passed": verdict.passed,
+                "plan_id": plan.plan_id, "passed": verdict.passed,
                 "postconditions": dg.MetadataValue.md(pd.DataFrame(rows).astype(str).to_markdown(index=False)),
             })
-            yield check_result(verdict, plan.plan_id, check_name="postconditions", severity=severity)
+            yield check_result(verdict, plan.plan_id, check_name="postconditions", severity=dg.AssetCheckSeverity.ERROR)
 
         return verified

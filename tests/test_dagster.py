@@ -64,16 +64,25 @@ def test_dry_run_then_real_run_metadata(tmp_path, pg, dbname):
     assert profile_md["rows_total"].value == 5000 and profile_md["rows_selected"].value == 5000 - len(keep)
     for key in ("fraction", "oldest_selected", "newest_selected", "estimated_bytes", "age_histogram", "cutoff"):
         assert key in profile_md
-    apply_md = dry.asset_materializations_for_node("testpol__purge__apply")[0].metadata
+    # a dry run changes nothing, so it is no materialization: an observation tagged dbsweep/dry_run,
+    # and no verification after it (which would only fail)
+    assert not dry.asset_materializations_for_node("testpol__purge__apply")
+    assert not dry.asset_materializations_for_node("testpol__purge__verified")
+    observed = [e.asset_observation_data.asset_observation for e in dry.all_events
+                if e.event_type_value == "ASSET_OBSERVATION"]
+    assert len(observed) == 1 and observed[0].tags["dbsweep/dry_run"] == "true"
+    apply_md = observed[0].metadata
     assert apply_md["dry_run"].value is True and apply_md["rows"].value == 5000 - len(keep)
-    gate = [e for e in dry.get_asset_check_evaluations() if e.check_name == "gate"][0]
-    assert gate.passed
+    checks = {e.check_name: e for e in dry.get_asset_check_evaluations()}
+    assert checks["gate"].passed and "postconditions" not in checks
+    assert profile_md["dagster/row_count"].value == 5000 and "| 1-7d |" in profile_md["age_histogram"].value
 
     real = _materialize(defs, everything, instance,
                         run_config={"ops": {"testpol__purge__apply": {"config": {"dry_run": False}}}})
     assert real.success and ids(pg, "events") == keep
-    apply_md = real.asset_materializations_for_node("testpol__purge__apply")[0].metadata
-    assert apply_md["rows"].value == 5000 - len(keep)
+    [applied] = real.asset_materializations_for_node("testpol__purge__apply")
+    apply_md = applied.metadata
+    assert apply_md["rows"].value == 5000 - len(keep) and applied.tags["dbsweep/dry_run"] == "false"
     for key in ("rows_per_s", "batches", "batch_p50_ms", "batch_p95_ms", "batch_max_ms", "run_id"):
         assert key in apply_md
     post = [e for e in real.get_asset_check_evaluations() if e.check_name == "postconditions"][0]
