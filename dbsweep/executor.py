@@ -128,7 +128,12 @@ class Executor:
             if reason == REASON_FINISHED:
                 self._after_actions()
         except BaseException as exc:
-            self._stop_on_error(run, exc)
+            try:
+                self._stop_on_error(run, exc)
+            except BaseException as ended:  # the same end, told as resumable
+                self._tell_error(ended, started)
+                raise
+            self._tell_error(exc, started)
             raise
         state = FINISHED if reason == REASON_FINISHED else STOPPED
         self.ledger.set_state(run.run_id, state, reason)
@@ -192,6 +197,10 @@ class Executor:
             if self.options.sleep_ms and not walker.done:
                 self.rules.pause(self.options.sleep_ms / 1000)
         return REASON_FINISHED
+
+    def _tell_error(self, error: BaseException, started: float) -> None:
+        for observer in self.observers:
+            observer.on_error(self.plan, error, time.monotonic() - started)
 
     def _notify(self, table: str, run: RunRecord, seconds: float) -> None:
         elapsed = time.monotonic() - self.rules.started

@@ -3,6 +3,7 @@ so a scrape always sees the present: nothing is cached between scrapes)."""
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -14,7 +15,9 @@ from .errors import DbsweepError
 from .health import policy_tables
 from .kinds import kind_named
 from .ledger import Ledger
+from .observers import RunObserver
 from .policy import Policy
+from .redact import redact
 from .stats import phase_stats
 from .target import Target
 
@@ -96,3 +99,40 @@ def serve(policy: Policy, target: Target, host: str, port: int):
     registry = CollectorRegistry()
     registry.register(DbsweepCollector(policy, target))
     return start_http_server(port, addr=host, registry=registry)
+
+
+PUSHGATEWAY_ENV = "DBSWEEP_PUSHGATEWAY"
+
+
+class PushgatewayObserver(RunObserver):
+    """A run's own figures, pushed when it ends to the Pushgateway in DBSWEEP_PUSHGATEWAY with
+    `pushadd` under job `dbsweep` and the policy and phase as grouping key: a run that failed or
+    stopped early pushes no last-success time, so the one already there stays."""
+
+    def __init__(self, gateway: str, policy: str, phase: str):
+        self.gateway, self.policy, self.phase = gateway, policy, phase
+
+    def on_finish(self, report) -> None:
+        ended = "last_success" if report.state == "finished" else "last_stop"
+        self._push(ended, report.seconds, report.rows_this_session)
+
+    def on_error(self, plan, error: BaseException, seconds: float) -> None:
+        self._push("last_failure", seconds, None)
+
+    def _push(self, ended: str, seconds: float, rows: int | None) -> None:
+        try:
+            self._pushadd(ended, seconds, rows)
+        except Exception as exc:  # the run's own outcome stands; the push is its report, said once
+            sys.stderr.write(f"dbsweep: warning: the push to {PUSHGATEWAY_ENV} failed: {redact(str(exc))}\n")
+
+    def _pushadd(self, ended: str, seconds: float, rows: int | None) -> None:
+        from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
+
+        registry = CollectorRegistry()
+        Gauge(f"dbsweep_{ended}_timestamp_seconds", f"When a run of the phase ended ({ended.replace('_', ' ')})",
+              registry=registry).set_to_current_time()
+        Gauge("dbsweep_run_duration_seconds", "Duration of the phase's last run", registry=registry).set(seconds)
+        if rows is not None:
+            Gauge("dbsweep_run_rows", "Rows the phase's last run changed", registry=registry).set(rows)
+        pushadd_to_gateway(self.gateway, job="dbsweep", grouping_key={"policy": self.policy, "phase": self.phase},
+                           registry=registry, timeout=10)

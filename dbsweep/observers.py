@@ -22,7 +22,10 @@ class RunObserver:
         """After a batch has committed."""
 
     def on_finish(self, report) -> None:
-        """Once, with the run's RunReport, whatever state it ended in (not after an exception)."""
+        """Once, with the run's RunReport, when the run finished or stopped early."""
+
+    def on_error(self, plan, error: BaseException, seconds: float) -> None:
+        """Once, when the run ended with an error instead (after recording it in the ledger)."""
 
 
 class ProgressCallback(RunObserver):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -150,6 +151,11 @@ def apply(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool = Tr
         lines = kind_named(plan.kind).dry_run(plan, options.batch_size)
         return DryRunReport(plan.plan_id, plan.phase, plan.rows_selected, sum(line.transactions for line in lines),
                             lines, resumes, plan.checks)
+    gateway = os.environ.get("DBSWEEP_PUSHGATEWAY")
+    if gateway:
+        from .metrics import PushgatewayObserver
+
+        observers = [*observers, PushgatewayObserver(gateway, plan.policy, plan.phase)]
     return Executor(target.engine, plan, options, on_progress, observers).run()
 
 

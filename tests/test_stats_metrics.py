@@ -91,3 +91,49 @@ def test_the_stats_asset_carries_the_numbers(tmp_path, pg, dbname):
     assert metadata["purge/runs"].value == 1 and metadata["purge/success_rate"].value == 1.0
     assert metadata["purge/rows_changed"].value == stats.rows_changed == 1000 - count(pg, "events")
     assert metadata["purge/median_rows_per_s"].value == stats.median_rows_per_s
+
+
+class _Gateway:
+    """A stand-in Pushgateway on 127.0.0.1 that keeps what each push sent (path and body)."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        pushes = self.pushes = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                pushes.append((self.command, self.path, self.rfile.read(int(self.headers["Content-Length"])).decode()))
+                self.send_response(202)
+                self.end_headers()
+
+            do_PUT = do_POST  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"127.0.0.1:{self.server.server_port}"
+
+
+def test_runs_pushadd_their_figures_and_a_stop_keeps_the_last_success(tmp_path, pg, dbname):
+    load_events(pg, old=2000, new=500)
+    path = retention_policy(tmp_path, dbname, batch_size=300)
+    gateway = _Gateway()
+    try:
+        env = {"DBSWEEP_PUSHGATEWAY": gateway.url}
+        assert run_cli("run", path, "--max-rows", "600", env=env).returncode == 4
+        assert run_cli("run", path, env=env).returncode == 0
+    finally:
+        gateway.server.shutdown()
+    (stop_method, stop_path, stopped), (_, done_path, done) = gateway.pushes
+    assert stop_method == "POST"  # pushadd: only the metrics pushed are replaced in the group
+    assert stop_path == done_path and sorted(stop_path.split("/")[3:]) == sorted(
+        ["dbsweep", "policy", "testpol", "phase", "purge"])
+    assert "dbsweep_last_stop_timestamp_seconds" in stopped and "dbsweep_last_success" not in stopped
+    assert "dbsweep_run_rows 600.0" in stopped
+    samples = {s.name: s.value for f in text_string_to_metric_families(done) for s in f.samples}
+    assert abs(samples["dbsweep_last_success_timestamp_seconds"] - time.time()) < 120
+    assert samples["dbsweep_run_rows"] == 2500 - count(pg, "events") - 600  # the resumed session's own rows
