@@ -16,3 +16,39 @@ def phase_schedule(names: PhaseNames, cron: str | None, job) -> dg.ScheduleDefin
         run_config={"ops": {names.apply_op: {"config": {"dry_run": False, "confirm": names.phase}}}},
         default_status=dg.DefaultScheduleStatus.STOPPED,
     )
+
+
+def purpose_jobs(policy, phase_keys: dict[str, list[dg.AssetKey]]) -> tuple[list, list[dg.ScheduleDefinition]]:
+    """The policy's jobs by purpose, each with its schedule when [schedules] gives one (stopped):
+    `<policy>__check` (every phase's profile and gate, nothing applied), `<policy>__apply` (the
+    phases marked `apply_scheduled`, for real) and `<policy>__integrity_report` (every phase verified
+    again, the health report and the statistics). `phase_keys`: each phase's profile/apply/verified."""
+    name = policy.name
+    tags = {"dbsweep/policy": name}
+    jobs = {
+        "check": dg.define_asset_job(
+            f"{name}__check", selection=dg.AssetSelection.assets(*(keys[0] for keys in phase_keys.values())),
+            description=f"{name}: every phase's profile and gate; nothing is applied.", tags=tags),
+        "integrity": dg.define_asset_job(
+            f"{name}__integrity_report", selection=dg.AssetSelection.assets(
+                dg.AssetKey([name, "integrity"]), dg.AssetKey([name, "health"]), dg.AssetKey([name, "stats"])),
+            description=f"{name}: every phase verified again, the health report and the statistics.", tags=tags),
+    }
+    marked = [phase for phase in policy.phases if phase.apply_scheduled]
+    run_config = {}
+    if marked:
+        jobs["apply"] = dg.define_asset_job(
+            f"{name}__apply", selection=dg.AssetSelection.assets(*(k for p in marked for k in phase_keys[p.name])),
+            description=f"{name}: the cleanup of {', '.join(p.name for p in marked)}, for real.", tags=tags)
+        run_config = {"ops": {PhaseNames(name, p.name, p.kind).apply_op: {"config": {"dry_run": False,
+                                                                                     "confirm": p.name}}
+                              for p in marked}}
+    schedules = []
+    for purpose, job in jobs.items():
+        cron = getattr(policy.schedules, purpose)
+        if cron:
+            schedules.append(dg.ScheduleDefinition(
+                name=f"{job.name}__schedule", job=job, cron_schedule=cron,
+                run_config=run_config if purpose == "apply" else {},
+                default_status=dg.DefaultScheduleStatus.STOPPED))
+    return list(jobs.values()), schedules

@@ -83,6 +83,7 @@ class PhaseBase(Strict):
     target_batch_ms: int | None = Field(default=None, ge=10, le=60_000)
     archive: str = "none"
     schedule: str | None = None
+    apply_scheduled: bool = False  # run for real by the policy's [schedules] apply
     after: list[str] = []
     expect: Expect = Expect()
     lock_timeout: ServerTimeout = "2 seconds"
@@ -207,6 +208,26 @@ class Alerts(Strict):
     run_failed: SeverityOnly | None = None  # a phase's last run failed, stopped early or was refused
 
 
+_CRON = re.compile(r"^\S+(\s+\S+){4}$")
+
+
+def _cron(value: str) -> str:
+    if not _CRON.match(value.strip()):
+        raise ValueError(f"{value!r} is not a cron expression of five fields, e.g. '0 * * * *'")
+    return value
+
+
+Cron = Annotated[str, AfterValidator(_cron)]
+
+
+class Schedules(Strict):
+    """[schedules]: Dagster schedules by purpose (created stopped, like every schedule)."""
+
+    check: Cron | None = None  # every phase's profile and gate, nothing applied (seed 004: hourly)
+    apply: Cron | None = None  # the phases marked `apply_scheduled = true`, for real (seed 004: daily)
+    integrity: Cron | None = None  # every phase's verification, the health report and stats (weekly)
+
+
 class PolicyMeta(Strict):
     name: str
     description: str = ""
@@ -227,6 +248,7 @@ class Policy(BaseModel):
     meta: PolicyMeta
     database: DatabaseConfig
     alerts: Alerts = Alerts()
+    schedules: Schedules = Schedules()
     phases: list[Any]
     fingerprints: dict[str, str]
 
@@ -283,7 +305,7 @@ def load_policy(path: str | Path) -> Policy:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{path}: not valid TOML: {exc}") from None
-    extra = set(raw) - {"policy", "database", "phase", "alerts"}
+    extra = set(raw) - {"policy", "database", "phase", "alerts", "schedules"}
     if extra:
         raise BadInput(f"{path}: unknown top-level table '{sorted(extra)[0]}'")
     meta = _validate(PolicyMeta, raw.get("policy", {}), f"{path}: [policy]")
@@ -305,4 +327,6 @@ def load_policy(path: str | Path) -> Policy:
     if not phases:
         raise BadInput(f"{path}: no [[phase]] defined")
     alerts = _validate(Alerts, raw.get("alerts", {}), f"{path}: [alerts]")
-    return Policy(path=path, meta=meta, database=database, phases=phases, fingerprints=fingerprints, alerts=alerts)
+    schedules = _validate(Schedules, raw.get("schedules", {}), f"{path}: [schedules]")
+    return Policy(path=path, meta=meta, database=database, phases=phases, fingerprints=fingerprints, alerts=alerts,
+                  schedules=schedules)

@@ -9,6 +9,9 @@ from pathlib import Path
 import dagster as dg
 
 from assets import build_backfill, build_health, build_phase, build_restore_job, build_stats
+from assets.integrity_asset import build_integrity
+from assets.naming import PhaseNames
+from assets.schedules import purpose_jobs
 from assets.sensors import SENSORS
 from dbsweep.policy import load_policy
 from resources import DbsweepResource
@@ -33,6 +36,12 @@ def build_definitions(policy_dir: str | None = None) -> dg.Definitions:
         for asset, job in (build_health(policy), build_stats(policy.name)):
             assets.append(asset)
             jobs.append(job)
+        assets.append(build_integrity(policy))
+        phase_keys = {p.name: [PhaseNames(policy.name, p.name, p.kind).key(leaf) for leaf in ("profile", "apply", "verified")]
+                      for p in policy.phases}
+        purpose, purpose_schedules = purpose_jobs(policy, phase_keys)
+        jobs += purpose
+        schedules += purpose_schedules
     return dg.Definitions(
         assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules, sensors=SENSORS,
         resources={"dbsweep": DbsweepResource(policy_dir=str(folder))},
