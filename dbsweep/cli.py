@@ -88,6 +88,15 @@ def _window_of(plan: PhasePlan):
     return tuple(datetime.fromisoformat(t) for t in window) if window else None
 
 
+def _tell_dagster(event: str, *args) -> None:
+    """With DAGSTER_HOME set, a CLI plan, run or verification shows in Dagster's asset history too."""
+    if not os.environ.get("DAGSTER_HOME"):
+        return
+    from assets import cli_history  # Dagster: imported only when an instance is configured
+
+    getattr(cli_history, event)(*args)
+
+
 def _gate(target: Target, plan: PhasePlan) -> PhasePlan:
     # Great Expectations: imported only when a gate runs
     from expectations.runner import gate
@@ -110,6 +119,8 @@ def plan(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, win
     bounds = parse_window(window) if window else None
     plans = [_gate(target, service.make_plan(policy, name, target, window=bounds))
              for name in _phases(policy, phase, window)]
+    for made in plans:
+        _tell_dagster("plan_made", made, target)
     print_plan(out, target, plans)
     if output:
         PlanFile(policy=policy.name, env=target.env, phases=plans).write(output)
@@ -152,15 +163,19 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
                 out.print(f"[bold]{name}[/]: resuming plan {chosen.plan_id} ({within}cutoff frozen at {chosen.cutoff})")
             else:
                 chosen = _gate(target, service.make_plan(policy, name, target, window=bounds))
+                _tell_dagster("plan_made", chosen, target)
         print_waiting(out, chosen)
         if dry_run:
-            print_dry_run(out, service.apply(policy, target, chosen, dry_run=True, confirm=confirm, batch_size=batch_size))
+            dry = service.apply(policy, target, chosen, dry_run=True, confirm=confirm, batch_size=batch_size)
+            _tell_dagster("run_done", chosen, dry, True, policy.phase(name).archive)
+            print_dry_run(out, dry)
             continue
         from .progress import progress_bar
 
         with progress_bar(out, chosen) as on_progress:
             report = service.apply(policy, target, chosen, dry_run=False, confirm=confirm, on_progress=on_progress,
                                    batch_size=batch_size, max_rows=max_rows)
+        _tell_dagster("run_done", chosen, report, False, policy.phase(name).archive)
         print_run(out, report)
         if report.state != "finished":
             stopped.append(f"{name}: {report.stop_reason}")
@@ -193,6 +208,7 @@ def verify(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None):
             continue
         rows = service.verify(target, latest)
         verdict = verification(latest, rows)
+        _tell_dagster("verified", latest, rows, verdict)
         print_verification(out, latest, rows, verdict)
         if not verdict.passed:
             failed.append(name)
