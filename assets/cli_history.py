@@ -7,6 +7,8 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
+from expectations.dagster_checks import check_metadata
+
 from .metadata import apply_metadata, dry_run_metadata, profile_metadata
 from .naming import DRY_RUN_TAG, PhaseNames
 
@@ -30,7 +32,7 @@ def plan_made(plan, target) -> None:
     if plan.gate is not None:
         instance.report_runless_asset_event(dg.AssetCheckEvaluation(
             asset_key=names.key("profile"), check_name="gate", passed=plan.gate.passed,
-            description=plan.gate.summary, metadata={"plan_id": plan.plan_id}))
+            description=plan.gate.summary, metadata=check_metadata(plan.gate, plan.plan_id)))
 
 
 def run_done(plan, report, dry_run: bool, archive: str) -> None:
@@ -50,4 +52,4 @@ def verified(plan, rows: list[dict], verdict) -> None:
         "postconditions": dg.MetadataValue.md(pd.DataFrame(rows).astype(str).to_markdown(index=False))}))
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
         asset_key=key, check_name="postconditions", passed=verdict.passed, description=verdict.summary,
-        metadata={"plan_id": plan.plan_id}))
+        metadata=check_metadata(verdict, plan.plan_id)))

@@ -122,6 +122,9 @@ def plan(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, win
     for made in plans:
         _tell_dagster("plan_made", made, target)
     print_plan(out, target, plans)
+    for made in plans:
+        if made.gate.report:
+            out.print(f"{made.phase}: gate report {made.gate.report}", soft_wrap=True)
     if output:
         PlanFile(policy=policy.name, env=target.env, phases=plans).write(output)
         out.print(f"plan written to {output}")
@@ -210,6 +213,8 @@ def verify(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None):
         verdict = verification(latest, rows)
         _tell_dagster("verified", latest, rows, verdict)
         print_verification(out, latest, rows, verdict)
+        if verdict.report:
+            out.print(f"  report {verdict.report}", soft_wrap=True)
         if not verdict.passed:
             failed.append(name)
     if failed:
@@ -255,6 +260,24 @@ def check(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None):
     fired = [r for r in results if r.fired]
     if fired:
         raise DbsweepError("alerts fired: " + "; ".join(f"{r.alert} {r.subject} ({r.severity})" for r in fired))
+
+
+@app.command()
+@guarded
+def report(policy_path: PolicyArg):
+    """Where the latest expectation reports (Great Expectations Data Docs) of each phase are: its gate
+    and its verification, and the policy's report index."""
+    from expectations.runner import latest_reports, reports_dir
+
+    policy = load_policy(policy_path)
+    latest = latest_reports(policy.name)
+    if not latest:
+        raise BadInput(f"{policy.path}: no expectation report yet; `dbsweep plan` or `dbsweep verify` writes them")
+    out.print(f"{policy.name}: reports under {reports_dir(policy.name)}", soft_wrap=True)
+    for phase in policy.phases:
+        pages = latest.get(phase.name, {})
+        for what in ("gate", "verification"):
+            out.print(f"  {phase.name} {what}: {pages.get(what) or 'none yet'}", soft_wrap=True)
 
 
 @app.command()

@@ -97,8 +97,10 @@ def launch_ui(out: Console, host: str = "127.0.0.1", port: int = 3000) -> int:
     settings = home / "dagster.yaml"
     if not settings.exists() or not settings.read_text().strip():
         # each policy's assets share a concurrency pool: one step at a time per database, so the
-        # runs of a backfill queue instead of failing on the phase lock
-        settings.write_text("concurrency:\n  pools:\n    default_limit: 1\n")
+        # runs of a backfill queue instead of failing on the phase lock; no first-run newsletter
+        # dialog and no usage telemetry (the machines dbsweep runs on rarely reach the internet)
+        settings.write_text("concurrency:\n  pools:\n    default_limit: 1\n"
+                            "nux:\n  enabled: false\ntelemetry:\n  enabled: false\n")
     for path in sorted((workspace.parent / "policies").glob("*.toml")):
         policy = load_policy(path)
         if policy.database.env[policy.database.default_env].url == "embedded":

@@ -38,6 +38,7 @@ class GateVerdict(Frozen):
     checked_at: datetime
     summary: str
     results: list[dict[str, Any]] = []
+    report: str | None = None  # the Great Expectations Data Docs page of this validation
 
 
 class Step(Frozen):

@@ -16,17 +16,17 @@ def verdict_markdown(verdict: GateVerdict) -> str:
     return "\n".join(lines)
 
 
+def check_metadata(verdict: GateVerdict, plan_id: str) -> dict:
+    return {
+        "plan_id": plan_id,
+        "summary": verdict.summary,
+        "expectations": dg.MetadataValue.md(verdict_markdown(verdict)),
+        "checked_at": verdict.checked_at.isoformat(),
+        **({"report": dg.MetadataValue.path(verdict.report)} if verdict.report else {}),
+    }
+
+
 def check_result(verdict: GateVerdict, plan_id: str, check_name: str | None = None,
                  severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=check_name,
-        passed=verdict.passed,
-        severity=severity,
-        description=verdict.summary,
-        metadata={
-            "plan_id": plan_id,
-            "summary": verdict.summary,
-            "expectations": dg.MetadataValue.md(verdict_markdown(verdict)),
-            "checked_at": verdict.checked_at.isoformat(),
-        },
-    )
+    return dg.AssetCheckResult(check_name=check_name, passed=verdict.passed, severity=severity,
+                               description=verdict.summary, metadata=check_metadata(verdict, plan_id))

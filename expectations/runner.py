@@ -14,6 +14,8 @@ from dbsweep.kinds import kind_named
 from dbsweep.plan import GateVerdict, PhasePlan, utcnow
 
 SUITES = Path(__file__).parent / "suites"
+DOCS_SITE = "dbsweep"
+LATEST = "latest.json"
 
 
 @lru_cache(maxsize=1)
@@ -32,7 +34,9 @@ def _suite_columns(suite: dict) -> list[str]:
     return list(dict.fromkeys(e["kwargs"]["column"] for e in suite["expectations"] if "column" in e["kwargs"]))
 
 
-def run_suite(name: str, frame: pd.DataFrame, parameters: dict | None = None) -> GateVerdict:
+def run_suite(name: str, frame: pd.DataFrame, parameters: dict | None = None, site: Path | None = None) -> GateVerdict:
+    """The suite on the frame; with `site`, the validation is also rendered into that folder as
+    Great Expectations Data Docs (its page, the suite's page and an index)."""
     if frame.empty and not len(frame.columns):  # nothing to judge (a retire waiting out its grace)
         frame = pd.DataFrame(columns=_suite_columns(load_suite(name)))
     gx = _gx()
@@ -45,7 +49,14 @@ def run_suite(name: str, frame: pd.DataFrame, parameters: dict | None = None) ->
     asset = context.data_sources.add_pandas("dbsweep").add_dataframe_asset(name)
     batch = asset.add_batch_definition_whole_dataframe("whole")
     validation = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(name=f"{name}_checkpoint", validation_definitions=[validation]))
+    actions = []
+    if site is not None:
+        context.add_data_docs_site(site_name=DOCS_SITE, site_config={
+            "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site)}})
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(name=f"{name}_checkpoint", validation_definitions=[validation],
+                                                       actions=actions))
     result = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {})
     results = []
     for validation_result in result.run_results.values():
@@ -62,7 +73,12 @@ def run_suite(name: str, frame: pd.DataFrame, parameters: dict | None = None) ->
     failed = [r for r in results if not r["success"]]
     summary = (f"{len(results)}/{len(results)} expectations passed" if not failed else
                "failed: " + "; ".join(_describe(r) for r in failed))
-    return GateVerdict(passed=bool(result.success), checked_at=utcnow(), summary=summary, results=results)
+    report = None
+    if site is not None:
+        [page] = context.get_docs_sites_urls(resource_identifier=next(iter(result.run_results)), site_name=DOCS_SITE)
+        report = page["site_url"].removeprefix("file://")
+    return GateVerdict(passed=bool(result.success), checked_at=utcnow(), summary=summary, results=results,
+                       report=report)
 
 
 def _describe(result: dict) -> str:
@@ -79,11 +95,40 @@ def profile_frame(rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
+def reports_dir(policy: str) -> Path:
+    """The policy's expectation reports: $DBSWEEP_HOME/reports/<policy>/<phase>/<gate or verification>-…/."""
+    from dbsweep.embedded import dbsweep_home
+
+    return dbsweep_home() / "reports" / policy
+
+
+def _site(plan: PhasePlan, what: str) -> Path:
+    """A Data Docs site of its own for each validation: a site build keeps only what its context
+    validated, so validations sharing one site would erase each other's pages."""
+    return reports_dir(plan.policy) / plan.phase / f"{what}-{plan.plan_id}-{utcnow():%Y%m%dT%H%M%S%fZ}"
+
+
+def latest_reports(policy: str) -> dict:
+    """{phase: {"gate": page, "verification": page}}: each phase's newest report pages."""
+    index = reports_dir(policy) / LATEST
+    return json.loads(index.read_text()) if index.exists() else {}
+
+
+def _remember(plan: PhasePlan, what: str, verdict: GateVerdict) -> GateVerdict:
+    latest = latest_reports(plan.policy)
+    latest.setdefault(plan.phase, {})[what] = verdict.report
+    reports_dir(plan.policy).mkdir(parents=True, exist_ok=True)
+    (reports_dir(plan.policy) / LATEST).write_text(json.dumps(latest, indent=1, sort_keys=True))
+    return verdict
+
+
 def gate(plan: PhasePlan) -> GateVerdict:
     """The plan's gate: its kind's gate suite on its profile, bounded by the policy's expect table."""
     kind = kind_named(plan.kind)
-    return run_suite(kind.gate_suite, profile_frame(kind.gate_rows(plan)), plan.expect)
+    verdict = run_suite(kind.gate_suite, profile_frame(kind.gate_rows(plan)), plan.expect, _site(plan, "gate"))
+    return _remember(plan, "gate", verdict)
 
 
 def verification(plan: PhasePlan, rows: list[dict]) -> GateVerdict:
-    return run_suite(kind_named(plan.kind).verify_suite, pd.DataFrame(rows), plan.expect)
+    verdict = run_suite(kind_named(plan.kind).verify_suite, pd.DataFrame(rows), plan.expect, _site(plan, "verification"))
+    return _remember(plan, "verification", verdict)
