@@ -6,11 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import sqlalchemy as sa
+
 from .catalog import reflect_table
 from .dialects import dialect_for
 from .durations import parse_duration
 from .errors import DbsweepError
-from .health import policy_tables
+from .health import EXACT_COUNT_BELOW, policy_tables
 from .kinds import kind_named
 from .ledger import FAILED, REFUSED, STOPPED, Ledger
 from .policy import Policy
@@ -54,12 +56,15 @@ def evaluate(policy: Policy, target: Target) -> list[AlertResult]:
         if rules.dead_tuples or rules.table_bytes:
             for name in policy_tables(policy):
                 try:
-                    stats = dialect.table_stats(conn, reflect_table(conn, name))
+                    table = reflect_table(conn, name)
                 except DbsweepError:
                     continue
+                stats = dialect.table_stats(conn, table)
                 if stats is None:
                     continue
                 live, dead, size, _ = stats
+                if live < EXACT_COUNT_BELOW:  # the statistics lag behind a cleanup; a count this size is quick
+                    live = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
                 if rules.dead_tuples:
                     share = dead / live if live else (1.0 if dead else 0.0)
                     found.append(AlertResult("dead_tuples", name, share > rules.dead_tuples.max_fraction,

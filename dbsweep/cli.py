@@ -204,6 +204,10 @@ def verify(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None):
         if latest is None:
             raise BadInput(f"phase '{name}' has no plan in the ledger yet: run `dbsweep plan` first")
         undone = ledger.restored_run(latest.plan_id)
+        if undone is None and ledger.finished_run(latest.plan_id) is None:
+            out.print(f"[bold]{name}[/] (plan {latest.plan_id}): not run to the end yet (`dbsweep run` applies or "
+                      "resumes it), so there is nothing to verify")
+            continue
         if undone is not None:
             out.print(f"[bold]{name}[/] (plan {latest.plan_id}): run {undone.run_id} was restored (undone) at "
                       f"{str(undone.updated_at)[:19]}: nothing of this plan is applied, so there is nothing to verify; "

@@ -189,6 +189,9 @@ def test_health_shows_size_dead_tuples_and_vacuum_of_plain_and_partitioned_table
 def test_verify_after_a_restore_says_so_instead_of_failing(tmp_path, pg, dbname):
     table = _reset_table(pg, "public", "Sync", 2_000)
     path = write_policy(tmp_path, RESET.format(table="Sync"), dbname, name="shapes")
+    assert run_cli("plan", path).returncode == 0
+    unrun = run_cli("verify", path)  # a plan not applied yet is not a failed verification
+    assert unrun.returncode == 0 and "not run to the end yet" in unrun.stdout, unrun.stdout + unrun.stderr
     _, report, _ = purge(path, phase="sync")
     assert run_cli("verify", path).returncode == 0
     assert run_cli("restore", report.run_id, "--policy", path).returncode == 0

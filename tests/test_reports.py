@@ -13,12 +13,12 @@ from tests.conftest import load_events, retention_policy, run_cli
 
 def test_gate_and_verification_reports_are_written_and_found(tmp_path, pg, dbname):
     load_events(pg, old=300, new=200)
-    path = retention_policy(tmp_path, dbname)
+    path = retention_policy(tmp_path, dbname, name="reports_only_here")  # reports are kept per policy name
     assert "no expectation report yet" in run_cli("report", path).stderr
     planned = run_cli("plan", path)
     assert planned.returncode == 0, planned.stderr
     gate_page = Path(planned.stdout.split("gate report ")[1].split()[0])
-    assert gate_page.is_file() and gate_page.is_relative_to(Path(os.environ["DBSWEEP_HOME"]) / "reports" / "testpol")
+    assert gate_page.is_file() and gate_page.is_relative_to(Path(os.environ["DBSWEEP_HOME"]) / "reports" / "reports_only_here")
     html = gate_page.read_text()
     assert "rows_selected" in html and "fraction_selected" in html  # the gate's expectations, rendered
     assert run_cli("run", path).returncode == 0
