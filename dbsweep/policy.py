@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    ValidationInfo,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from .catalog import split_name
 from .durations import parse_duration
 from .errors import BadInput
 from .files import read_text
@@ -46,11 +48,24 @@ def _some_predicate(value: str) -> str:
     return value
 
 
+def _in_phase_schema(value: str, info: ValidationInfo) -> str:
+    """A table named without a schema, in a phase with a `schema` key, is in that schema."""
+    schema = (info.context or {}).get("schema")
+    if not schema or split_name(value)[0] is not None:
+        return value
+    return f'{_quoted(schema)}.{_quoted(split_name(value)[1])}'
+
+
+def _quoted(part: str) -> str:
+    return '"' + part.replace('"', '""') + '"'
+
+
 # PostgreSQL's lock_timeout and statement_timeout are int milliseconds
 MAX_SERVER_TIMEOUT_MS = 2_147_483_647
 Duration = Annotated[str, AfterValidator(_checked_duration)]  # text like "7 days", checked on load
 ServerTimeout = Annotated[Duration, AfterValidator(_server_timeout)]
 Where = Annotated[str, AfterValidator(_some_predicate)]  # SQL, checked against the catalog at plan time
+TableName = Annotated[str, AfterValidator(_in_phase_schema)]  # name, schema.name or SQL-quoted parts
 
 
 class Strict(BaseModel):
@@ -95,6 +110,8 @@ class PhaseBase(Strict):
     max_rows: int | None = Field(default=None, ge=1)
     max_plan_age: Duration = "24 hours"
     description: str = ""
+    # the schema of the phase's tables named without one (the table keys give names as SQL does)
+    table_schema: str | None = Field(default=None, alias="schema")
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
     @property
@@ -284,8 +301,9 @@ def _describe(error: dict) -> str:
 
 
 def _validate(model: type[BaseModel], raw: Any, where: str) -> BaseModel:
+    schema = raw.get("schema") if isinstance(raw, dict) and isinstance(raw.get("schema"), str) else None
     try:
-        return model.model_validate(raw)
+        return model.model_validate(raw, context={"schema": schema})
     except ValidationError as exc:
         raise BadInput(f"{where}: {_describe(exc.errors()[0])}") from None
     except BadInput as exc:

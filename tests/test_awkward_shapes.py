@@ -199,3 +199,24 @@ def test_verify_after_a_restore_says_so_instead_of_failing(tmp_path, pg, dbname)
     assert after.returncode == 0, after.stdout + after.stderr
     assert f"run {report.run_id} was restored" in after.stdout
     assert _differences(pg, table, "public.original") == 0
+
+
+def test_a_table_named_as_sql_writes_it_or_with_a_schema_key(tmp_path, pg, dbname):
+    with pg.begin() as conn:
+        conn.exec_driver_sql('CREATE SCHEMA "Ops"')
+        conn.exec_driver_sql('CREATE TABLE "Ops"."Audit Log" (id bigint PRIMARY KEY, at timestamptz NOT NULL)')
+        conn.exec_driver_sql('CREATE TABLE "Ops"."audit.v2" (id bigint PRIMARY KEY, at timestamptz NOT NULL)')
+        for name in ('"Ops"."Audit Log"', '"Ops"."audit.v2"'):
+            conn.exec_driver_sql(f"INSERT INTO {name} SELECT g, now() - g * interval '1 day' FROM generate_series(1, 30) g")
+    forms = [  # (how the table is named, the age kept, the table, the rows it keeps: rows 1 .. days-1)
+        ('table = \'"Ops"."Audit Log"\'', 20, '"Ops"."Audit Log"'),
+        ('schema = "Ops"\ntable = "Audit Log"', 10, '"Ops"."Audit Log"'),
+        ('schema = "Ops"\ntable = \'"audit.v2"\'', 5, '"Ops"."audit.v2"'),
+    ]
+    for naming, days, table in forms:
+        path = write_policy(tmp_path, f'[[phase]]\nname = "purge"\nkind = "retention"\n{naming}\ntime_column = "at"\n'
+                                      f'older_than = "{days} days"\n', dbname, name="shapes")
+        result = run_cli("run", path)
+        assert result.returncode == 0, (naming, result.stderr)
+        assert count(pg, table) == days - 1, naming
+    assert count(pg, '"Ops"."audit.v2"') == 4 and count(pg, '"Ops"."Audit Log"') == 9

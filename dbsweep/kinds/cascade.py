@@ -28,7 +28,7 @@ from ..durations import parse_duration
 from ..errors import BadInput
 from ..keys import from_json, to_json
 from ..plan import PhasePlan, Step
-from ..policy import Duration, PhaseBase, Strict, Where
+from ..policy import Duration, PhaseBase, Strict, TableName, Where
 from ..predicate import checked_where, where_clause
 from ..walkers import Walker
 from .base import DryRunLine, Kind
@@ -43,7 +43,7 @@ class Link(Strict):
     """How rows of a table point at a parent: a foreign-key column, or polymorphic
     (`type_column` = `type_value` and `id_column` = the parent's key)."""
 
-    table: str
+    table: TableName
     fk_column: str | None = None
     type_column: str | None = None
     id_column: str | None = None
@@ -68,7 +68,7 @@ class Activity(Link):
 
 
 class Parent(Strict):
-    table: str
+    table: TableName
     type_column: str | None = None
     type_value: int | str | None = None
     where: Where | None = None

@@ -16,7 +16,7 @@ from ..catalog import check_value, column, reflect_table
 from ..dialects import Dialect
 from ..errors import BadInput
 from ..plan import PhasePlan, Step
-from ..policy import PhaseBase, Strict
+from ..policy import PhaseBase, Strict, TableName
 from .base import Kind
 from .common import PlanParts, key_columns, walk_step
 
@@ -91,7 +91,7 @@ class ConsumerQuery(Strict):
 
 class Config(PhaseBase):
     kind: Literal["reset"]
-    table: str
+    table: TableName
     rules: list[Rule] = Field(min_length=1)
     verify_query: ConsumerQuery | None = None
 

@@ -16,7 +16,7 @@ from ..errors import BadInput, DbsweepError
 from ..findings import WARN, Finding, age
 from ..keys import from_json, up_to_key
 from ..plan import PhasePlan, Step, as_utc
-from ..policy import Duration, PhaseBase, Strict, Where
+from ..policy import Duration, PhaseBase, Strict, TableName, Where
 from ..predicate import checked_where, where_clause
 from .base import Kind
 from .common import PlanParts, key_columns, walk_step
@@ -36,7 +36,7 @@ class Backfill(Strict):
 
 class Config(PhaseBase):
     kind: Literal["retention"]
-    table: str
+    table: TableName
     time_column: str
     older_than: Duration | None = None
     cutoff: datetime | None = None

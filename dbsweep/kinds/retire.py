@@ -23,7 +23,7 @@ from ..errors import BadInput, GateRefused
 from ..ledger import NOT_UNDOABLE_KEY, Ledger
 from ..names import derived, stem_for
 from ..plan import PhasePlan, Step
-from ..policy import Duration, PhaseBase
+from ..policy import Duration, PhaseBase, TableName
 from ..walkers import Walker
 from .base import DryRunLine, Kind
 from .common import PlanParts
@@ -39,7 +39,7 @@ NONE = "none"
 
 class Config(PhaseBase):
     kind: Literal["retire"]
-    tables: list[str] = Field(min_length=1)
+    tables: list[TableName] = Field(min_length=1)
     grace: Duration = "7 days"
     code_paths: list[str] = []  # folders searched for the table names; relative to the policy file
 
