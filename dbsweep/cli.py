@@ -230,8 +230,16 @@ def verify(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None):
 def status(policy_path: Annotated[Optional[Path], typer.Argument(help="Policy file; default: every policy in ./policies.")] = None,
            env: EnvOpt = None):
     """Runs, their state and rows, why they stopped, and what is resumable."""
-    from .ledger import Ledger
     from .report import print_status
+
+    for policy, target, ledger in _ledgers(policy_path, env):
+        runs = ledger.list_runs(policy.name)
+        print_status(out, policy, target, runs, ledger.undoable([r.run_id for r in runs]))
+
+
+def _ledgers(policy_path: Path | None, env: str | None):
+    """(policy, target, ledger) of the policy given, else of every policy in ./policies."""
+    from .ledger import Ledger
 
     paths = [policy_path] if policy_path else sorted(Path("policies").glob("*.toml"))
     if not paths:
@@ -240,8 +248,7 @@ def status(policy_path: Annotated[Optional[Path], typer.Argument(help="Policy fi
         policy, target = _open(path, env)
         ledger = Ledger(target.engine)
         ledger.ensure()
-        runs = ledger.list_runs(policy.name)
-        print_status(out, policy, target, runs, ledger.undoable([r.run_id for r in runs]))
+        yield policy, target, ledger
 
 
 @app.command()
@@ -289,17 +296,10 @@ def report(policy_path: PolicyArg):
 def stats(policy_path: Annotated[Optional[Path], typer.Argument(help="Policy file; default: every policy in ./policies.")] = None,
           env: EnvOpt = None):
     """Per phase, from the ledger: runs, success rate, rows changed, last success, median duration and rows/s."""
-    from .ledger import Ledger
     from .report import print_stats
     from .stats import phase_stats
 
-    paths = [policy_path] if policy_path else sorted(Path("policies").glob("*.toml"))
-    if not paths:
-        raise BadInput("no policy given and no policies/*.toml here")
-    for path in paths:
-        policy, target = _open(path, env)
-        ledger = Ledger(target.engine)
-        ledger.ensure()
+    for policy, target, ledger in _ledgers(policy_path, env):
         print_stats(out, policy, target, phase_stats(ledger, policy.name, [p.name for p in policy.phases]))
 
 
