@@ -11,12 +11,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    ValidationInfo,
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
