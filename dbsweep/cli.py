@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 
 from . import service
@@ -22,6 +23,16 @@ from .policy import Policy, load_policy
 from .redact import redact
 from .target import Target, connect
 from .windows import parse_window
+
+def _flags_show_no_type(display):
+    """typer 0.29 prints every flag as `--dry-run <bool>`, as if it took a value: flags show no type."""
+    def display_type_rich(self, ctx):
+        return None if getattr(self.type_descriptor, "annotation", None) is bool else display(self, ctx)
+    return display_type_rich
+
+
+if hasattr(typer.core, "TyperOption") and hasattr(typer.core.TyperOption, "display_type_rich"):
+    typer.core.TyperOption.display_type_rich = _flags_show_no_type(typer.core.TyperOption.display_type_rich)
 
 app = typer.Typer(
     help="Clean production databases safely: plan, gate, batched apply, verify.",

@@ -136,3 +136,9 @@ def test_unreadable_files_and_missing_folders(tmp_path, items, dbname):
     with items.connect() as conn:  # `plan -o` into a missing folder was refused before a plan was recorded
         assert not sa.inspect(conn).has_table("plans", schema="dbsweep") or \
             conn.execute(sa.text("SELECT count(*) FROM dbsweep.plans")).scalar() == 0
+
+
+def test_help_shows_flags_without_a_value_type():
+    shown = run_cli("run", "--help")
+    assert shown.returncode == 0 and "--dry-run" in shown.stdout and "--help" in shown.stdout
+    assert "<bool>" not in shown.stdout and "<int range>" in shown.stdout
