@@ -24,6 +24,7 @@ from .redact import redact
 from .target import Target, connect
 from .windows import parse_window
 
+
 def _flags_show_no_type(display):
     """typer 0.29 prints every flag as `--dry-run <bool>`, as if it took a value: flags show no type."""
     def display_type_rich(self, ctx):
