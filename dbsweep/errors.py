@@ -1,4 +1,4 @@
-"""Errors that carry the CLI exit code they map to (DESIGN.md: exit codes)."""
+"""Errors that carry the CLI exit code they map to (README: exit codes)."""
 
 
 class DbsweepError(Exception):
