@@ -103,8 +103,12 @@ def test_a_63_character_table_through_retire_reset_and_a_table_archive(tmp_path,
         conn.exec_driver_sql(f"""UPDATE {table} SET "At" = now() - mod("Region Id", 3) * interval '2 days'""")
         conn.exec_driver_sql("DROP TABLE public.original")
         conn.exec_driver_sql(f"CREATE TABLE public.original AS TABLE {table}")
+    shown = run_cli("plan", archived)
+    derived = shown.stdout.split("saves what it changes in ")[1].splitlines()[0].strip()  # shown before it is written
+    assert shown.returncode == 0 and derived.endswith("__archive") and len(derived) <= 63, shown.stdout
     _, report, _ = purge(archived)
     assert report.rows > 0 and count(pg, table) < 3_000
+    assert [t for t in checksums(pg) if derived in t]
     assert run_cli("restore", report.run_id, "--policy", archived).returncode == 0
     assert _differences(pg, table, "public.original") == 0
 

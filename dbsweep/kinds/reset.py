@@ -203,6 +203,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         "rows_matching": int(counts[2 + i]), "rows_selected": int(counts[2 + n + i]),
         "min_rows": rule.min_rows, "max_rows": rule.max_rows if rule.max_rows is not None else rows_total,
         "sets": ", ".join(f"{k} = {v!r}" for k, v in rule.set.items()),
+        "writes": previous_table_for(table, spec).fullname,  # previous values, by the name dbsweep derives
     } for i, rule in enumerate(cfg.rules)]
     if rows_changed and not key_columns_possible(table):
         raise BadInput(f"table '{table.fullname}' has no primary key: reset needs one to save previous values")

@@ -8,7 +8,7 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import model_validator
 
-from ..archive import NoArchive
+from ..archive import NoArchive, archive_table_for
 from ..catalog import column, reflect_table, split_name, time_column
 from ..dialects import Dialect
 from ..durations import parse_duration
@@ -172,6 +172,8 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
     }
     if window is not None:
         profile["window"] = " to ".join(spec["window"])
+    if cfg.archive == "table":  # the name dbsweep derives, shown before anything is written there
+        profile["writes"] = archive_table_for(table).fullname
     steps = None
     if cfg.partition_fast_path and not cfg.keep_if_referenced_by and window is None:  # a kept row may sit anywhere
         steps = partition_steps(conn, dialect, table, time_col, cutoff, spec, cfg.start_batch_size, selection,

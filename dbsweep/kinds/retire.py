@@ -117,7 +117,8 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         schema, base = resolve_name(conn, qualified)
         copies = _retired_copies(conn, schema, base)
         if sa.inspect(conn).has_table(base, schema=schema):
-            action, name, target, note = "rename", qualified, retired_name(base, now), "step 1: rename (gradual disable)"
+            target = retired_name(base, now)
+            action, name, note = "rename", qualified, f"step 1: rename to {target} (gradual disable)"
         elif copies:
             name = f"{schema}.{copies[-1][0]}" if schema else copies[-1][0]
             # from the moment the rename committed; a copy renamed outside dbsweep counts from the
