@@ -224,3 +224,24 @@ def test_a_table_named_as_sql_writes_it_or_with_a_schema_key(tmp_path, pg, dbnam
         assert result.returncode == 0, (naming, result.stderr)
         assert count(pg, table) == days - 1, naming
     assert count(pg, '"Ops"."audit.v2"') == 4 and count(pg, '"Ops"."Audit Log"') == 9
+
+
+def test_a_retention_whose_rows_other_tables_point_at_is_refused_until_it_keeps_them(tmp_path, pg, dbname):
+    with pg.begin() as conn:
+        conn.exec_driver_sql('CREATE TABLE "Events" (id bigint PRIMARY KEY, at timestamptz NOT NULL)')
+        conn.exec_driver_sql('CREATE TABLE "Bills" (id bigint PRIMARY KEY, "Event Id" bigint REFERENCES "Events" '
+                             'ON DELETE CASCADE)')
+        conn.exec_driver_sql("""INSERT INTO "Events" SELECT g, now() - g * interval '1 day' FROM generate_series(1, 40) g""")
+        conn.exec_driver_sql('INSERT INTO "Bills" VALUES (1, 30), (2, 35), (3, 2)')  # two old events are billed
+    body = ('[[phase]]\nname = "purge"\nkind = "retention"\ntable = "Events"\ntime_column = "at"\n'
+            'older_than = "10 days"\n{keep}\n')
+    path = write_policy(tmp_path, body.format(keep=""), dbname, name="shapes")
+    before = checksums(pg)
+    refused = run_cli("run", path)
+    assert refused.returncode == 3, refused.stderr
+    assert "Bills_Event Id_fkey" in refused.stderr and "2 selected rows are referenced" in refused.stderr
+    assert checksums(pg) == before  # ON DELETE CASCADE would have taken two bills with it
+    path = write_policy(tmp_path, body.format(keep='keep_if_referenced_by = ["Bills.Event Id"]'), dbname, name="shapes")
+    kept = run_cli("run", path)
+    assert kept.returncode == 0, kept.stderr
+    assert count(pg, '"Bills"') == 3 and count(pg, '"Events"') == 9 + 2  # rows 1-9, and the billed 30 and 35

@@ -259,6 +259,22 @@ class PostgresDialect(Dialect):
         return rows, last_block if len(found) == limit else None
 
     # catalog: what depends on a table -------------------------------------------------------
+    def referencing_keys(self, conn, table):
+        rows = conn.execute(sa.text("""
+            SELECT con.conname, n.nspname, c.relname,
+                   array(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(num, i)
+                         JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.i) AS columns,
+                   array(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(num, i)
+                         JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.i) AS referred,
+                   CASE con.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' WHEN 'd' THEN 'SET DEFAULT'
+                        WHEN 'r' THEN 'RESTRICT' ELSE 'NO ACTION' END AS on_delete
+            FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE con.contype = 'f' AND con.confrelid = to_regclass(:t) AND con.conrelid <> con.confrelid
+              AND con.conparentid = 0
+            ORDER BY 2, 3, 1"""), {"t": self._regname(conn, table)}).all()
+        return [{"name": r.conname, "schema": r.nspname, "table": r.relname, "columns": list(r.columns),
+                 "referred_columns": list(r.referred), "on_delete": r.on_delete} for r in rows]
+
     def inbound_foreign_keys(self, conn, table):
         rows = conn.execute(sa.text("""
             SELECT con.conname, con.conrelid::regclass::text AS child FROM pg_constraint con

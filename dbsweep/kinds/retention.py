@@ -107,6 +107,28 @@ def _keep_rules(conn: sa.Connection, table: sa.Table, references: list[str]) -> 
     return rules
 
 
+def _referenced(conn: sa.Connection, dialect: Dialect, table: sa.Table, chosen, keep: list[dict]) -> list[str]:
+    """Foreign keys into the table that selected rows are still the target of: deleting them would
+    fail (NO ACTION, RESTRICT) or reach into the other table (CASCADE, SET NULL) beyond what the
+    gate sees. Each is a blocker, unless keep_if_referenced_by keeps those rows."""
+    kept = {(k["schema"], k["table"], k["column"]) for k in keep}
+    found = []
+    for fk in dialect.referencing_keys(conn, table):
+        if len(fk["columns"]) == 1 and ({(fk["schema"], fk["table"], fk["columns"][0]),
+                                          (None, fk["table"], fk["columns"][0])} & kept):
+            continue
+        referrer = sa.table(fk["table"], *(sa.column(c) for c in fk["columns"]), schema=fk["schema"])
+        points_here = sa.and_(*(referrer.c[c] == table.c[r] for c, r in zip(fk["columns"], fk["referred_columns"])))
+        hits = conn.execute(sa.select(sa.func.count()).select_from(table).where(
+            chosen, sa.exists(sa.select(sa.literal(1)).select_from(referrer).where(points_here)))).scalar()
+        if hits:
+            name = f"{fk['schema']}.{fk['table']}" if fk["schema"] else fk["table"]
+            found.append(f"foreign key {fk['name']} on {name}({', '.join(fk['columns'])}) ON DELETE {fk['on_delete']}: "
+                         f"{hits:,} selected rows are referenced; keep them with keep_if_referenced_by = "
+                         f"[\"{name}.{fk['columns'][0]}\"]")
+    return found
+
+
 def _rule(cfg: Config, conn: sa.Connection, dialect: Dialect, table: sa.Table, now: datetime):
     """The time column, the cutoff, and the spec `selection` rebuilds the rule from, all checked
     against the live catalog."""
@@ -170,6 +192,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         "cutoff": cutoff,
         "est_bytes": int(table_bytes * fraction) if table_bytes is not None else None,
     }
+    profile["blockers"] = "; ".join(_referenced(conn, dialect, table, chosen, spec["keep"])) or "none"
     if window is not None:
         profile["window"] = " to ".join(spec["window"])
     if cfg.archive == "table":  # the name dbsweep derives, shown before anything is written there
