@@ -27,7 +27,7 @@ from .phase_lock import PhaseLock
 from .plan import PhasePlan, utcnow
 from .retries import batch_retrying, first_line, is_transient, is_unavailable
 from .throttle import FINISHED as REASON_FINISHED
-from .throttle import ROW_CAP, BatchSizer, ReplicaLagThrottle, StopOnSignals, StopRules
+from .throttle import ROW_CAP, BatchSizer, DutyCycle, LoadThrottle, ReplicaLagThrottle, StopOnSignals, StopRules
 from .walkers import WalkContext, Walker
 
 
@@ -45,6 +45,10 @@ class RunOptions:
     archive: str = "none"
     archive_dir: Path | None = None
     max_replica_lag_s: float | None = None
+    max_waiting_sessions: int | None = None
+    throttle_query: str | None = None
+    throttle_max: float | None = None
+    max_duty: float | None = None
 
 
 @dataclass
@@ -62,6 +66,7 @@ class RunReport:
     batch_ms: dict[str, float] = field(default_factory=dict)
     replica_pauses: int = 0
     replica_paused_s: float = 0.0
+    throttled_s: float = 0.0  # paused for load (waiting sessions, the throttle query, the duty cycle)
 
     @property
     def rows_per_s(self) -> float:
@@ -92,6 +97,15 @@ class Executor:
         self.lag = None
         if options.max_replica_lag_s is not None:
             self.lag = ReplicaLagThrottle(self._replica_lag, options.max_replica_lag_s, self.rules)
+        self.load = []  # live signals of load, each paused on while over its limit (after the commit)
+        if options.max_waiting_sessions is not None:
+            self.load.append(LoadThrottle(self._probe(self.dialect.waiting_sessions), options.max_waiting_sessions,
+                                          self.rules, poll_s=0.2))
+        if options.throttle_query is not None:
+            query = options.throttle_query
+            self.load.append(LoadThrottle(self._probe(lambda conn: self.dialect.throttle_value(conn, query)),
+                                          options.throttle_max, self.rules, poll_s=0.2))
+        self.duty = DutyCycle(options.max_duty, self.rules) if options.max_duty else None
 
     def run(self) -> RunReport:
         # A full garbage collection walks every object alive: with Dagster, GE and pandas loaded that
@@ -143,6 +157,7 @@ class Executor:
             seconds=time.monotonic() - started, resumed=resumed,
             batch_ms=_percentiles(self.ledger.batch_durations(run.run_id)),
             replica_pauses=self.lag.pauses if self.lag else 0, replica_paused_s=self.lag.paused_s if self.lag else 0.0,
+            throttled_s=sum(t.paused_s for t in self.load) + (self.duty.paused_s if self.duty else 0.0),
         )
 
     def _stop_on_error(self, run: RunRecord, exc: BaseException) -> None:
@@ -194,6 +209,10 @@ class Executor:
             self._notify(step.table, run, seconds)
             if self.lag is not None:  # the batch has committed: now wait for the replicas
                 self.lag.wait(self.rows_here)
+            for throttle in self.load:  # and while the database is busier than the policy allows
+                throttle.wait(self.rows_here)
+            if self.duty is not None and not walker.done:
+                self.duty.after_batch(seconds)
             if self.options.sleep_ms and not walker.done:
                 self.rules.pause(self.options.sleep_ms / 1000)
         return REASON_FINISHED
@@ -229,6 +248,12 @@ class Executor:
         run.batches_done += 1
         run.cursor = cursor
         return rows, cursor
+
+    def _probe(self, read):
+        def probe():
+            with self.engine.connect() as conn:
+                return read(conn)
+        return probe
 
     def _replica_lag(self) -> float | None:
         with self.engine.connect() as conn:

@@ -31,6 +31,18 @@ AFTER_ACTIONS = ("analyze", "vacuum")
 ARCHIVE_MODES = ("none", "table", "parquet")
 
 
+def _one_select(query: str) -> None:
+    """A throttle query is one SELECT (it also runs in a read-only transaction)."""
+    import sqlglot
+
+    try:
+        statements = [s for s in sqlglot.parse(query) if s is not None]
+    except sqlglot.errors.SqlglotError as exc:
+        raise ValueError(f"throttle_query is not valid SQL: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1 or not isinstance(statements[0], sqlglot.exp.Select):
+        raise ValueError("throttle_query must be one SELECT returning a number")
+
+
 def _checked_duration(value: str) -> str:
     parse_duration(value)
     return value
@@ -106,6 +118,10 @@ class PhaseBase(Strict):
     sleep_ms: int = Field(default=0, ge=0)
     max_runtime: Duration | None = None
     max_replica_lag: Duration | None = None  # pause (after committing) while a replica lags more than this
+    max_waiting_sessions: int | None = Field(default=None, ge=0)  # pause while more sessions wait on locks
+    throttle_query: str | None = None  # SQL returning one number, run read-only after each batch...
+    throttle_max: float | None = None  # ...pause while it is above this
+    max_duty: float | None = Field(default=None, gt=0, le=1)  # time in batches over wall time, at most
     progress_every: int | str | None = None  # batches (int) or a duration; default 1000 batches or 10 s
     max_rows: int | None = Field(default=None, ge=1)
     max_plan_age: Duration = "24 hours"
@@ -129,6 +145,14 @@ class PhaseBase(Strict):
         if self.target_batch_ms is not None or self.batch_size is not None:
             return self.target_batch_ms
         return DEFAULT_TARGET_BATCH_MS
+
+    @model_validator(mode="after")
+    def _throttle_pair(self):
+        if (self.throttle_query is None) != (self.throttle_max is None):
+            raise ValueError("give throttle_query and throttle_max together")
+        if self.throttle_query is not None:
+            _one_select(self.throttle_query)
+        return self
 
     @field_validator("progress_every")
     @classmethod

@@ -68,8 +68,9 @@ class StopRules:
 
 
 class ReplicaLagThrottle:
-    """After a batch has committed, wait while the worst replica lags more than `limit_s`, checking
-    every `poll_s`; a stop rule (signal, runtime limit) ends the wait."""
+    """After a batch has committed, wait while a live signal is over its limit (the worst replica's
+    lag in seconds, sessions waiting on locks, a policy's throttle query), checking every `poll_s`;
+    a stop rule (signal, runtime limit) ends the wait."""
 
     def __init__(self, probe, limit_s: float, rules: StopRules, poll_s: float = 1.0, sleep=None):
         self.probe, self.limit_s, self.rules, self.poll_s = probe, limit_s, rules, poll_s
@@ -87,6 +88,28 @@ class ReplicaLagThrottle:
             self.sleep(self.poll_s)
         if waited:
             self.pauses += 1
+            self.paused_s += time.monotonic() - began
+
+
+LoadThrottle = ReplicaLagThrottle  # the same wait, whatever the signal
+
+
+class DutyCycle:
+    """Keep the time spent in batches at most `duty` of the wall time since the run started: after
+    a batch, pause for as long as that takes (gh-ost's and pt-archiver's idea of leaving the server
+    room between chunks, stated as a share instead of a guessed sleep)."""
+
+    def __init__(self, duty: float, rules: StopRules):
+        self.duty, self.rules = duty, rules
+        self.busy_s = 0.0
+        self.paused_s = 0.0
+
+    def after_batch(self, seconds: float) -> None:
+        self.busy_s += seconds
+        owed = self.busy_s / self.duty - (time.monotonic() - self.rules.started)
+        if owed > 0:
+            began = time.monotonic()
+            self.rules.pause(owed)
             self.paused_s += time.monotonic() - began
 
 

@@ -78,6 +78,20 @@ class Dialect:
 
     dependent_views = dependent_routines = inbound_foreign_keys
 
+    def waiting_sessions(self, conn: sa.Connection) -> int | None:
+        """Other sessions of this database waiting on a lock now (None: the dialect cannot tell)."""
+        return None
+
+    def throttle_value(self, conn: sa.Connection, query: str) -> float | None:
+        """A policy's throttle query, in a read-only transaction: its first column of its first row."""
+        with conn.begin():
+            self.read_only(conn)
+            value = conn.exec_driver_sql(query).scalar()
+        return None if value is None else float(value)
+
+    def read_only(self, conn: sa.Connection) -> None:
+        """Make the current transaction read-only where the database can."""
+
     def referencing_keys(self, conn: sa.Connection, table: sa.Table) -> list[dict]:
         """Foreign keys of other tables into `table`: name, schema, table, columns, referred_columns,
         on_delete. Portable form: the inspector, over the default schema and the table's own."""

@@ -259,6 +259,17 @@ class PostgresDialect(Dialect):
         return rows, last_block if len(found) == limit else None
 
     # catalog: what depends on a table -------------------------------------------------------
+    def waiting_sessions(self, conn):
+        return conn.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() "
+            "AND datname = current_database()")).scalar()
+
+    def read_only(self, conn):
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+    def throttle_value(self, conn, query):
+        return super().throttle_value(conn, query.replace("%", "%%"))  # psycopg reads % as a placeholder
+
     def referencing_keys(self, conn, table):
         rows = conn.execute(sa.text("""
             SELECT con.conname, n.nspname, c.relname,

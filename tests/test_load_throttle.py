@@ -1,0 +1,87 @@
+"""A throttle driven by the database's load, not a guessed sleep: after each committed batch the
+run pauses while sessions wait on locks, while the policy's throttle query is over its bound, and
+long enough to keep its time in batches under max_duty of the wall time."""
+
+import threading
+import time
+
+import sqlalchemy as sa
+
+from dbsweep.ledger import Ledger
+from tests.conftest import ids, load_events, retention_policy, run_cli
+from tests.helpers import purge
+
+NEW = "created_at >= now() - interval '7 days'"
+
+
+def test_max_duty_keeps_the_batches_to_their_share_of_the_wall_time(tmp_path, pg, dbname):
+    load_events(pg, old=15000, new=5000)
+    keep = ids(pg, "events", NEW)
+    path = retention_policy(tmp_path, dbname, batch_size=1000, extra="max_duty = 0.4")
+    _, report, _ = purge(path)
+    busy = sum(Ledger(pg).batch_durations(report.run_id)) / 1000
+    assert ids(pg, "events") == keep and report.batches >= 10
+    assert report.throttled_s > 0 and busy / report.seconds <= 0.45, (busy, report.seconds)
+
+
+def _release_after(seconds: float, action) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(seconds), action()))
+    thread.start()
+    return thread
+
+
+def test_sessions_waiting_on_locks_pause_the_run_until_they_are_served(tmp_path, pg, dbname):
+    load_events(pg, old=3000, new=1000)
+    keep = ids(pg, "events", NEW)
+    with pg.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE accounts (id int PRIMARY KEY, balance int)")
+        conn.exec_driver_sql("INSERT INTO accounts VALUES (1, 0)")
+    holder = pg.connect()
+    holder.execute(sa.text("UPDATE accounts SET balance = 1 WHERE id = 1"))  # holds the row lock
+
+    def waiter():
+        with pg.connect() as conn:
+            conn.execute(sa.text("UPDATE accounts SET balance = 2 WHERE id = 1"))  # waits for the holder
+            conn.commit()
+
+    waiting = threading.Thread(target=waiter)
+    waiting.start()
+    time.sleep(0.5)
+    releaser = _release_after(2.0, lambda: (holder.commit(), holder.close()))
+    path = retention_policy(tmp_path, dbname, batch_size=500, extra="max_waiting_sessions = 0")
+    try:
+        _, report, _ = purge(path)
+    finally:
+        releaser.join(10)
+        waiting.join(10)
+    assert ids(pg, "events") == keep
+    assert report.throttled_s >= 1.0, report.throttled_s  # it waited for the blocked session to be served
+
+
+def test_the_throttle_query_pauses_the_run_while_it_is_over_its_bound(tmp_path, pg, dbname):
+    load_events(pg, old=3000, new=1000)
+    keep = ids(pg, "events", NEW)
+    with pg.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE busy_flag (reason text)")
+        conn.exec_driver_sql("INSERT INTO busy_flag VALUES ('nightly report running')")
+
+    def clear():
+        with pg.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM busy_flag")
+
+    releaser = _release_after(1.5, clear)
+    path = retention_policy(tmp_path, dbname, batch_size=500,
+                            extra='throttle_query = "SELECT count(*) FROM busy_flag WHERE reason LIKE \'%report%\'"\n'
+                                  "throttle_max = 0")
+    try:
+        _, report, _ = purge(path)
+    finally:
+        releaser.join(10)
+    assert ids(pg, "events") == keep and report.throttled_s >= 1.0, report.throttled_s
+
+
+def test_a_throttle_query_that_is_not_one_select_is_refused(tmp_path, pg, dbname):
+    load_events(pg, old=30, new=10)
+    path = retention_policy(tmp_path, dbname, extra='throttle_query = "DELETE FROM events"\nthrottle_max = 0')
+    result = run_cli("plan", path)
+    assert result.returncode == 2 and "throttle_query must be one SELECT" in result.stderr, result.stderr
