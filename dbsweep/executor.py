@@ -235,8 +235,12 @@ class Executor:
                 conn = self._connection()
                 walker.sink.begin_batch(run.run_id, run.batches_done + 1)
                 try:
-                    with conn.begin():
+                    outside = walker.outside_transaction
+                    if outside:  # done and lasting before its ledger row: a rerun repeats it harmlessly
                         rows, cursor = walker.batch(conn, size, exact)
+                    with conn.begin():
+                        if not outside:
+                            rows, cursor = walker.batch(conn, size, exact)
                         # None: this step is done, and the next batch starts the next step
                         cursor = {"step": index + 1, "after": None} if cursor is None else {"step": index, **cursor}
                         self.ledger.record_batch(conn, run, walker.table_name, rows, cursor, began_at,

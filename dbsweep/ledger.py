@@ -300,6 +300,11 @@ class Ledger:
                 moments.append(as_utc(started_at) + timedelta(milliseconds=float(duration_ms)))
         return max(moments, default=None)
 
+    def run_ids_for_plan(self, plan_id: str) -> list[str]:
+        r = self.runs.c
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(r.run_id).where(r.plan_id == plan_id)).scalars())
+
     def archived_batches(self, run_id: str) -> list:
         """Batches of a run that archived rows and are not yet restored, in order."""
         b = self.batches.c

@@ -39,6 +39,9 @@ class Walker:
     sink: Change
     step: Step
     _table_name: str | None = None
+    # the next batch is DDL no transaction may hold (PostgreSQL's CREATE INDEX CONCURRENTLY): the
+    # walker runs it on a connection of its own, idempotently, and the ledger row commits after it
+    outside_transaction: bool = False
 
     @property
     def table_name(self) -> str:

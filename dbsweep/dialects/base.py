@@ -127,6 +127,46 @@ class Dialect:
     def release_phase_lock(self, conn: sa.Connection, key: str) -> None:
         pass
 
+    # unique constraints and helper indexes (dedupe) ---------------------------------------
+    nulls_not_distinct = False  # a unique constraint can count NULLs as equal (PostgreSQL 15+)
+
+    def unique_index(self, table: sa.Table, name: str, columns: list[str], nulls_equal: bool,
+                     concurrently: bool = False) -> sa.Index:
+        """The index a unique constraint on `columns` stands on, NULLs counted as SQL does (distinct)
+        unless `nulls_equal`."""
+        if nulls_equal:
+            raise BadInput(f"nulls = \"equal\" needs a database that can enforce it (PostgreSQL 15+), not {self.name}")
+        return sa.Index(name, *(table.c[c] for c in columns), unique=True)
+
+    def build_index(self, engine: sa.Engine, index: sa.Index, lock_s: float) -> None:
+        """Create `index` (portable: a plain CREATE INDEX in its own transaction)."""
+        with engine.begin() as conn:
+            conn.execute(sa.schema.CreateIndex(index, if_not_exists=False))
+
+    def index_state(self, conn: sa.Connection, table: sa.Table, name: str) -> str:
+        """"valid", "invalid" (a failed concurrent build left it) or "missing"."""
+        found = {ix["name"] for ix in sa.inspect(conn).get_indexes(table.name, schema=table.schema)}
+        found |= {uc["name"] for uc in sa.inspect(conn).get_unique_constraints(table.name, schema=table.schema)}
+        return "valid" if name in found else "missing"
+
+    def drop_index(self, engine: sa.Engine, table: sa.Table, name: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.schema.DropIndex(sa.Index(name, _table=table)))
+
+    def constraint_using_index(self, conn: sa.Connection, table: sa.Table, name: str, columns: list[str]) -> None:
+        """Turn the unique index `name` into a table constraint, where the database has that form
+        (elsewhere the unique index is the constraint)."""
+
+    def drop_unique(self, conn: sa.Connection, table: sa.Table, name: str) -> None:
+        """Drop the unique constraint or index `name` (undoing a dedupe)."""
+        inspector = sa.inspect(conn)
+        constraints = {uc["name"] for uc in inspector.get_unique_constraints(table.name, schema=table.schema)}
+        prep = conn.dialect.identifier_preparer
+        if name in constraints:
+            conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} DROP CONSTRAINT {prep.quote(name)}"))
+        elif name in {ix["name"] for ix in inspector.get_indexes(table.name, schema=table.schema)}:
+            conn.execute(sa.schema.DropIndex(sa.Index(name, _table=table)))
+
     def delete_batch(
         self, conn: sa.Connection, table: sa.Table, keys: list[sa.Column], selection: sa.ColumnElement,
         after: list | None, last: list, size: int, sink=NO_ARCHIVE,

@@ -114,6 +114,14 @@ class MssqlDialect(Dialect):
     name = "mssql"
     range_walk = False  # every batch is DELETE TOP (n) over a key window found first
 
+    def unique_index(self, table, name, columns, nulls_equal, concurrently=False):
+        """SQL Server's unique index counts NULLs as equal; NULLs counted distinct (SQL's rule) is a
+        unique index filtered to rows whose key has no NULL."""
+        cols = [table.c[c] for c in columns]
+        if nulls_equal:
+            return sa.Index(name, *cols, unique=True)
+        return sa.Index(name, *cols, unique=True, mssql_where=sa.and_(*(c.is_not(None) for c in cols)))
+
     def set_session_timeouts(self, conn, lock_s, statement_s, local=False):
         # SQL Server has no server-side statement timeout; pymssql's query timeout is per connection
         # string, so only the lock timeout is set here.

@@ -258,6 +258,49 @@ class PostgresDialect(Dialect):
         last_block = int(str(found[-1]).strip("()").split(",")[0])
         return rows, last_block if len(found) == limit else None
 
+    # unique constraints, built without blocking writers ---------------------------------------
+    nulls_not_distinct = True
+
+    def unique_index(self, table, name, columns, nulls_equal, concurrently=False):
+        return sa.Index(name, *(table.c[c] for c in columns), unique=True, postgresql_concurrently=concurrently,
+                        postgresql_nulls_not_distinct=nulls_equal)
+
+    def build_index(self, engine, index, lock_s):
+        """CREATE INDEX CONCURRENTLY: writers go on while it builds. It cannot run in a transaction,
+        and may take longer than any statement_timeout, so it gets an autocommit session of its own
+        with no statement timeout. A build that failed leaves an INVALID index, which is dropped
+        before the error is raised, so a retry starts clean."""
+        index.dialect_options["postgresql"]["concurrently"] = True
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            self.set_session_timeouts(conn, lock_s, 0)
+            try:
+                conn.execute(sa.schema.CreateIndex(index))
+            except sa.exc.DBAPIError:
+                if self.index_state(conn, index.table, index.name) == "invalid":
+                    conn.execute(sa.text(f"DROP INDEX CONCURRENTLY IF EXISTS {self._index_name(conn, index)}"))
+                raise
+
+    def index_state(self, conn, table, name):
+        valid = conn.execute(sa.text(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = to_regclass(:t) AND c.relname = :n"), {"t": self._regname(conn, table), "n": name}).first()
+        return "missing" if valid is None else ("valid" if valid[0] else "invalid")
+
+    def drop_index(self, engine, table, name):
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            self.set_session_timeouts(conn, 2.0, 0)
+            conn.execute(sa.text(f"DROP INDEX CONCURRENTLY IF EXISTS {self._index_name(conn, sa.Index(name, _table=table))}"))
+
+    def constraint_using_index(self, conn, table, name, columns):
+        prep = conn.dialect.identifier_preparer
+        conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} ADD CONSTRAINT {prep.quote(name)} "
+                             f"UNIQUE USING INDEX {prep.quote(name)}"))
+
+    def _index_name(self, conn, index: sa.Index) -> str:
+        prep = conn.dialect.identifier_preparer
+        schema = index.table.schema or self.default_schema(conn)
+        return f"{prep.quote(schema)}.{prep.quote(index.name)}"
+
     # catalog: what depends on a table -------------------------------------------------------
     def waiting_sessions(self, conn):
         return conn.execute(sa.text(

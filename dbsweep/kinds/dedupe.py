@@ -1,0 +1,662 @@
+"""Kind `dedupe`: remove duplicate rows by a natural key online, keep the row a rule names, and add
+the unique constraint that stops them coming back (seed 003: six ETL tables, 36.5M duplicates,
+because an upsert had no conflict target).
+
+Per table, one of two strategies (chosen from the profile, or forced):
+- `in_place`: batches walk the primary key and delete each row that has a preceding row (by the
+  rule) of the same natural key, archived to `<table>__archive` in the batch's own transaction;
+  a final pass takes rows that arrived after the plan; then the unique index is built
+  CONCURRENTLY and attached as the constraint.
+- `rebuild` (PostgreSQL, most rows duplicates): the kept rows are copied into a shadow table while
+  a trigger logs concurrent writes, which are replayed; a short lock swaps the tables, and the old
+  one stays as the backup (`dbsweep.dialects.pg_rebuild`).
+Either way an index on (natural key, rule's columns) is built CONCURRENTLY first if none exists, so
+finding a key's kept row is one index probe; dbsweep drops it again when it made it."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Literal
+
+import sqlalchemy as sa
+from pydantic import Field, field_validator, model_validator
+
+from ..archive import Change, make_archive
+from ..catalog import column, primary_key, reflect_table, time_column
+from ..dialects import Dialect
+from ..errors import BadInput, StoppedEarly
+from ..keys import after_key, from_json, to_json
+from ..names import MAX_IDENTIFIER_BYTES, derived
+from ..plan import PhasePlan, Step
+from ..policy import Duration, PhaseBase, ServerTimeout, Strict, TableName
+from ..walkers import KeyWalker, Walker, table_walker
+from .base import Kind
+from .common import PlanParts
+
+GATE_SUITE = "dedupe_gate"
+VERIFY_SUITE = "dedupe_verify"
+IN_PLACE, REBUILD, AUTO = "in_place", "rebuild", "auto"
+CONSTRAINT_ATTEMPTS = 3
+NONE = "none"
+
+
+class TableRule(Strict):
+    """One table: what makes two rows the same, and which of them stays."""
+
+    table: TableName
+    natural_key: list[str] = Field(min_length=1)
+    keep: Literal["oldest", "newest", "lowest_key"] = "oldest"
+    time_column: str | None = None  # orders "oldest" and "newest"; ties go to the lowest primary key
+    nulls: Literal["distinct", "equal"] = "distinct"  # SQL's rule, or NULL parts count as equal
+    constraint: str | None = None  # the unique constraint added afterwards; derived when not given
+    strategy: Literal["auto", "in_place", "rebuild"] = AUTO
+
+    @model_validator(mode="after")
+    def _rule(self) -> TableRule:
+        if self.keep != "lowest_key" and self.time_column is None:
+            raise ValueError(f"keep = {self.keep!r} needs time_column (or keep = \"lowest_key\")")
+        if self.keep == "lowest_key" and self.time_column is not None:
+            raise ValueError("keep = \"lowest_key\" orders by the primary key alone: leave time_column out")
+        if len(set(self.natural_key)) != len(self.natural_key):
+            raise ValueError(f"natural_key names a column twice: {self.natural_key}")
+        if self.constraint is not None and len(self.constraint.encode()) > MAX_IDENTIFIER_BYTES:
+            raise ValueError(f"constraint name {self.constraint!r} is longer than {MAX_IDENTIFIER_BYTES} bytes")
+        return self
+
+
+class Config(PhaseBase):
+    kind: Literal["dedupe"]
+    tables: list[TableRule] = Field(min_length=1)
+    archive: str = "table"
+    rebuild_above: float = Field(default=0.5, ge=0, le=1)  # auto: rebuild when more of the table is duplicates
+    keep_backup: Duration = "7 days"  # a rebuild's old table, kept for restore; a later run drops it
+    swap_lock_timeout: ServerTimeout = "500 ms"  # the longest a rebuild's swap makes writers wait
+
+    @field_validator("archive")
+    @classmethod
+    def _archive_table(cls, value: str) -> str:
+        if value != "table":
+            raise ValueError("a dedupe keeps every row it removes in <table>__archive (verify reads them back): "
+                             "archive must be 'table'")
+        return value
+
+    @model_validator(mode="after")
+    def _tables_once(self) -> Config:
+        names = [rule.table for rule in self.tables]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"tables: {twice[0]!r} is listed twice")
+        return self
+
+
+# the rule, as SQL ---------------------------------------------------------------------------
+def rule_order(spec: dict) -> list[tuple[str, bool]]:
+    """The kept row comes first in this order: (column, descending) pairs, the key last."""
+    head = [] if spec["time_column"] is None else [(spec["time_column"], spec["keep"] == "newest")]
+    return head + [(name, False) for name in spec["key"]]
+
+
+def same_key(a: sa.FromClause, b: sa.FromClause, spec: dict) -> sa.ColumnElement:
+    if spec["nulls"] == "equal":
+        return sa.and_(*(a.c[c].is_not_distinct_from(b.c[c]) for c in spec["natural_key"]))
+    return sa.and_(*(a.c[c] == b.c[c] for c in spec["natural_key"]))
+
+
+def precedes(a: sa.FromClause, b: sa.FromClause, order: list[tuple[str, bool]]) -> sa.ColumnElement:
+    """Row a comes before row b in the rule's order (expanded: SQL Server has no row comparison)."""
+    clauses = []
+    for i, (name, desc) in enumerate(order):
+        equal_prefix = [a.c[n] == b.c[n] for n, _ in order[:i]]
+        clauses.append(sa.and_(*equal_prefix, a.c[name] > b.c[name] if desc else a.c[name] < b.c[name]))
+    return sa.or_(*clauses)
+
+
+def is_duplicate(row: sa.FromClause, others: sa.FromClause, spec: dict) -> sa.ColumnElement:
+    """A row is a duplicate when another row of its natural key comes before it: the kept row has
+    none, so deleting duplicates in any order, in any batches, never changes which row is kept."""
+    return sa.exists(sa.select(sa.literal(1)).select_from(others)
+                     .where(same_key(others, row, spec), precedes(others, row, rule_order(spec))).correlate_except(others))
+
+
+def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
+    return is_duplicate(table, table.alias("dbsweep_k"), step.spec)
+
+
+# discovery -----------------------------------------------------------------------------------
+def _unique_on(conn: sa.Connection, table: sa.Table, columns: list[str]) -> str:
+    """The name of a primary key, unique constraint or unique index whose columns are among
+    `columns` (then those are unique already), else "none"."""
+    inspector = sa.inspect(conn)
+    wanted = set(columns)
+    pk = inspector.get_pk_constraint(table.name, schema=table.schema)
+    if pk.get("constrained_columns") and set(pk["constrained_columns"]) <= wanted:
+        return f"primary key {pk.get('name') or ''}".strip()
+    for uc in inspector.get_unique_constraints(table.name, schema=table.schema):
+        if set(uc["column_names"]) <= wanted:
+            return f"constraint {uc['name']}"
+    for ix in inspector.get_indexes(table.name, schema=table.schema):
+        if ix.get("unique") and None not in ix["column_names"] and set(ix["column_names"]) <= wanted \
+                and not ix.get("dialect_options", {}).get("postgresql_where"):
+            return f"unique index {ix['name']}"
+    return NONE
+
+
+def _index_serving(conn: sa.Connection, table: sa.Table, columns: list[str], order: list[tuple[str, bool]]) -> str | None:
+    """An index whose leading columns are the natural key then the rule's order (so a key's kept
+    row is the first entry of its group), else None."""
+    wanted = columns + [name for name, _ in order]
+    for ix in sa.inspect(conn).get_indexes(table.name, schema=table.schema):
+        if ix["column_names"][:len(wanted)] != wanted or ix.get("dialect_options", {}).get("postgresql_where"):
+            continue
+        sorting = ix.get("column_sorting", {})
+        if all(("desc" in sorting.get(name, ())) == desc for name, desc in order):
+            return ix["name"]
+    return None
+
+
+def _profile(conn: sa.Connection, table: sa.Table, rule: TableRule) -> dict:
+    """Rows, distinct keys, duplicates, the largest group, and the duplicate groups' rows whose
+    time is NULL (the rule cannot order them)."""
+    keys = [table.c[c] for c in rule.natural_key]
+    when = rule.time_column
+    null_time = sa.case((table.c[when].is_(None), 1), else_=0) if when else sa.literal(0)
+    grouped = sa.select(*keys, sa.func.count().label("n"), sa.func.sum(null_time).label("null_times")).group_by(*keys)
+    if rule.nulls == "distinct":  # a key with a NULL part equals no other: each such row is its own key
+        grouped = grouped.where(*(k.is_not(None) for k in keys))
+    groups = grouped.subquery()
+    found = conn.execute(sa.select(
+        sa.func.count(), sa.func.coalesce(sa.func.sum(groups.c.n), 0), sa.func.coalesce(sa.func.max(groups.c.n), 0),
+        sa.func.coalesce(sa.func.sum(sa.case((groups.c.n > 1, groups.c.null_times), else_=0)), 0),
+    ).select_from(groups)).one()
+    rows_total = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+    grouped_keys, grouped_rows = int(found[0]), int(found[1])
+    lone = rows_total - grouped_rows  # rows with a NULL key part, under nulls = "distinct"
+    return {"rows_total": rows_total, "distinct_keys": grouped_keys + lone, "rows_selected": grouped_rows - grouped_keys,
+            "largest_group": max(int(found[2]), 1 if lone else 0), "ambiguous_rows": int(found[3])}
+
+
+def _strategy(rule: TableRule, dialect: Dialect, fraction: float, threshold: float,
+              blockers: list[str] | None) -> tuple[str, str]:
+    """(strategy, why), from the profile, or as forced by the policy."""
+    if rule.strategy == REBUILD:
+        if dialect.name != "postgresql":
+            raise BadInput(f"table '{rule.table}': strategy = \"rebuild\" needs PostgreSQL, not {dialect.name}")
+        if blockers:
+            raise BadInput(f"table '{rule.table}': strategy = \"rebuild\" cannot carry over {blockers[0]}; "
+                           "use \"in_place\" or \"auto\"")
+        return REBUILD, "forced by the policy"
+    if rule.strategy == IN_PLACE:
+        return IN_PLACE, "forced by the policy"
+    if fraction <= threshold:
+        return IN_PLACE, f"duplicates are {fraction:.1%} of the table (rebuild above {threshold:.0%})"
+    if blockers is None:
+        return IN_PLACE, f"rebuild needs PostgreSQL, not {dialect.name}"
+    if blockers:
+        return IN_PLACE, f"rebuild would lose {blockers[0]}"
+    return REBUILD, f"duplicates are {fraction:.1%} of the table: copying what stays writes less than deleting"
+
+
+def rebuild_names(table: sa.Table, now: datetime) -> dict:
+    return {"shadow": derived(table.name, "__dedupe_new"), "log": derived(table.name, "__dedupe_log"),
+            "capture": derived(table.name, "__dedupe_capture"), "backup": derived(table.name, f"__dedupe_{now:%Y%m%d%H%M}")}
+
+
+def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime, window=None) -> PlanParts:
+    steps, profile = [], []
+    for rule in cfg.tables:
+        table = reflect_table(conn, rule.table)
+        for name in rule.natural_key:
+            column(table, name)
+        if rule.time_column is not None:
+            time_column(table, rule.time_column)
+        key = [c.name for c in primary_key(table)]
+        if not key:
+            raise BadInput(f"table '{table.fullname}' has no primary key: dedupe needs one to tell duplicates apart "
+                           "and to break ties")
+        if rule.nulls == "equal" and not dialect.nulls_not_distinct:
+            raise BadInput(f"table '{rule.table}': nulls = \"equal\" cannot be enforced on {dialect.name}")
+        constraint = rule.constraint or derived(f"uq_{table.name}", "__" + "_".join(rule.natural_key)[:20])
+        spec = {"natural_key": rule.natural_key, "key": key, "keep": rule.keep, "time_column": rule.time_column,
+                "nulls": rule.nulls, "constraint": constraint}
+        order = rule_order(spec)
+        already = _unique_on(conn, table, rule.natural_key)
+        if already == NONE and sa.inspect(conn).has_table(constraint, schema=table.schema):
+            raise BadInput(f"table '{rule.table}': constraint name '{constraint}' is taken by a table")
+        counts = _profile(conn, table, rule)
+        fraction = counts["rows_selected"] / counts["rows_total"] if counts["rows_total"] else 0.0
+        blockers = _rebuild_blockers(conn, dialect, table)
+        strategy, why = _strategy(rule, dialect, fraction, cfg.rebuild_above, blockers)
+        helper = _index_serving(conn, table, rule.natural_key, order)
+        bytes_now = dialect.table_bytes(conn, table)
+        keys = [table.c[k] for k in key]
+        bounds = conn.execute(sa.select(sa.func.min(keys[0]), sa.func.max(keys[0]))).one() if len(key) == 1 else None
+        if len(key) == 1:
+            first, last = (None, None) if bounds[0] is None else (to_json([bounds[0]]), to_json([bounds[1]]))
+        else:
+            first = to_json(conn.execute(sa.select(*keys).order_by(*keys).limit(1)).first())
+            last = to_json(conn.execute(sa.select(*keys).order_by(*[k.desc() for k in keys]).limit(1)).first())
+        spec |= {"strategy": strategy, "why": why, "helper_index": None if helper else derived(table.name, "__dedupe_ix"),
+                 "rows_total": counts["rows_total"], "distinct_keys": counts["distinct_keys"], "bytes_before": bytes_now,
+                 "lock_timeout_swap_s": cfg.seconds("swap_lock_timeout"),
+                 "plan_last_key": last}  # rows after it arrived after the plan: the final pass's
+        if strategy == REBUILD:
+            spec["names"] = rebuild_names(table, now)
+        steps.append(Step(table=table.fullname, walk=strategy, key=key, first_key=first, last_key=last,
+                          rows_selected=counts["rows_selected"], batch_size=cfg.start_batch_size, spec=spec))
+        estimate = int(bytes_now * counts["distinct_keys"] / counts["rows_total"]) if bytes_now and counts["rows_total"] else bytes_now
+        profile.append({
+            "table": table.fullname, "strategy": strategy, "why": why, **counts,
+            "fraction_selected": round(fraction, 6), "bytes_now": bytes_now, "est_bytes_after": estimate,
+            "already_unique": already, "constraint": constraint,
+            "helper_index": spec["helper_index"] or f"uses {helper}",
+            "writes": spec["names"]["backup"] if strategy == REBUILD else derived(table.name, "__archive"),
+        })
+    rows = sum(p["rows_selected"] for p in profile)
+    return PlanParts(steps=steps, profile=profile, expect={
+        "max_rows": cfg.expect.max_rows if cfg.expect.max_rows is not None else max(rows, 0),
+        "min_rows": cfg.expect.min_rows,
+        "max_fraction": cfg.expect.max_fraction if cfg.expect.max_fraction is not None else 1.0,
+    })
+
+
+def _rebuild_blockers(conn, dialect: Dialect, table: sa.Table) -> list[str] | None:
+    if dialect.name != "postgresql":
+        return None
+    from ..dialects import pg_rebuild
+
+    return pg_rebuild.blockers(conn, table)
+
+
+# apply -----------------------------------------------------------------------------------
+class StageSink(Change):
+    """The archive for batches that delete; nothing recorded for the DDL stages."""
+
+    def __init__(self, inner: Change):
+        self.inner, self.recording = inner, True
+
+    def begin_batch(self, run_id: str, batch_no: int) -> None:
+        self.run_id = run_id
+        self.inner.begin_batch(run_id, batch_no)
+
+    @property
+    def ref(self):
+        return self.inner.ref if self.recording else None
+
+    @ref.setter
+    def ref(self, value):
+        self.inner.ref = value
+
+    def apply(self, conn, stmt, table):
+        return self.inner.apply(conn, stmt, table)
+
+
+class Staged(Walker):
+    """A step walked as named stages, the cursor saying which one and how far: a rerun resumes
+    inside the stage it stopped in."""
+
+    stages: tuple[str, ...] = ()
+    outside: frozenset[str] = frozenset()  # stages of DDL no transaction may hold
+
+    def __init__(self, ctx, table: sa.Table, step: Step, sink: Change, cursor: dict):
+        self.ctx, self.table, self.step, self.sink = ctx, table, step, sink
+        self.cursor = {k: v for k, v in cursor.items() if k != "step"}
+        self.cursor.setdefault("stage", self.stages[0])
+
+    @property
+    def stage(self) -> str:
+        return self.cursor["stage"]
+
+    @property
+    def outside_transaction(self) -> bool:
+        return self.stage in self.outside
+
+    def next_stage(self, **extra) -> dict | None:
+        later = self.stages.index(self.stage) + 1
+        return None if later >= len(self.stages) else {"stage": self.stages[later], **extra}
+
+    def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
+        self.sink.recording = self.stage not in self.outside
+        return getattr(self, f"_{self.stage}")(conn, size, exact)
+
+    def advance(self, cursor: dict, rows: int, size: int) -> None:
+        if "stage" not in cursor:
+            self.done = True
+        else:
+            self.cursor = {k: v for k, v in cursor.items() if k != "step"}
+
+    def _helper(self, conn, size, exact):
+        """The index that makes a key's kept row one probe away, built CONCURRENTLY (writers go on)."""
+        name = self.step.spec["helper_index"]
+        if name is not None:
+            dialect = self.ctx.dialect
+            with self.ctx.engine.connect() as check:
+                state = dialect.index_state(check, self.table, name)
+            if state == "invalid":  # a build killed half way
+                dialect.drop_index(self.ctx.engine, self.table, name)
+            if state != "valid":
+                spec = self.step.spec
+                columns = [self.table.c[c] for c in spec["natural_key"]]
+                columns += [self.table.c[c].desc() if desc else self.table.c[c] for c, desc in rule_order(spec)]
+                dialect.build_index(self.ctx.engine, sa.Index(name, *columns), self.ctx.options.lock_timeout_s)
+        return 0, self.next_stage()
+
+
+class InPlaceWalker(Staged):
+    stages = ("helper", "delete", "late", "constraint", "cleanup")
+    outside = frozenset({"helper", "constraint", "cleanup"})
+
+    def __init__(self, ctx, table, step, sink, cursor, selection):
+        super().__init__(ctx, table, step, sink, cursor)
+        self.selection = selection
+        self.inner: Walker | None = None  # the primary-key walk of stage "delete"
+
+    def _delete(self, conn, size, exact):
+        if self.step.last_key is None:  # an empty table at plan time
+            return 0, self.next_stage()
+        if self.inner is None:
+            keyed = self.step.model_copy(update={"walk": "key"})
+            self.inner = table_walker(self.ctx, self.table, keyed, self.selection, self.sink, self.cursor)
+        rows, cursor = self.inner.batch(conn, size, exact)
+        return rows, self.next_stage() if cursor is None else {"stage": "delete", **cursor}
+
+    def advance(self, cursor: dict, rows: int, size: int) -> None:
+        if self.inner is not None and cursor.get("stage") == "delete":
+            self.inner.advance(cursor, rows, size)
+        super().advance(cursor, rows, size)
+
+    def _late(self, conn, size, exact):
+        """Rows that arrived after the plan (or, after a failed constraint build, the whole table)."""
+        keys = [self.table.c[k] for k in self.step.key]
+        upto = self.cursor.get("upto")
+        if upto is None:
+            start = self.cursor.get("from", self.step.spec["plan_last_key"])
+            later = sa.select(*keys)
+            if start is not None:
+                later = later.where(after_key(keys, from_json(keys, start)))
+            last = conn.execute(later.order_by(*[k.desc() for k in keys]).limit(1)).first()
+            if last is None:
+                return 0, self._to_constraint()
+            upto, self.cursor["after"] = to_json(last), start
+        late = self.step.model_copy(update={"first_key": self.cursor.get("after"), "last_key": upto})
+        rows, cursor = KeyWalker(self.ctx.dialect, self.table, self.selection, late, self.sink,
+                                 self.cursor.get("after")).batch(conn, size, exact)
+        if cursor is None:
+            return rows, self._to_constraint()
+        return rows, {**self.cursor, "stage": "late", "upto": upto, "after": cursor["after"]}
+
+    def _to_constraint(self) -> dict:
+        return {"stage": "constraint", "attempt": self.cursor.get("attempt", 1)}
+
+    def _constraint(self, conn, size, exact):
+        """CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT … USING INDEX under a short lock.
+        A duplicate written in between makes the build fail: its invalid index is dropped, the
+        whole table is swept once more, and the build tried again, a bounded number of times."""
+        spec, dialect, engine = self.step.spec, self.ctx.dialect, self.ctx.engine
+        name = spec["constraint"]
+        with engine.connect() as check:
+            state = dialect.index_state(check, self.table, name)
+        if state == "invalid":
+            dialect.drop_index(engine, self.table, name)
+        if state != "valid":
+            index = dialect.unique_index(self.table, name, spec["natural_key"], spec["nulls"] == "equal")
+            try:
+                dialect.build_index(engine, index, self.ctx.options.lock_timeout_s)
+            except sa.exc.IntegrityError as exc:
+                attempt = self.cursor.get("attempt", 1)
+                if attempt >= CONSTRAINT_ATTEMPTS:
+                    raise StoppedEarly(f"table '{self.table.fullname}': the unique index {name} failed {attempt} times "
+                                       f"on new duplicates ({str(exc.orig).splitlines()[0]}); run again to resume") from None
+                return 0, {"stage": "late", "from": None, "attempt": attempt + 1}
+        with engine.begin() as tx:
+            dialect.set_session_timeouts(tx, spec["lock_timeout_swap_s"], 60, local=True)
+            if _constraint_named(tx, self.table, name) is None:
+                dialect.constraint_using_index(tx, self.table, name, spec["natural_key"])
+        return 0, self.next_stage()
+
+    def _cleanup(self, conn, size, exact):
+        name = self.step.spec["helper_index"]
+        if name is not None:
+            self.ctx.dialect.drop_index(self.ctx.engine, self.table, name)
+        return 0, None
+
+
+def _constraint_named(conn, table: sa.Table, name: str) -> str | None:
+    for uc in sa.inspect(conn).get_unique_constraints(table.name, schema=table.schema):
+        if uc["name"] == name:
+            return name
+    return None
+
+
+class RebuildWalker(Staged):
+    stages = ("prepare", "helper", "copy", "nulls", "build", "catchup", "swap", "count")
+    outside = frozenset({"helper"})
+
+    def __init__(self, ctx, table, step, sink, cursor):
+        super().__init__(ctx, table, step, sink, cursor)
+        from ..dialects import pg_rebuild
+
+        self.sql = pg_rebuild
+        self.names = pg_rebuild.RebuildNames(**step.spec["names"])
+        with ctx.engine.connect() as conn:
+            self.columns = pg_rebuild.copied_columns(conn, table)
+            self.types = pg_rebuild.column_types(conn, table)
+
+    def can_stop_within(self, rows_left: int | None) -> bool:
+        return rows_left is None or rows_left >= self.step.rows_selected  # the swap takes every duplicate at once
+
+    def _prepare(self, conn, size, exact):
+        if not sa.inspect(conn).has_table(self.names.shadow, schema=self.table.schema):
+            self.sql.create_shadow(conn, self.table, self.names, self.step.key, self.step.spec["natural_key"])
+        return 0, self.next_stage()
+
+    def _copy(self, conn, size, exact):
+        spec = self.step.spec
+        _, last = self.sql.copy_kept(conn, self.table, self.names.shadow, spec["natural_key"], rule_order(spec),
+                                     self.columns, self.types, self.cursor.get("after"), size)
+        return 0, self.next_stage() if last is None else {"stage": "copy", "after": to_json(last)}
+
+    def _nulls(self, conn, size, exact):
+        spec = self.step.spec
+        self.sql.copy_null_keys(conn, self.table, self.names.shadow, spec["natural_key"], rule_order(spec),
+                                self.columns, spec["nulls"] == "equal")
+        return 0, self.next_stage()
+
+    def _build(self, conn, size, exact):
+        """The shadow gets the old table's indexes and constraints, and the new unique one."""
+        spec = self.step.spec
+        pairs = self.sql.clone_structure(conn, self.table, self.names, [spec["helper_index"]])
+        shadow = sa.Table(self.names.shadow, sa.MetaData(), *(sa.Column(c) for c in spec["natural_key"]),
+                          schema=self.table.schema)
+        conn.execute(sa.schema.CreateIndex(
+            self.ctx.dialect.unique_index(shadow, spec["constraint"], spec["natural_key"], spec["nulls"] == "equal")))
+        self.ctx.dialect.constraint_using_index(conn, shadow, spec["constraint"], spec["natural_key"])
+        return 0, self.next_stage(pairs=pairs)
+
+    def _replay(self, conn, limit):
+        spec = self.step.spec
+        outer, inner = self.table.alias("s"), self.table.alias("dbsweep_k")
+        kept = sa.not_(is_duplicate(outer, inner, spec)).compile(conn, compile_kwargs={"literal_binds": True})
+        return self.sql.consume_log(conn, self.table, self.names, self.step.key, spec["natural_key"],
+                                    str(kept).replace(":", r"\:"), self.columns, spec["nulls"] == "equal", limit)
+
+    def _catchup(self, conn, size, exact):
+        """Replay what writers did meanwhile, until what is left is small enough for the swap."""
+        consumed = self._replay(conn, size)
+        return 0, {**self.cursor} if consumed >= size else self.next_stage(pairs=self.cursor["pairs"])
+
+    def _swap(self, conn, size, exact):
+        self.ctx.dialect.set_session_timeouts(conn, self.step.spec["lock_timeout_swap_s"],
+                                              self.ctx.options.statement_timeout_s, local=True)
+        self.sql.swap(conn, self.table, self.names, [tuple(p) for p in self.cursor["pairs"]],
+                      lambda: self._replay(conn, None))
+        return 0, self.next_stage()
+
+    def _count(self, conn, size, exact):
+        """The rows the swap left behind: the backup's rows whose key the new table does not hold."""
+        backup = sa.Table(self.names.backup, sa.MetaData(), *(sa.Column(k) for k in self.step.key),
+                          schema=self.table.schema)
+        now = sa.Table(self.table.name, sa.MetaData(), *(sa.Column(k) for k in self.step.key), schema=self.table.schema)
+        gone = conn.execute(sa.select(sa.func.count()).select_from(backup).where(~sa.exists(
+            sa.select(sa.literal(1)).select_from(now).where(*(now.c[k] == backup.c[k] for k in self.step.key)))
+        )).scalar()
+        self.ctx.dialect.analyze(conn, now)
+        self.sink.ref = json.dumps({"rebuild": self.table.fullname, "backup": self.names.backup})
+        return gone, None
+
+
+def walker(ctx, table: sa.Table, step: Step, cursor: dict) -> Walker:
+    archive = StageSink(make_archive("table", ctx.engine, ctx.dialect, table, ctx.archive_dir))
+    if step.walk == REBUILD:
+        return RebuildWalker(ctx, table, step, StageSink(_Recorded()), cursor)
+    return InPlaceWalker(ctx, table, step, archive, cursor, selection(table, step))
+
+
+class _Recorded(Change):
+    """A rebuild's only record: the swap's, written by the walker itself."""
+
+    def begin_batch(self, run_id: str, batch_no: int) -> None:
+        self.run_id, self.ref = run_id, None
+
+
+# verify and undo ------------------------------------------------------------------------------
+def _removed_rows(conn, dialect: Dialect, table: sa.Table, step: Step, run_ids: list[str]) -> sa.FromClause | None:
+    """The rows the plan's runs removed from `table`: their archive rows, or a rebuild's backup
+    rows whose key is gone from the table."""
+    from ..archive import RUN_ID, archive_table_for
+
+    if step.walk == REBUILD:
+        name = step.spec["names"]["backup"]
+        if not sa.inspect(conn).has_table(name, schema=table.schema):
+            return None
+        backup = reflect_table(conn, f"{table.schema}.{name}" if table.schema else name).alias("removed")
+        keys = step.key
+        return sa.select(backup).where(~sa.exists(sa.select(sa.literal(1)).select_from(table).where(
+            *(table.c[k] == backup.c[k] for k in keys)))).subquery("removed_rows")
+    archive = archive_table_for(table)
+    if not sa.inspect(conn).has_table(archive.name, schema=archive.schema):
+        return None
+    archive = reflect_table(conn, f"{table.schema}.{archive.name}" if table.schema else archive.name)
+    return sa.select(archive).where(archive.c[RUN_ID].in_(run_ids or [""])).subquery("removed_rows")
+
+
+def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
+    """Per table: no duplicate keys; the constraint there and valid; every removed row has a row of
+    its key that the rule puts before it (the kept row is the rule's); no key lost; the bytes."""
+    from ..ledger import Ledger
+
+    ledger = Ledger(conn.engine)
+    run_ids = ledger.run_ids_for_plan(plan.plan_id)
+    rows = []
+    for step in plan.steps:
+        spec = step.spec
+        table = reflect_table(conn, step.table)
+        keys = [table.c[c] for c in spec["natural_key"]]
+        grouped = sa.select(*keys).group_by(*keys).having(sa.func.count() > 1)
+        if spec["nulls"] == "distinct":
+            grouped = grouped.where(*(k.is_not(None) for k in keys))
+        duplicates = conn.execute(sa.select(sa.func.count()).select_from(grouped.subquery())).scalar()
+        state = dialect.index_state(conn, table, spec["constraint"])
+        wrong = lost = 0
+        removed = _removed_rows(conn, dialect, table, step, run_ids)
+        if removed is not None:
+            survivor = sa.select(sa.literal(1)).select_from(table).where(same_key(table, removed, spec))
+            wrong = conn.execute(sa.select(sa.func.count()).select_from(removed).where(
+                ~sa.exists(survivor.where(precedes(table, removed, rule_order(spec)))))).scalar()
+            lost = conn.execute(sa.select(sa.func.count()).select_from(removed).where(~sa.exists(survivor))).scalar()
+        rows_now = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+        rows.append({"table": step.table, "strategy": step.walk, "duplicate_keys": duplicates, "constraint": state,
+                     "wrong_survivors": wrong, "keys_lost": lost, "rows_before": spec["rows_total"],
+                     "distinct_keys_before": spec["distinct_keys"], "rows_now": rows_now,
+                     "bytes_before": spec["bytes_before"], "bytes_now": dialect.table_bytes(conn, table)})
+    return rows
+
+
+def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
+    """Drop the constraint the run added (saying so), then put back every removed row: from the
+    archive (in_place) or from the backup (rebuild), one transaction per batch; an unfinished
+    rebuild's shadow, log and trigger are dropped instead. Safe to run twice."""
+    from ..dialects import dialect_for
+    from ..restore import RestoreReport, insert_from_archive
+
+    dialect = dialect_for(engine)
+    said, restored = [], 0
+    batches = list(reversed(ledger.archived_batches(run.run_id)))
+    for step in plan.steps:
+        with engine.begin() as conn:
+            table = reflect_table(conn, step.table)
+            if dialect.index_state(conn, table, step.spec["constraint"]) != "missing":
+                dialect.drop_unique(conn, table, step.spec["constraint"])
+                said.append(f"dropped constraint {step.spec['constraint']} on {step.table} first")
+        helper = step.spec.get("helper_index")
+        if helper and step.walk != REBUILD:
+            with engine.connect() as conn:
+                left = dialect.index_state(conn, table, helper) != "missing"
+            if left:
+                dialect.drop_index(engine, table, helper)
+        if step.walk == REBUILD and not any(b.archive.startswith("{") and json.loads(b.archive).get("rebuild") == step.table
+                                            for b in batches):
+            from ..dialects import pg_rebuild
+
+            with engine.begin() as conn:
+                dropped = pg_rebuild.discard(conn, table, pg_rebuild.RebuildNames(**step.spec["names"]))
+            if dropped:
+                said.append(f"{step.table}: the rebuild had not swapped; dropped {', '.join(dropped)}")
+    steps = {step.table: step for step in plan.steps}
+    for batch in batches:
+        if batch.archive.startswith("{"):
+            record = json.loads(batch.archive)
+            restored += _put_back_from_backup(engine, ledger, run.run_id, batch.batch_no, steps[record["rebuild"]],
+                                              record["backup"])
+            continue
+        with engine.begin() as conn:
+            table = reflect_table(conn, batch.table_name)
+            keys = [table.c[k] for k in steps[batch.table_name].key]
+            restored += insert_from_archive(conn, table, keys, reflect_table(conn, batch.archive), run.run_id,
+                                            batch.batch_no)
+            ledger.mark_restored(conn, run.run_id, batch.batch_no)
+    said.append(f"put back {restored:,} rows")
+    return RestoreReport(run.run_id, plan.phase, len(batches), run.rows_done, restored, run.rows_done - restored,
+                         detail="; ".join(said))
+
+
+RESTORE_CHUNK = 50_000
+
+
+def _put_back_from_backup(engine, ledger, run_id: str, batch_no: int, step: Step, backup_name: str) -> int:
+    """Insert the backup's rows whose key the table lacks, in chunks of the backup's key order,
+    each its own transaction (a rerun skips what is back); the last marks the batch restored."""
+    restored, after = 0, None
+    while True:
+        with engine.begin() as conn:
+            table = reflect_table(conn, step.table)
+            backup = reflect_table(conn, f"{table.schema}.{backup_name}" if table.schema else backup_name)
+            keys = [backup.c[k] for k in step.key]
+            lower = [] if after is None else [after_key(keys, after)]
+            chunk = conn.execute(sa.select(*keys).where(*lower).order_by(*keys).limit(RESTORE_CHUNK)).all()
+            if not chunk:
+                ledger.mark_restored(conn, run_id, batch_no)
+                return restored
+            upper = list(chunk[-1])
+            names = [c.name for c in table.c if c.computed is None]
+            source = sa.select(*(backup.c[n] for n in names)).where(
+                *lower, sa.not_(after_key(keys, upper)),
+                ~sa.exists(sa.select(sa.literal(1)).select_from(table).where(*(table.c[k] == backup.c[k] for k in step.key))))
+            restored += conn.execute(sa.insert(table).from_select(names, source)).rowcount
+            after = upper
+
+
+class Dedupe(Kind):
+    name = "dedupe"
+    Config = Config
+    gate_suite = GATE_SUITE
+    verify_suite = VERIFY_SUITE
+
+    build_plan = staticmethod(build_plan)
+    selection = staticmethod(selection)
+    verify = staticmethod(verify)
+    walker = staticmethod(walker)
+    restore = staticmethod(restore)
+
+    def tables(self, cfg) -> list[str]:
+        return [rule.table for rule in cfg.tables]

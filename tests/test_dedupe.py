@@ -1,0 +1,258 @@
+"""Kind `dedupe` (seed 003) on the embedded PostgreSQL: exact survivors for both strategies, NULLs
+in keys, the constraint afterwards, restore row for row, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from dbsweep import service
+from dbsweep.errors import BadInput
+from dbsweep.policy import load_policy
+from dbsweep.restore import restore_run
+from dbsweep.target import connect
+
+from conftest import checksums, count, run_cli, write_policy
+from helpers import plan_and_gate
+
+TABLE = '"Task Requirements"'
+
+
+def load(engine: sa.Engine, keys: int = 300, copies: int = 20, singles: int = 200, table: str = TABLE) -> None:
+    """`keys` natural keys with up to `copies` rows each (created_at shuffled, so the oldest is not
+    the lowest id; ties on created_at for some keys), `singles` rows with no duplicate, and rows
+    with a NULL key part (3 of the same NULL key, and 2 more)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"""
+            CREATE TABLE {table} (id bigserial PRIMARY KEY, "Task PK" int, requirement_id text,
+                                  payload text DEFAULT 'x', created_at timestamptz NOT NULL,
+                                  CHECK (payload <> 'forbidden'))""")
+        conn.exec_driver_sql(f"""
+            INSERT INTO {table} ("Task PK", requirement_id, payload, created_at)
+            SELECT k, 'r' || mod(k, 7), 'copy ' || c,
+                   timestamptz '2025-01-01' + make_interval(hours => CASE WHEN mod(k, 10) = 0 THEN 5
+                                                               ELSE (hashtext(k::text || '-' || c) & 1023) END)
+            FROM generate_series(1, {keys}) k, generate_series(1, {copies}) c
+            WHERE c <= 1 + mod(k, {copies})
+            ORDER BY random()""")
+        conn.exec_driver_sql(f"""
+            INSERT INTO {table} ("Task PK", requirement_id, created_at)
+            SELECT 100000 + g, 'single', now() FROM generate_series(1, {singles}) g""")
+        conn.exec_driver_sql(f"""
+            INSERT INTO {table} ("Task PK", requirement_id, created_at) VALUES
+            (NULL, 'n', '2025-01-01'), (NULL, 'n', '2025-01-02'), (NULL, 'n', '2025-01-03'),
+            (7, NULL, '2025-01-01'), (7, NULL, '2025-01-02')""")
+
+
+def policy_for(tmp_path, dbname, strategy="auto", extra="", table=TABLE, keep='keep = "oldest"\ntime_column = "created_at"'):
+    quoted = table.replace('"', '\\"')
+    return write_policy(tmp_path, f"""
+        [[phase]]
+        name = "dedupe"
+        kind = "dedupe"
+        batch_size = 500
+        {extra}
+
+        [[phase.tables]]
+        table = "{quoted}"
+        natural_key = ["Task PK", "requirement_id"]
+        {keep}
+        strategy = "{strategy}"
+    """, dbname)
+
+
+def expected_survivors(engine: sa.Engine, table: str = TABLE, nulls_equal: bool = False) -> set[int]:
+    """The rule computed independently: per key the earliest created_at, then the lowest id; rows
+    with a NULL key part all stay (NULLs distinct)."""
+    with engine.connect() as conn:
+        kept = set(conn.execute(sa.text(f"""
+            SELECT DISTINCT ON ("Task PK", requirement_id) id FROM {table}
+            WHERE "Task PK" IS NOT NULL AND requirement_id IS NOT NULL
+            ORDER BY "Task PK", requirement_id, created_at, id""")).scalars())
+        if nulls_equal:
+            kept |= set(conn.execute(sa.text(f"""
+                SELECT DISTINCT ON ("Task PK", requirement_id) id FROM {table}
+                WHERE "Task PK" IS NULL OR requirement_id IS NULL
+                ORDER BY "Task PK", requirement_id, created_at, id""")).scalars())
+        else:
+            kept |= set(conn.execute(sa.text(
+                f'SELECT id FROM {table} WHERE "Task PK" IS NULL OR requirement_id IS NULL')).scalars())
+    return kept
+
+
+def rows_by_id(engine: sa.Engine, table: str = TABLE) -> dict[int, tuple]:
+    with engine.connect() as conn:
+        return {r[0]: tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {table}"))}
+
+
+def run_phase(path, phase="dedupe"):
+    policy, target, plan = plan_and_gate(path, phase)
+    assert plan.gate.passed, plan.gate.summary
+    report = service.apply(policy, target, plan, dry_run=False)
+    return policy, target, plan, report
+
+
+@pytest.mark.parametrize("strategy", ["in_place", "rebuild"])
+def test_exact_survivors_constraint_and_restore(tmp_path, dbname, pg, strategy):
+    from expectations.runner import verification
+
+    load(pg)
+    with pg.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE snapshot AS SELECT * FROM {TABLE}")
+    before = rows_by_id(pg)
+    survivors = expected_survivors(pg)
+    policy, target, plan, report = run_phase(policy_for(tmp_path, dbname, strategy))
+    assert plan.steps[0].walk == strategy
+    removed = len(before) - len(survivors)
+    assert plan.rows_selected == removed and report.rows == removed
+    after = rows_by_id(pg)
+    assert set(after) == survivors  # by primary key: the rule's row of every key, nothing else
+    assert all(after[i] == before[i] for i in survivors)  # and each kept row unchanged, column for column
+    verdict = verification(plan, service.verify(target, plan))
+    assert verdict.passed, verdict.summary
+    with pg.begin() as conn:  # a new duplicate fails at the database
+        with pytest.raises(sa.exc.IntegrityError):
+            conn.exec_driver_sql(f"""INSERT INTO {TABLE} ("Task PK", requirement_id, created_at) VALUES (1, 'r1', now())""")
+    with pg.connect() as conn:  # dbsweep's helper index is gone again; for in_place nothing else changed
+        names = set(conn.execute(sa.text("SELECT indexname FROM pg_indexes WHERE tablename = 'Task Requirements'"))
+                    .scalars())
+    assert not any(n.endswith("__dedupe_ix") for n in names)
+    result = restore_run(target.engine, report.run_id, policy.archive_dir)
+    assert "dropped constraint" in result.detail
+    assert rows_by_id(pg) == before  # row for row, the duplicates back
+    with pg.connect() as conn:
+        both_ways = conn.execute(sa.text(f"""
+            SELECT count(*) FROM ((SELECT * FROM {TABLE} EXCEPT ALL SELECT * FROM snapshot)
+            UNION ALL (SELECT * FROM snapshot EXCEPT ALL SELECT * FROM {TABLE})) d""")).scalar()
+    assert both_ways == 0
+    again = restore_run(target.engine, report.run_id, policy.archive_dir)
+    assert again.already_restored and rows_by_id(pg) == before
+
+
+def test_nulls_equal_keeps_one_row_per_null_key(tmp_path, dbname, pg):
+    load(pg, keys=50)
+    survivors = expected_survivors(pg, nulls_equal=True)
+    path = policy_for(tmp_path, dbname, "in_place", keep='keep = "oldest"\ntime_column = "created_at"\nnulls = "equal"')
+    run_phase(path)
+    assert set(rows_by_id(pg)) == survivors
+    with pg.begin() as conn, pytest.raises(sa.exc.IntegrityError):
+        conn.exec_driver_sql(f"""INSERT INTO {TABLE} ("Task PK", requirement_id, created_at) VALUES (NULL, 'n', now())""")
+
+
+def test_keep_newest_and_lowest_key(tmp_path, dbname, pg):
+    load(pg, keys=60)
+    with pg.connect() as conn:
+        newest = set(conn.execute(sa.text(f"""
+            SELECT DISTINCT ON ("Task PK", requirement_id) id FROM {TABLE}
+            WHERE "Task PK" IS NOT NULL AND requirement_id IS NOT NULL
+            ORDER BY "Task PK", requirement_id, created_at DESC, id""")).scalars())
+        nulls = set(conn.execute(sa.text(f'SELECT id FROM {TABLE} WHERE "Task PK" IS NULL OR requirement_id IS NULL'))
+                    .scalars())
+    run_phase(policy_for(tmp_path, dbname, "rebuild", keep='keep = "newest"\ntime_column = "created_at"'))
+    assert set(rows_by_id(pg)) == newest | nulls
+
+
+def test_auto_picks_by_duplicate_share_and_says_why(tmp_path, dbname, pg):
+    load(pg, keys=200, copies=20, singles=10)
+    load(pg, keys=20, copies=2, singles=2000, table='"few dups"')
+    path = write_policy(tmp_path, """
+        [[phase]]
+        name = "dedupe"
+        kind = "dedupe"
+
+        [[phase.tables]]
+        table = "Task Requirements"
+        natural_key = ["Task PK", "requirement_id"]
+        time_column = "created_at"
+
+        [[phase.tables]]
+        table = "few dups"
+        natural_key = ["Task PK", "requirement_id"]
+        time_column = "created_at"
+    """, dbname)
+    _, _, plan = plan_and_gate(path, "dedupe")
+    walks = {row["table"]: (row["strategy"], row["why"]) for row in plan.profile}
+    assert walks["Task Requirements"][0] == "rebuild" and "copying what stays" in walks["Task Requirements"][1]
+    assert walks["few dups"][0] == "in_place" and "rebuild above 50%" in walks["few dups"][1]
+
+
+def test_auto_falls_back_to_in_place_for_an_inbound_foreign_key(tmp_path, dbname, pg):
+    load(pg, keys=100)
+    with pg.begin() as conn:
+        conn.exec_driver_sql(f'CREATE TABLE notes (id int PRIMARY KEY, req bigint REFERENCES {TABLE} (id))')
+        conn.exec_driver_sql(f"INSERT INTO notes SELECT 1, min(id) FROM {TABLE}")
+    _, _, plan = plan_and_gate(policy_for(tmp_path, dbname, "auto"), "dedupe")
+    assert plan.steps[0].walk == "in_place"
+    assert "foreign key notes_req_fkey" in plan.profile[0]["why"]
+    with pytest.raises(BadInput, match="cannot carry over foreign key notes_req_fkey"):
+        plan_and_gate(policy_for(tmp_path, dbname, "rebuild"), "dedupe")
+
+
+def test_gate_refuses_a_key_already_unique_and_ambiguous_times(tmp_path, dbname, pg):
+    load(pg, keys=30)
+    with pg.begin() as conn:
+        conn.exec_driver_sql(f'ALTER TABLE {TABLE} ALTER COLUMN created_at DROP NOT NULL')
+        conn.exec_driver_sql(f'UPDATE {TABLE} SET created_at = NULL WHERE id IN (SELECT min(id) FROM {TABLE} '
+                             'GROUP BY "Task PK", requirement_id HAVING count(*) > 1 LIMIT 3)')
+    path = policy_for(tmp_path, dbname)
+    before = checksums(pg)
+    result = run_cli("run", path, "--phase", "dedupe")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "ambiguous_rows" in result.stdout + result.stderr
+    assert checksums(pg) == before
+
+
+BAD = [
+    ('natural_key = ["Task PK", "nope"]\nkeep = "lowest_key"', "nope"),
+    ('natural_key = ["Task PK", "Task PK"]\nkeep = "lowest_key"', "names a column twice"),
+    ('natural_key = ["Task PK"]\ntime_column = "payload"', "payload"),
+    ('natural_key = ["id"]\nkeep = "lowest_key"', "already_unique: unexpected ['primary key Task Requirements_pkey']"),
+    ('natural_key = ["Task PK"]\nkeep = "oldest"', "needs time_column"),
+    ('natural_key = ["Task PK"]\nkeep = "lowest_key"\ntime_column = "created_at"', "leave time_column out"),
+    ('natural_key = ["Task PK"]\nkeep = "biggest"', "keep"),
+    ('natural_key = ["Task PK"]\nkeep = "lowest_key"\nstrategy = "fast"', "strategy"),
+]
+
+
+@pytest.mark.parametrize("table_keys, message", BAD)
+def test_bad_input_exits_2_and_changes_nothing(tmp_path, dbname, pg, table_keys, message):
+    load(pg, keys=20)
+    path = write_policy(tmp_path, f"""
+        [[phase]]
+        name = "dedupe"
+        kind = "dedupe"
+
+        [[phase.tables]]
+        table = "Task Requirements"
+        {table_keys}
+    """, dbname)
+    before = checksums(pg)
+    result = run_cli("run", path, "--phase", "dedupe")
+    line = result.stderr.strip().splitlines()[-1]
+    if "already_unique" in message:  # well-formed, but nothing to do: the gate refuses it
+        assert result.returncode == 3 and message in line, line
+    else:
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert message in line and "testpol.toml" in line, line
+    assert checksums(pg) == before
+
+
+def test_unknown_table_and_archive_none_are_refused(tmp_path, dbname, pg):
+    load(pg, keys=5)
+    path = write_policy(tmp_path, """
+        [[phase]]
+        name = "dedupe"
+        kind = "dedupe"
+        archive = "none"
+
+        [[phase.tables]]
+        table = "Task Requirements"
+        natural_key = ["Task PK"]
+        keep = "lowest_key"
+    """, dbname)
+    result = run_cli("plan", path)
+    assert result.returncode == 2 and "archive must be 'table'" in result.stderr
+    path = policy_for(tmp_path, dbname, table='"no such table"')
+    with pytest.raises(BadInput, match="no such table"):
+        load_policy(path) and service.make_plan(load_policy(path), "dedupe", connect(load_policy(path)))
+    assert count(pg, TABLE) > 0
