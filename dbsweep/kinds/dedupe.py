@@ -216,7 +216,8 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
                            "and to break ties")
         if rule.nulls == "equal" and not dialect.nulls_not_distinct:
             raise BadInput(f"table '{rule.table}': nulls = \"equal\" cannot be enforced on {dialect.name}")
-        constraint = rule.constraint or derived(f"uq_{table.name}", "__" + "_".join(rule.natural_key)[:20])
+        # PostgreSQL's own name for an unnamed UNIQUE (table_columns_key), kept within 63 bytes
+        constraint = rule.constraint or derived(f"{table.name}_{'_'.join(rule.natural_key)}", "_key")
         spec = {"natural_key": rule.natural_key, "key": key, "keep": rule.keep, "time_column": rule.time_column,
                 "nulls": rule.nulls, "constraint": constraint}
         order = rule_order(spec)
