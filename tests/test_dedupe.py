@@ -44,13 +44,14 @@ def load(engine: sa.Engine, keys: int = 300, copies: int = 20, singles: int = 20
             (7, NULL, '2025-01-01'), (7, NULL, '2025-01-02')""")
 
 
-def policy_for(tmp_path, dbname, strategy="auto", extra="", table=TABLE, keep='keep = "oldest"\ntime_column = "created_at"'):
+def policy_for(tmp_path, dbname, strategy="auto", extra="", table=TABLE, keep='keep = "oldest"\ntime_column = "created_at"',
+               batch_size=500):
     quoted = table.replace('"', '\\"')
     return write_policy(tmp_path, f"""
         [[phase]]
         name = "dedupe"
         kind = "dedupe"
-        batch_size = 500
+        batch_size = {batch_size}
         {extra}
 
         [[phase.tables]]

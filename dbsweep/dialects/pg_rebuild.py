@@ -241,8 +241,20 @@ def _comment(conn, target: str, text: str) -> None:
     conn.execute(sa.text(f"COMMENT ON {target} IS {literal}".replace(":", r"\:")))
 
 
+def kept_condition(conn, old: str, nk: list[str], order: list[tuple[str, bool]], nulls_equal: bool) -> str:
+    """Row `s` is its key's kept row: no row of the same key comes before it in the rule's order."""
+    q = _prep(conn).quote
+    equal = "IS NOT DISTINCT FROM" if nulls_equal else "="
+    same = " AND ".join(f"k.{q(c)} {equal} s.{q(c)}" for c in nk)
+    before = []
+    for i, (name, desc) in enumerate(order):
+        prefix = [f"k.{q(n)} = s.{q(n)}" for n, _ in order[:i]]
+        before.append("(" + " AND ".join([*prefix, f"k.{q(name)} {'>' if desc else '<'} s.{q(name)}"]) + ")")
+    return f"NOT EXISTS (SELECT 1 FROM {old} k WHERE {same} AND ({' OR '.join(before)}))"
+
+
 def consume_log(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk: list[str], nk: list[str],
-                is_kept_sql: str, columns: list[str], nulls_equal: bool, limit: int | None) -> int:
+                order: list[tuple[str, bool]], columns: list[str], nulls_equal: bool, limit: int | None) -> int:
     """Replay up to `limit` logged changes (all with None) into the shadow, deleting them from the
     log in the same transaction: a change logged by a transaction that commits later stays in the
     log for a later call (an id cursor would skip it). Every shadow row of a touched key or primary
@@ -270,7 +282,7 @@ def consume_log(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk: l
     cols = ", ".join(p.quote(c) for c in columns)
     conn.execute(sa.text(
         f"INSERT INTO {shadow} ({cols}) SELECT {cols} FROM {old} s WHERE ({row('s', pk)} IN (SELECT {pks} "
-        f"FROM dbsweep_touched) OR {touched_key}) AND {is_kept_sql}"))
+        f"FROM dbsweep_touched) OR {touched_key}) AND {kept_condition(conn, old, nk, order, nulls_equal)}"))
     return consumed
 
 

@@ -476,10 +476,8 @@ class RebuildWalker(Staged):
 
     def _replay(self, conn, limit):
         spec = self.step.spec
-        outer, inner = self.table.alias("s"), self.table.alias("dbsweep_k")
-        kept = sa.not_(is_duplicate(outer, inner, spec)).compile(conn, compile_kwargs={"literal_binds": True})
-        return self.sql.consume_log(conn, self.table, self.names, self.step.key, spec["natural_key"],
-                                    str(kept).replace(":", r"\:"), self.columns, spec["nulls"] == "equal", limit)
+        return self.sql.consume_log(conn, self.table, self.names, self.step.key, spec["natural_key"], rule_order(spec),
+                                    self.columns, spec["nulls"] == "equal", limit)
 
     def _catchup(self, conn, size, exact):
         """Replay what writers did meanwhile, until what is left is small enough for the swap."""
@@ -522,18 +520,21 @@ class _Recorded(Change):
 
 # verify and undo ------------------------------------------------------------------------------
 def _removed_rows(conn, dialect: Dialect, table: sa.Table, step: Step, run_ids: list[str]) -> sa.FromClause | None:
-    """The rows the plan's runs removed from `table`: their archive rows, or a rebuild's backup
-    rows whose key is gone from the table."""
+    """The rows the plan's runs removed from `table`: their archive rows, or the rows of a
+    rebuild's backup that the rule made duplicates and that are gone from the table."""
     from ..archive import RUN_ID, archive_table_for
 
     if step.walk == REBUILD:
         name = step.spec["names"]["backup"]
         if not sa.inspect(conn).has_table(name, schema=table.schema):
             return None
-        backup = reflect_table(conn, f"{table.schema}.{name}" if table.schema else name).alias("removed")
-        keys = step.key
-        return sa.select(backup).where(~sa.exists(sa.select(sa.literal(1)).select_from(table).where(
-            *(table.c[k] == backup.c[k] for k in keys)))).subquery("removed_rows")
+        backup = reflect_table(conn, f"{table.schema}.{name}" if table.schema else name)
+        row, earlier = backup.alias("removed"), backup.alias("earlier")
+        # gone from the table, and a duplicate in the backup: a row a writer deleted after the swap
+        # is not one the rule removed
+        return sa.select(row).where(
+            ~sa.exists(sa.select(sa.literal(1)).select_from(table).where(*(table.c[k] == row.c[k] for k in step.key))),
+            is_duplicate(row, earlier, step.spec)).subquery("removed_rows")
     archive = archive_table_for(table)
     if not sa.inspect(conn).has_table(archive.name, schema=archive.schema):
         return None
