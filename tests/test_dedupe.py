@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from conftest import checksums, count, run_cli, write_policy
+from helpers import plan_and_gate
 
 from dbsweep import service
 from dbsweep.errors import BadInput
 from dbsweep.policy import load_policy
 from dbsweep.restore import restore_run
 from dbsweep.target import connect
-
-from conftest import checksums, count, run_cli, write_policy
-from helpers import plan_and_gate
 
 TABLE = '"Task Requirements"'
 
@@ -288,7 +287,7 @@ def test_rebuild_keeps_every_schema_object(tmp_path, dbname, pg):
         conn.exec_driver_sql(f'CREATE INDEX ON {TABLE} (created_at DESC)')
         conn.exec_driver_sql(f"COMMENT ON TABLE {TABLE} IS 'requirements per task; note: colons'")
         conn.exec_driver_sql(f"COMMENT ON COLUMN {TABLE}.payload IS 'what the ETL wrote'")
-        conn.exec_driver_sql(f"COMMENT ON INDEX \"by payload\" IS 'for search'")
+        conn.exec_driver_sql("COMMENT ON INDEX \"by payload\" IS 'for search'")
         conn.exec_driver_sql(f'COMMENT ON CONSTRAINT "Task Requirements_pkey" ON {TABLE} IS \'the key\'')
         conn.exec_driver_sql(f"ALTER TABLE {TABLE} SET (fillfactor = 90)")
         conn.exec_driver_sql("DO $$ BEGIN CREATE ROLE etl_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
@@ -319,3 +318,32 @@ def test_rebuild_keeps_every_schema_object(tmp_path, dbname, pg):
         assert conn.execute(sa.text("SELECT count(*) FROM audit")).scalar() == 1
         assert next_id > max(survivors)
         assert conn.execute(sa.text(f"SELECT total FROM {TABLE} WHERE id = :i"), {"i": next_id}).scalar() == 1
+
+
+def test_backup_dropped_only_by_a_later_run_after_keep_backup(tmp_path, dbname, pg):
+    from datetime import timedelta
+
+    from expectations.runner import gate
+
+    load(pg, keys=40)
+    policy, target, plan, report = run_phase(policy_for(tmp_path, dbname, "rebuild"))
+    backup = plan.steps[0].spec["names"]["backup"]
+    with pg.connect() as conn:
+        assert sa.inspect(conn).has_table(backup)
+    soon = service.make_plan(policy, "dedupe", target)  # deduplicated already: only the backup is looked after
+    service.record_gate(target, soon, gate(soon))
+    assert soon.gate.passed and soon.steps == []
+    assert soon.profile[0]["strategy"] == "keep backup" and "dropped by a run after" in soon.profile[0]["why"]
+    later = service.make_plan(policy, "dedupe", target, now=plan.created_at + timedelta(days=7, minutes=2))
+    service.record_gate(target, later, gate(later))
+    assert later.gate.passed and [s.walk for s in later.steps] == ["drop_backup"]
+    assert later.profile[0]["strategy"] == "drop backup" and "keep_backup 7 days has passed" in later.profile[0]["why"]
+    service.apply(policy, target, later, dry_run=False)
+    with pg.connect() as conn:
+        assert not sa.inspect(conn).has_table(backup)
+    kept = checksums(pg)
+    with pytest.raises(BadInput, match="dropped after keep_backup"):
+        restore_run(target.engine, report.run_id, policy.archive_dir)
+    assert checksums(pg) == kept  # refused before anything changed: the constraint is still there
+    with pg.begin() as conn, pytest.raises(sa.exc.IntegrityError):
+        conn.exec_driver_sql(f"""INSERT INTO {TABLE} ("Task PK", requirement_id, created_at) VALUES (1, 'r1', now())""")

@@ -1,5 +1,5 @@
 """Demo datasets shaped like the seeds' systems, created in the embedded PostgreSQL."""
 
-from . import nes, orders, telemetry
+from . import breezeway, nes, orders, telemetry
 
-DATASETS = {"telemetry": telemetry, "orders": orders, "nes": nes}
+DATASETS = {"telemetry": telemetry, "orders": orders, "nes": nes, "breezeway": breezeway}

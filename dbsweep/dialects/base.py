@@ -157,6 +157,14 @@ class Dialect:
         """Turn the unique index `name` into a table constraint, where the database has that form
         (elsewhere the unique index is the constraint)."""
 
+    def guard_key(self, conn: sa.Connection, table: sa.Table, name: str, natural_key: list[str], key: list[str],
+                  nulls_equal: bool) -> None:
+        """Refuse new duplicates of `natural_key` until the unique constraint exists, where the
+        database can (a trigger); elsewhere the constraint is added in one transaction anyway."""
+
+    def drop_key_guard(self, conn: sa.Connection, table: sa.Table, name: str) -> None:
+        """Remove what `guard_key` installed, if it is there."""
+
     def drop_unique(self, conn: sa.Connection, table: sa.Table, name: str) -> None:
         """Drop the unique constraint or index `name` (undoing a dedupe)."""
         inspector = sa.inspect(conn)

@@ -296,6 +296,46 @@ class PostgresDialect(Dialect):
         conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} ADD CONSTRAINT {prep.quote(name)} "
                              f"UNIQUE USING INDEX {prep.quote(name)}"))
 
+    def guard_key(self, conn, table, name, natural_key, key, nulls_equal):
+        """A BEFORE INSERT OR UPDATE trigger that raises unique_violation (SQLSTATE 23505, as the
+        constraint will) for a row whose natural key another row has. Rows of one key are
+        serialized by a transaction advisory lock, so two sessions cannot both add the same new key.
+        Without it, an ETL writing duplicates all the time would fail every concurrent build."""
+        prep = conn.dialect.identifier_preparer
+        q = prep.quote
+        schema = table.schema or self.default_schema(conn)
+        function, target = f"{q(schema)}.{q(name)}", prep.format_table(table)
+        equal = "IS NOT DISTINCT FROM" if nulls_equal else "="
+        same = " AND ".join(f"t.{q(c)} {equal} NEW.{q(c)}" for c in natural_key)
+        other = f"({', '.join(f't.{q(c)}' for c in key)}) IS DISTINCT FROM ({', '.join(f'NEW.{q(c)}' for c in key)})"
+        skip_nulls = "" if nulls_equal else (
+            "IF " + " OR ".join(f"NEW.{q(c)} IS NULL" for c in natural_key) + " THEN RETURN NEW; END IF;")
+        message = f"duplicate natural key in {table.fullname}: dbsweep is adding a unique constraint"
+        conn.execute(sa.text(f"""
+            CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $dbsweep$
+            BEGIN
+                {skip_nulls}
+                PERFORM pg_advisory_xact_lock(hashtextextended(
+                    ROW({", ".join(f"NEW.{q(c)}" for c in natural_key)})::text, 0));
+                IF EXISTS (SELECT 1 FROM {target} t WHERE {same} AND {other}) THEN
+                    RAISE unique_violation USING MESSAGE = {self._literal(conn, message)};
+                END IF;
+                RETURN NEW;
+            END $dbsweep$""".replace(":", r"\:")))
+        conn.execute(sa.text(f"DROP TRIGGER IF EXISTS {q(name)} ON {target}"))
+        conn.execute(sa.text(f"CREATE TRIGGER {q(name)} BEFORE INSERT OR UPDATE OF "
+                             f"{', '.join(q(c) for c in natural_key)} ON {target} FOR EACH ROW EXECUTE FUNCTION {function}()"))
+
+    def drop_key_guard(self, conn, table, name):
+        prep = conn.dialect.identifier_preparer
+        schema = table.schema or self.default_schema(conn)
+        conn.execute(sa.text(f"DROP TRIGGER IF EXISTS {prep.quote(name)} ON {prep.format_table(table)}"))
+        conn.execute(sa.text(f"DROP FUNCTION IF EXISTS {prep.quote(schema)}.{prep.quote(name)}()"))
+
+    @staticmethod
+    def _literal(conn, text: str) -> str:
+        return conn.execute(sa.text("SELECT quote_literal(:t)"), {"t": text}).scalar()
+
     def _index_name(self, conn, index: sa.Index) -> str:
         prep = conn.dialect.identifier_preparer
         schema = index.table.schema or self.default_schema(conn)

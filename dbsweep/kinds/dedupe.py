@@ -16,7 +16,8 @@ finding a key's kept row is one index probe; dbsweep drops it again when it made
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import re
+from datetime import datetime, timezone
 from typing import Literal
 
 import sqlalchemy as sa
@@ -25,9 +26,11 @@ from pydantic import Field, field_validator, model_validator
 from ..archive import Change, make_archive
 from ..catalog import column, primary_key, reflect_table, time_column
 from ..dialects import Dialect
+from ..durations import parse_duration
 from ..errors import BadInput, StoppedEarly
 from ..keys import after_key, from_json, to_json
-from ..names import MAX_IDENTIFIER_BYTES, derived
+from ..ledger import NOT_UNDOABLE_KEY
+from ..names import MAX_IDENTIFIER_BYTES, derived, stem_for
 from ..plan import PhasePlan, Step
 from ..policy import Duration, PhaseBase, ServerTimeout, Strict, TableName
 from ..walkers import KeyWalker, Walker, table_walker
@@ -36,7 +39,7 @@ from .common import PlanParts
 
 GATE_SUITE = "dedupe_gate"
 VERIFY_SUITE = "dedupe_verify"
-IN_PLACE, REBUILD, AUTO = "in_place", "rebuild", "auto"
+IN_PLACE, REBUILD, AUTO, DROP_BACKUP = "in_place", "rebuild", "auto", "drop_backup"
 CONSTRAINT_ATTEMPTS = 3
 NONE = "none"
 
@@ -197,9 +200,47 @@ def _strategy(rule: TableRule, dialect: Dialect, fraction: float, threshold: flo
     return REBUILD, f"duplicates are {fraction:.1%} of the table: copying what stays writes less than deleting"
 
 
+BACKUP = "__dedupe_"
+STAMP = "%Y%m%d%H%M"
+
+
 def rebuild_names(table: sa.Table, now: datetime) -> dict:
     return {"shadow": derived(table.name, "__dedupe_new"), "log": derived(table.name, "__dedupe_log"),
-            "capture": derived(table.name, "__dedupe_capture"), "backup": derived(table.name, f"__dedupe_{now:%Y%m%d%H%M}")}
+            "capture": derived(table.name, "__dedupe_capture"), "backup": derived(table.name, f"{BACKUP}{now:{STAMP}}")}
+
+
+def backups(conn: sa.Connection, table: sa.Table) -> list[tuple[str, datetime]]:
+    """A table's rebuild backups, oldest first, with the moment each was made (from its name)."""
+    stem = stem_for(table.name, len(BACKUP) + len(f"{datetime(2000, 1, 1):{STAMP}}"))
+    pattern = re.compile(re.escape(stem + BACKUP) + r"(\d{12})$")
+    found = []
+    for name in sa.inspect(conn).get_table_names(schema=table.schema):
+        match = pattern.match(name)
+        if match:
+            found.append((name, datetime.strptime(match.group(1), STAMP).replace(tzinfo=timezone.utc)))
+    return sorted(found, key=lambda item: item[1])
+
+
+def _backup_rows(conn, cfg: Config, table: sa.Table, spec: dict, now: datetime) -> tuple[list[Step], list[dict]]:
+    """Backups past keep_backup become steps that drop them (shown in the plan, never silent);
+    younger ones are listed with the moment they become due."""
+    keep = parse_duration(cfg.keep_backup)
+    steps, rows = [], []
+    for name, made in backups(conn, table):
+        due = made + keep
+        qualified = f"{table.schema}.{name}" if table.schema else name
+        size = conn.execute(sa.select(sa.func.count()).select_from(reflect_table(conn, qualified))).scalar()
+        row = {"table": qualified, "rows_total": size, "distinct_keys": None, "rows_selected": 0, "largest_group": 0,
+               "ambiguous_rows": 0, "fraction_selected": 0.0, "already_unique": NONE, "constraint": spec["constraint"]}
+        if now >= due:
+            rows.append({**row, "strategy": "drop backup",
+                         "why": f"made {made:%Y-%m-%d %H:%M} UTC; keep_backup {cfg.keep_backup} has passed"})
+            steps.append(Step(table=table.fullname, walk=DROP_BACKUP, key=spec["key"], rows_selected=0, batch_size=1,
+                              spec={**spec, "backup": name}))
+        else:
+            rows.append({**row, "strategy": "keep backup", "due": due.isoformat(),
+                         "why": f"made {made:%Y-%m-%d %H:%M} UTC; dropped by a run after {due:%Y-%m-%d %H:%M} UTC"})
+    return steps, rows
 
 
 def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime, window=None) -> PlanParts:
@@ -224,6 +265,11 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         already = _unique_on(conn, table, rule.natural_key)
         if already == NONE and sa.inspect(conn).has_table(constraint, schema=table.schema):
             raise BadInput(f"table '{rule.table}': constraint name '{constraint}' is taken by a table")
+        dropping, kept_backups = _backup_rows(conn, cfg, table, {**spec, "key": key}, now)
+        steps += dropping
+        profile += kept_backups
+        if already == f"constraint {constraint}" and (dropping or kept_backups):
+            continue  # deduplicated by an earlier run of this phase: only its backups are left to look after
         counts = _profile(conn, table, rule)
         fraction = counts["rows_selected"] / counts["rows_total"] if counts["rows_total"] else 0.0
         blockers = _rebuild_blockers(conn, dialect, table)
@@ -344,8 +390,8 @@ class Staged(Walker):
 
 
 class InPlaceWalker(Staged):
-    stages = ("helper", "delete", "late", "constraint", "cleanup")
-    outside = frozenset({"helper", "constraint", "cleanup"})
+    stages = ("helper", "delete", "guard", "late", "constraint", "cleanup")
+    outside = frozenset({"helper", "guard", "constraint", "cleanup"})
 
     def __init__(self, ctx, table, step, sink, cursor, selection):
         super().__init__(ctx, table, step, sink, cursor)
@@ -365,6 +411,16 @@ class InPlaceWalker(Staged):
         if self.inner is not None and cursor.get("stage") == "delete":
             self.inner.advance(cursor, rows, size)
         super().advance(cursor, rows, size)
+
+    def _guard(self, conn, size, exact):
+        """From here on a new duplicate is refused (as the constraint will refuse it), so the final
+        pass is final and the concurrent build is not raced by a writer that keeps duplicating."""
+        with self.ctx.engine.begin() as tx:
+            self.ctx.dialect.set_session_timeouts(tx, self.step.spec["lock_timeout_swap_s"], 60, local=True)
+            spec = self.step.spec
+            self.ctx.dialect.guard_key(tx, self.table, guard_name(self.table), spec["natural_key"], spec["key"],
+                                       spec["nulls"] == "equal")
+        return 0, self.next_stage()
 
     def _late(self, conn, size, exact):
         """Rows that arrived after the plan (or, after a failed constraint build, the whole table)."""
@@ -413,6 +469,7 @@ class InPlaceWalker(Staged):
             dialect.set_session_timeouts(tx, spec["lock_timeout_swap_s"], 60, local=True)
             if _constraint_named(tx, self.table, name) is None:
                 dialect.constraint_using_index(tx, self.table, name, spec["natural_key"])
+            dialect.drop_key_guard(tx, self.table, guard_name(self.table))
         return 0, self.next_stage()
 
     def _cleanup(self, conn, size, exact):
@@ -420,6 +477,10 @@ class InPlaceWalker(Staged):
         if name is not None:
             self.ctx.dialect.drop_index(self.ctx.engine, self.table, name)
         return 0, None
+
+
+def guard_name(table: sa.Table) -> str:
+    return derived(table.name, "__dedupe_guard")
 
 
 def _constraint_named(conn, table: sa.Table, name: str) -> str | None:
@@ -504,7 +565,27 @@ class RebuildWalker(Staged):
         return gone, None
 
 
+class DropBackupWalker(Walker):
+    """One batch: drop a rebuild's backup whose keep_backup has passed (not undoable, and recorded so)."""
+
+    def __init__(self, table: sa.Table, step: Step, sink: Change):
+        self.table, self.step, self.sink = table, step, sink
+
+    def batch(self, conn, size, exact=False):
+        name = self.step.spec["backup"]
+        if sa.inspect(conn).has_table(name, schema=self.table.schema):
+            backup = reflect_table(conn, f"{self.table.schema}.{name}" if self.table.schema else name)
+            conn.execute(sa.schema.DropTable(backup))
+        self.sink.ref = json.dumps({"dropped_backup": name, NOT_UNDOABLE_KEY: False})
+        return 0, None
+
+    def advance(self, cursor, rows, size):
+        self.done = True
+
+
 def walker(ctx, table: sa.Table, step: Step, cursor: dict) -> Walker:
+    if step.walk == DROP_BACKUP:
+        return DropBackupWalker(table, step, _Recorded())
     archive = StageSink(make_archive("table", ctx.engine, ctx.dialect, table, ctx.archive_dir))
     if step.walk == REBUILD:
         return RebuildWalker(ctx, table, step, StageSink(_Recorded()), cursor)
@@ -524,6 +605,8 @@ def _removed_rows(conn, dialect: Dialect, table: sa.Table, step: Step, run_ids: 
     rebuild's backup that the rule made duplicates and that are gone from the table."""
     from ..archive import RUN_ID, archive_table_for
 
+    if step.walk == DROP_BACKUP:
+        return None
     if step.walk == REBUILD:
         name = step.spec["names"]["backup"]
         if not sa.inspect(conn).has_table(name, schema=table.schema):
@@ -568,9 +651,9 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
             lost = conn.execute(sa.select(sa.func.count()).select_from(removed).where(~sa.exists(survivor))).scalar()
         rows_now = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
         rows.append({"table": step.table, "strategy": step.walk, "duplicate_keys": duplicates, "constraint": state,
-                     "wrong_survivors": wrong, "keys_lost": lost, "rows_before": spec["rows_total"],
-                     "distinct_keys_before": spec["distinct_keys"], "rows_now": rows_now,
-                     "bytes_before": spec["bytes_before"], "bytes_now": dialect.table_bytes(conn, table)})
+                     "wrong_survivors": wrong, "keys_lost": lost, "rows_before": spec.get("rows_total"),
+                     "distinct_keys_before": spec.get("distinct_keys"), "rows_now": rows_now,
+                     "bytes_before": spec.get("bytes_before"), "bytes_now": dialect.table_bytes(conn, table)})
     return rows
 
 
@@ -584,12 +667,25 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     dialect = dialect_for(engine)
     said, restored = [], 0
     batches = list(reversed(ledger.archived_batches(run.run_id)))
-    for step in plan.steps:
+    dropped = [json.loads(b.archive)["dropped_backup"] for b in batches if '"dropped_backup"' in b.archive]
+    if dropped:
+        said.append(f"backups dropped after keep_backup stay dropped ({', '.join(dropped)})")
+        batches = [b for b in batches if '"dropped_backup"' not in b.archive]
+    with engine.connect() as conn:  # refused before anything changes
+        for record in (json.loads(b.archive) for b in batches if b.archive.startswith("{")):
+            table = reflect_table(conn, record["rebuild"])
+            if not sa.inspect(conn).has_table(record["backup"], schema=table.schema):
+                raise BadInput(f"the backup {record['backup']} of {record['rebuild']} is gone (dropped after "
+                               "keep_backup): nothing to restore from")
+    for step in (s for s in plan.steps if s.walk != DROP_BACKUP):
         with engine.begin() as conn:
             table = reflect_table(conn, step.table)
             if dialect.index_state(conn, table, step.spec["constraint"]) != "missing":
                 dialect.drop_unique(conn, table, step.spec["constraint"])
                 said.append(f"dropped constraint {step.spec['constraint']} on {step.table} first")
+        if step.walk != REBUILD:
+            with engine.begin() as conn:
+                dialect.drop_key_guard(conn, table, guard_name(table))
         helper = step.spec.get("helper_index")
         if helper and step.walk != REBUILD:
             with engine.connect() as conn:
@@ -632,6 +728,9 @@ def _put_back_from_backup(engine, ledger, run_id: str, batch_no: int, step: Step
     while True:
         with engine.begin() as conn:
             table = reflect_table(conn, step.table)
+            if not sa.inspect(conn).has_table(backup_name, schema=table.schema):
+                raise BadInput(f"the backup {backup_name} of {step.table} is gone (dropped after keep_backup): "
+                               "nothing to restore from")
             backup = reflect_table(conn, f"{table.schema}.{backup_name}" if table.schema else backup_name)
             keys = [backup.c[k] for k in step.key]
             lower = [] if after is None else [after_key(keys, after)]
