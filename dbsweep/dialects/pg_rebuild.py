@@ -241,18 +241,6 @@ def _comment(conn, target: str, text: str) -> None:
     conn.execute(sa.text(f"COMMENT ON {target} IS {literal}".replace(":", r"\:")))
 
 
-def kept_condition(conn, old: str, nk: list[str], order: list[tuple[str, bool]], nulls_equal: bool) -> str:
-    """Row `s` is its key's kept row: no row of the same key comes before it in the rule's order."""
-    q = _prep(conn).quote
-    equal = "IS NOT DISTINCT FROM" if nulls_equal else "="
-    same = " AND ".join(f"k.{q(c)} {equal} s.{q(c)}" for c in nk)
-    before = []
-    for i, (name, desc) in enumerate(order):
-        prefix = [f"k.{q(n)} = s.{q(n)}" for n, _ in order[:i]]
-        before.append("(" + " AND ".join([*prefix, f"k.{q(name)} {'>' if desc else '<'} s.{q(name)}"]) + ")")
-    return f"NOT EXISTS (SELECT 1 FROM {old} k WHERE {same} AND ({' OR '.join(before)}))"
-
-
 def consume_log(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk: list[str], nk: list[str],
                 order: list[tuple[str, bool]], columns: list[str], nulls_equal: bool, limit: int | None) -> int:
     """Replay up to `limit` logged changes (all with None) into the shadow, deleting them from the
@@ -271,18 +259,33 @@ def consume_log(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk: l
         "INSERT INTO dbsweep_touched SELECT * FROM taken")).rowcount
     if not consumed:
         return 0
+    conn.execute(sa.text("ANALYZE dbsweep_touched"))  # a temporary table has no statistics otherwise
     pks, nks = ", ".join(p.quote(c) for c in pk), ", ".join(p.quote(c) for c in nk)
     row = lambda alias, cs: "(" + ", ".join(f"{alias}.{p.quote(c)}" for c in cs) + ")"  # noqa: E731
     touched_key = f"{row('s', nk)} IN (SELECT {nks} FROM dbsweep_touched)"
     if nulls_equal:
         same = " AND ".join(f"s.{p.quote(c)} IS NOT DISTINCT FROM t.{p.quote(c)}" for c in nk)
         touched_key = f"EXISTS (SELECT 1 FROM dbsweep_touched t WHERE {same})"
-    conn.execute(sa.text(f"DELETE FROM {shadow} s WHERE {row('s', pk)} IN (SELECT {pks} FROM dbsweep_touched) "
-                         f"OR {touched_key}"))
+    conn.execute(sa.text(f"DELETE FROM {shadow} s WHERE {row('s', pk)} IN (SELECT {pks} FROM dbsweep_touched)"))
+    conn.execute(sa.text(f"DELETE FROM {shadow} s WHERE {touched_key}"))
     cols = ", ".join(p.quote(c) for c in columns)
+    some_null = " OR ".join(f"{{a}}.{p.quote(c)} IS NULL" for c in nk)
+    # each touched key's kept row, one index probe per key (as the copy found it)
     conn.execute(sa.text(
-        f"INSERT INTO {shadow} ({cols}) SELECT {cols} FROM {old} s WHERE ({row('s', pk)} IN (SELECT {pks} "
-        f"FROM dbsweep_touched) OR {touched_key}) AND {kept_condition(conn, old, nk, order, nulls_equal)}"))
+        f"INSERT INTO {shadow} ({cols}) SELECT {', '.join(f'o.{p.quote(c)}' for c in columns)} "
+        f"FROM (SELECT DISTINCT {nks} FROM dbsweep_touched t WHERE NOT ({some_null.format(a='t')})) t "
+        f"CROSS JOIN LATERAL (SELECT * FROM {old} o WHERE {' AND '.join(f'o.{p.quote(c)} = t.{p.quote(c)}' for c in nk)} "
+        f"ORDER BY {order_by(conn, 'o', order)} LIMIT 1) o"))
+    if nulls_equal:  # keys with a NULL part: the kept row of each such touched key
+        same = " AND ".join(f"s.{p.quote(c)} IS NOT DISTINCT FROM t.{p.quote(c)}" for c in nk)
+        conn.execute(sa.text(
+            f"INSERT INTO {shadow} ({cols}) SELECT DISTINCT ON ({', '.join(f's.{p.quote(c)}' for c in nk)}) "
+            f"{', '.join(f's.{p.quote(c)}' for c in columns)} FROM {old} s WHERE ({some_null.format(a='s')}) "
+            f"AND EXISTS (SELECT 1 FROM dbsweep_touched t WHERE {same}) "
+            f"ORDER BY {', '.join(f's.{p.quote(c)}' for c in nk)}, {order_by(conn, 's', order)}"))
+    else:  # rows with a NULL key part equal no other row: each touched one, by its primary key
+        conn.execute(sa.text(f"INSERT INTO {shadow} ({cols}) SELECT {cols} FROM {old} s WHERE {row('s', pk)} IN "
+                             f"(SELECT {pks} FROM dbsweep_touched) AND ({some_null.format(a='s')})"))
     return consumed
 
 

@@ -520,6 +520,8 @@ class RebuildWalker(Staged):
 
     def _nulls(self, conn, size, exact):
         spec = self.step.spec
+        if not any(self.table.c[c].nullable for c in spec["natural_key"]):
+            return 0, self.next_stage()  # NOT NULL key columns: no row to look for
         self.sql.copy_null_keys(conn, self.table, self.names.shadow, spec["natural_key"], rule_order(spec),
                                 self.columns, spec["nulls"] == "equal")
         return 0, self.next_stage()
