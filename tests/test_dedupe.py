@@ -347,3 +347,72 @@ def test_backup_dropped_only_by_a_later_run_after_keep_backup(tmp_path, dbname, 
     assert checksums(pg) == kept  # refused before anything changed: the constraint is still there
     with pg.begin() as conn, pytest.raises(sa.exc.IntegrityError):
         conn.exec_driver_sql(f"""INSERT INTO {TABLE} ("Task PK", requirement_id, created_at) VALUES (1, 'r1', now())""")
+
+
+def test_sqlite_in_place_dedupe_and_restore(tmp_path):
+    """The portable path: no CONCURRENTLY, no guard trigger, a plain unique index; auto never
+    rebuilds there and says why."""
+    from expectations.runner import verification
+
+    db = tmp_path / "local.db"
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE photos (id INTEGER PRIMARY KEY, task_pk INTEGER, photo_id TEXT, "
+                             "created_at DATETIME NOT NULL)")
+        for i in range(1, 601):
+            conn.exec_driver_sql(f"INSERT INTO photos VALUES ({i}, {i % 40}, 'p{i % 3}', "
+                                 f"datetime('2025-01-01', '+{(i * 7919) % 1000} minutes'))")
+        conn.exec_driver_sql("INSERT INTO photos VALUES (601, NULL, 'p0', '2025-01-01'), (602, NULL, 'p0', '2025-01-02')")
+        # SQLite keeps datetimes as text: compared as the instants they are
+        before = {r[0]: tuple(r) for r in conn.exec_driver_sql("SELECT id, task_pk, photo_id, datetime(created_at) FROM photos")}
+        wanted = {r[0] for r in conn.exec_driver_sql(
+            "SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY task_pk, photo_id ORDER BY created_at, id) n "
+            "FROM photos WHERE task_pk IS NOT NULL) WHERE n = 1")} | {601, 602}
+    path = write_policy(tmp_path, """
+        [[phase]]
+        name = "dedupe"
+        kind = "dedupe"
+        batch_size = 100
+
+        [[phase.tables]]
+        table = "photos"
+        natural_key = ["task_pk", "photo_id"]
+        time_column = "created_at"
+    """, "unused", env_block=f'env.dev = {{ url = "sqlite:///{db}" }}')
+    policy, target, plan, report = run_phase(path)
+    assert plan.steps[0].walk == "in_place" and "needs PostgreSQL" in plan.profile[0]["why"]
+    with engine.connect() as conn:
+        assert {r[0] for r in conn.exec_driver_sql("SELECT id FROM photos")} == wanted
+    assert verification(plan, service.verify(target, plan)).passed
+    with engine.begin() as conn, pytest.raises(sa.exc.IntegrityError):
+        conn.exec_driver_sql("INSERT INTO photos VALUES (9999, 1, 'p1', '2030-01-01')")
+    restore_run(target.engine, report.run_id, policy.archive_dir)
+    with engine.connect() as conn:
+        assert {r[0]: tuple(r) for r in conn.exec_driver_sql(
+            "SELECT id, task_pk, photo_id, datetime(created_at) FROM photos")} == before
+
+
+def test_sql_server_statements_compile_without_row_values():
+    """SQL Server cannot run here: its text is compiled and read. The kept-row test is expanded
+    (no row-value comparison), and NULLs counted distinct are a filtered unique index."""
+    from sqlalchemy.dialects import mssql
+
+    from dbsweep.dialects.mssql import MssqlDialect
+    from dbsweep.kinds.dedupe import is_duplicate
+
+    table = sa.Table("task_photos", sa.MetaData(), sa.Column("id", sa.BigInteger, primary_key=True),
+                     sa.Column("task_pk", sa.Integer), sa.Column("photo_id", sa.Text),
+                     sa.Column("created_at", sa.DateTime), schema="dbo")
+    spec = {"natural_key": ["task_pk", "photo_id"], "key": ["id"], "keep": "oldest", "time_column": "created_at",
+            "nulls": "distinct"}
+    text = str(sa.delete(table).where(is_duplicate(table, table.alias("dbsweep_k"), spec))
+               .compile(dialect=mssql.dialect()))
+    assert "EXISTS (SELECT 1" in text and "dbsweep_k.task_pk = dbo.task_photos.task_pk" in text
+    assert "dbsweep_k.created_at < dbo.task_photos.created_at OR dbsweep_k.created_at = dbo.task_photos.created_at " \
+           "AND dbsweep_k.id < dbo.task_photos.id" in text
+    index = MssqlDialect().unique_index(table, "task_photos_key", ["task_pk", "photo_id"], nulls_equal=False)
+    assert str(sa.schema.CreateIndex(index).compile(dialect=mssql.dialect())) == (
+        "CREATE UNIQUE INDEX task_photos_key ON dbo.task_photos (task_pk, photo_id) "
+        "WHERE task_pk IS NOT NULL AND photo_id IS NOT NULL")
+    index = MssqlDialect().unique_index(table, "task_photos_key", ["task_pk", "photo_id"], nulls_equal=True)
+    assert "WHERE" not in str(sa.schema.CreateIndex(index).compile(dialect=mssql.dialect()))
