@@ -44,8 +44,9 @@ def test_shipped_definitions_load():
         assert definitions.defs.resolve_job_def(f"orders__{phase}")
     for phase in ("community", "reading", "tenant"):  # seed 000: each phase its own graph and job
         assert f"nes/{phase}/apply" in keys and definitions.defs.resolve_job_def(f"nes__{phase}")
-    for policy in ("telemetry", "orders", "nes"):
+    for policy in ("telemetry", "orders", "nes", "breezeway"):
         assert definitions.defs.resolve_job_def(f"{policy}__restore")
+    assert "breezeway/dedupe_children/apply" in keys and definitions.defs.resolve_job_def("breezeway__dedupe_children")
     backfill = definitions.defs.resolve_job_def("nes__reading__backfill")  # seed 000's readings, month by month
     assert backfill.partitions_def.get_partition_keys()[0] == "2022-01-01" and "nes/reading/backfill/apply" in keys
 
@@ -221,3 +222,25 @@ def test_health_asset_reports_and_its_check_passes(tmp_path, pg, dbname):
     assert "retention" in metadata["report"].value and "due" in metadata["report"].value
     checks = result.get_asset_check_evaluations()
     assert [(c.check_name, c.passed) for c in checks] == [("no_problems", True)]
+
+
+def test_dedupe_graph_then_restore_job(tmp_path, pg, dbname):
+    """Seed 003's kind through Dagster: profile → blocking gate → apply → verified, one job per
+    phase like every kind, and the restore job puts the duplicates back."""
+    from tests.test_dedupe import expected_survivors, load, policy_for, rows_by_id
+
+    load(pg, keys=60)
+    before, survivors = rows_by_id(pg), expected_survivors(pg)
+    policy_for(tmp_path, dbname, "rebuild")
+    defs = _defs(tmp_path)
+    assert defs.resolve_job_def("testpol__dedupe")
+    instance = dg.DagsterInstance.ephemeral()
+    result = _materialize(defs, dg.AssetSelection.groups("testpol_dedupe"), instance,
+                          run_config={"ops": {"testpol__dedupe__apply": {"config": {"dry_run": False}}}})
+    assert result.success and set(rows_by_id(pg)) == survivors
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"gate": True, "postconditions": True}
+    run_id = result.asset_materializations_for_node("testpol__dedupe__apply")[0].metadata["run_id"].value
+    restored = defs.resolve_job_def("testpol__restore").execute_in_process(instance=instance, run_config={
+        "ops": {"testpol__restore_run": {"config": {"run_id": run_id}}}})
+    assert restored.success and rows_by_id(pg) == before
