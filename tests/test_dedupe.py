@@ -407,7 +407,8 @@ def test_sql_server_statements_compile_without_row_values():
             "nulls": "distinct"}
     text = str(sa.delete(table).where(is_duplicate(table, table.alias("dbsweep_k"), spec))
                .compile(dialect=mssql.dialect()))
-    assert "EXISTS (SELECT 1" in text and "dbsweep_k.task_pk = dbo.task_photos.task_pk" in text
+    assert "EXISTS (SELECT" in text and "FROM dbo.task_photos AS dbsweep_k" in text
+    assert "dbsweep_k.task_pk = dbo.task_photos.task_pk" in text
     assert "dbsweep_k.created_at < dbo.task_photos.created_at OR dbsweep_k.created_at = dbo.task_photos.created_at " \
            "AND dbsweep_k.id < dbo.task_photos.id" in text
     index = MssqlDialect().unique_index(table, "task_photos_key", ["task_pk", "photo_id"], nulls_equal=False)

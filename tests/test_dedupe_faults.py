@@ -181,3 +181,44 @@ def test_concurrent_writer_through_the_whole_dedupe(tmp_path, pg, dbname, strate
             earlier = conn.execute(sa.text(f"""SELECT count(*) FROM {TABLE} WHERE "Task PK" = :k AND requirement_id = :r
                                                AND id <> :i"""), {"k": key[0], "r": key[1], "i": new_id}).scalar()
             assert earlier == 1, (new_id, key)
+
+
+def test_a_duplicate_past_the_guard_fails_the_build_which_is_cleaned_up_and_retried(tmp_path, pg, dbname):
+    """A duplicate the guard cannot see (a session with triggers off moves an already visited row
+    onto a kept key) makes the concurrent build fail: its invalid index is dropped, the whole table
+    swept again, and the second build holds."""
+    load(pg, keys=400, copies=5)
+    path = policy_for(tmp_path, dbname, "in_place")
+    policy, target, plan = plan_and_gate(path, "dedupe")
+    constraint = plan.steps[0].spec["constraint"]
+    moved = {}
+
+    def sneak_in():
+        deadline = time.monotonic() + 60
+        with pg.connect() as conn:
+            while not conn.execute(sa.text("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%dedupe_guard'")).scalar():
+                assert time.monotonic() < deadline
+                conn.rollback()
+                time.sleep(0.001)
+            conn.exec_driver_sql("SET session_replication_role = replica")  # no triggers: the guard is skipped
+            moved["id"] = conn.execute(sa.text(f"""
+                UPDATE {TABLE} SET "Task PK" = 1, requirement_id = 'r1', created_at = now()
+                WHERE id = (SELECT min(id) FROM {TABLE} WHERE "Task PK" = 2) RETURNING id""")).scalar()
+            conn.commit()
+
+    from dbsweep import service
+
+    thread = threading.Thread(target=sneak_in)
+    thread.start()
+    report = service.apply(policy, target, plan, dry_run=False)
+    thread.join()
+    assert report.state == "finished" and moved["id"]
+    with pg.connect() as conn:
+        cursors = [r[0] for r in conn.execute(sa.text("SELECT cursor FROM dbsweep.batches ORDER BY batch_no"))]
+        assert any('"attempt": 2' in c for c in cursors), cursors  # the build failed once, the sweep ran
+        assert conn.execute(sa.text("SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                                    "WHERE NOT i.indisvalid")).scalar() == 0
+        assert conn.execute(sa.text(f"""SELECT count(*) FROM {TABLE} WHERE "Task PK" = 1 AND requirement_id = 'r1'""")
+                            ).scalar() == 1
+        assert conn.execute(sa.text(f"SELECT count(*) FROM {TABLE} WHERE id = :i"), {"i": moved["id"]}).scalar() == 0  # the newer went
+        assert conn.execute(sa.text("SELECT count(*) FROM pg_constraint WHERE conname = :n"), {"n": constraint}).scalar() == 1
