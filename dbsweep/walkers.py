@@ -170,3 +170,37 @@ class BlockWalker(Walker):
         if rows:
             observed = rows / self.pages
             self.density = max(0.5 * self.density + 0.5 * observed, 0.01)
+
+
+class StagedWalker(Walker):
+    """A step walked as named stages, the cursor saying which one and how far: a rerun resumes
+    inside the stage it stopped in."""
+
+    stages: tuple[str, ...] = ()
+    outside: frozenset[str] = frozenset()  # stages of DDL no transaction may hold
+
+    def __init__(self, ctx, table: sa.Table, step: Step, sink: Change, cursor: dict):
+        self.ctx, self.table, self.step, self.sink = ctx, table, step, sink
+        self.cursor = {k: v for k, v in cursor.items() if k != "step"}
+        self.cursor.setdefault("stage", self.stages[0])
+
+    @property
+    def stage(self) -> str:
+        return self.cursor["stage"]
+
+    @property
+    def outside_transaction(self) -> bool:
+        return self.stage in self.outside
+
+    def next_stage(self, **extra) -> dict | None:
+        later = self.stages.index(self.stage) + 1
+        return None if later >= len(self.stages) else {"stage": self.stages[later], **extra}
+
+    def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
+        return getattr(self, f"_{self.stage}")(conn, size, exact)  # each stage is a method `_<stage>`
+
+    def advance(self, cursor: dict, rows: int, size: int) -> None:
+        if "stage" not in cursor:
+            self.done = True
+        else:
+            self.cursor = {k: v for k, v in cursor.items() if k != "step"}

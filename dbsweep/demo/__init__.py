@@ -1,5 +1,5 @@
 """Demo datasets shaped like the seeds' systems, created in the embedded PostgreSQL."""
 
-from . import breezeway, nes, orders, telemetry
+from . import breezeway, folders, nes, orders, telemetry
 
-DATASETS = {"telemetry": telemetry, "orders": orders, "nes": nes, "breezeway": breezeway}
+DATASETS = {"telemetry": telemetry, "orders": orders, "nes": nes, "breezeway": breezeway, "folders": folders}

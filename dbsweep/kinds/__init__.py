@@ -8,7 +8,7 @@ from importlib import import_module
 from ..errors import BadInput
 from .base import DryRunLine, Kind, kind_named
 
-MODULES = ("retention", "cascade", "reset", "retire", "dedupe")
+MODULES = ("retention", "cascade", "reset", "retire", "dedupe", "merge")
 
 
 def _register() -> None:

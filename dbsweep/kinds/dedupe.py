@@ -33,7 +33,7 @@ from ..ledger import NOT_UNDOABLE_KEY
 from ..names import MAX_IDENTIFIER_BYTES, derived, stem_for
 from ..plan import PhasePlan, Step
 from ..policy import Duration, PhaseBase, ServerTimeout, Strict, TableName
-from ..walkers import KeyWalker, Walker, table_walker
+from ..walkers import KeyWalker, StagedWalker, Walker, table_walker
 from .base import Kind
 from .common import PlanParts
 
@@ -338,39 +338,10 @@ class StageSink(Change):
         return self.inner.apply(conn, stmt, table)
 
 
-class Staged(Walker):
-    """A step walked as named stages, the cursor saying which one and how far: a rerun resumes
-    inside the stage it stopped in."""
-
-    stages: tuple[str, ...] = ()
-    outside: frozenset[str] = frozenset()  # stages of DDL no transaction may hold
-
-    def __init__(self, ctx, table: sa.Table, step: Step, sink: Change, cursor: dict):
-        self.ctx, self.table, self.step, self.sink = ctx, table, step, sink
-        self.cursor = {k: v for k, v in cursor.items() if k != "step"}
-        self.cursor.setdefault("stage", self.stages[0])
-
-    @property
-    def stage(self) -> str:
-        return self.cursor["stage"]
-
-    @property
-    def outside_transaction(self) -> bool:
-        return self.stage in self.outside
-
-    def next_stage(self, **extra) -> dict | None:
-        later = self.stages.index(self.stage) + 1
-        return None if later >= len(self.stages) else {"stage": self.stages[later], **extra}
-
-    def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
-        self.sink.recording = self.stage not in self.outside
-        return getattr(self, f"_{self.stage}")(conn, size, exact)
-
-    def advance(self, cursor: dict, rows: int, size: int) -> None:
-        if "stage" not in cursor:
-            self.done = True
-        else:
-            self.cursor = {k: v for k, v in cursor.items() if k != "step"}
+class Staged(StagedWalker):
+    def batch(self, conn, size, exact=False):
+        self.sink.recording = self.stage not in self.outside  # DDL stages record no archive
+        return super().batch(conn, size, exact)
 
     def _helper(self, conn, size, exact):
         """The index that makes a key's kept row one probe away, built CONCURRENTLY (writers go on)."""

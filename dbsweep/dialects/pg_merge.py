@@ -1,0 +1,324 @@
+"""PostgreSQL: merge duplicate parent rows into one survivor per group (kind `merge`), set-based,
+with a journal of every change written by the same statement that makes it.
+
+A batch builds a map (loser → survivor) for its groups, then, for each table pointing at the
+parents (foreign keys from the catalog, polymorphic pairs from the policy): children that would
+collide on a unique constraint after the move are merged the same way one level down (or renamed),
+the rest are re-pointed, and the losers deleted. Each UPDATE and DELETE returns what it changed
+into the journal: the pointer's table, key, column and old value; each deleted row whole
+(to_jsonb). Restore replays the journal backwards with jsonb_populate_record, so every value
+comes back with its column's type."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from ..errors import BadInput, GateRefused
+
+JOURNAL_COLUMNS = ("run_id", "batch_no", "step", "action", "table_name", "key", "column_name", "old_value", "row_data")
+
+
+def _q(conn, name: str) -> str:
+    return conn.dialect.identifier_preparer.quote(name)
+
+
+def qualified(conn, name: str) -> str:
+    """A reflected table's `fullname` (schema.name) as SQL."""
+    schema, _, table = name.rpartition(".")
+    return f"{_q(conn, schema)}.{_q(conn, table)}" if schema else _q(conn, table)
+
+
+def foreign_key_children(conn: sa.Connection, table: sa.Table) -> list[dict]:
+    """Every foreign key into `table`, its own self-reference included: (child table, column)."""
+    schema = table.schema or conn.execute(sa.text("SELECT current_schema()")).scalar()
+    rows = conn.execute(sa.text("""
+        SELECT con.conname, n.nspname, c.relname, array_length(con.conkey, 1) AS width,
+               (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = con.conrelid AND a.attnum = con.conkey[1]) AS col
+        FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE con.contype = 'f' AND con.confrelid = to_regclass(:t) AND con.conparentid = 0
+        ORDER BY 2, 3, 1"""), {"t": f"{_q(conn, schema)}.{_q(conn, table.name)}"}).all()
+    out = []
+    for row in rows:
+        if row.width != 1:
+            raise BadInput(f"foreign key {row.conname} on {row.relname} has {row.width} columns: merge re-points "
+                           "single-column foreign keys")
+        out.append({"constraint": row.conname, "table": f"{row.nspname}.{row.relname}", "column": row.col})
+    return out
+
+
+def unique_sets(conn: sa.Connection, table: str, column: str) -> list[list[str]]:
+    """The column lists of the unique constraints and unique indexes (not partial, not expression)
+    of `table` that include `column`: where re-pointing it can collide."""
+    rows = conn.execute(sa.text("""
+        SELECT array(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(num, o)
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.num ORDER BY k.o) AS cols
+        FROM pg_index i WHERE i.indrelid = to_regclass(:t) AND i.indisunique AND NOT i.indisprimary
+          AND i.indpred IS NULL AND i.indexprs IS NULL ORDER BY i.indexrelid"""), {"t": qualified(conn, table)}).all()
+    return [list(r.cols) for r in rows if column in r.cols]
+
+
+def plausible_polymorphic(conn: sa.Connection, known: set[str]) -> list[str]:
+    """Tables with a `<x>_type` + `<x>_id` (or `type` + `id`) column pair that the policy does not
+    list (`known`: "table:id_column"): children dbsweep cannot discover, for the profile to name."""
+    rows = conn.execute(sa.text("""
+        SELECT n.nspname || '.' || c.relname AS tbl, c.relname, t.attname AS type_col, i.attname AS id_col
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_attribute t ON t.attrelid = c.oid AND t.attnum > 0 AND NOT t.attisdropped
+        JOIN pg_attribute i ON i.attrelid = c.oid AND i.attnum > 0 AND NOT i.attisdropped
+        WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbsweep')
+          AND t.attname ~ '(^|_)type$' AND i.attname = regexp_replace(t.attname, 'type$', 'id')
+        ORDER BY 1, 2"""), {}).all()
+    return [f"{r.tbl} ({r.type_col}, {r.id_col})" for r in rows if f"{r.relname}:{r.id_col}" not in known]
+
+
+def ensure_journal(conn: sa.Connection, schema: str | None, name: str) -> str:
+    target = f"{_q(conn, schema)}.{_q(conn, name)}" if schema else _q(conn, name)
+    conn.execute(sa.text(
+        f"CREATE TABLE IF NOT EXISTS {target} (id bigserial PRIMARY KEY, run_id text NOT NULL, batch_no int NOT NULL, "
+        "step int NOT NULL, action text NOT NULL, table_name text NOT NULL, key jsonb NOT NULL, column_name text, "
+        "old_value jsonb, row_data jsonb)"))
+    conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {_q(conn, name[:50] + '_batch')} ON {target} (run_id, batch_no)"))
+    return target
+
+
+@dataclass
+class Batch:
+    """One batch's merge: where it writes its journal, and how many statements it has made."""
+
+    conn: sa.Connection
+    spec: dict
+    journal: str
+    run_id: str
+    batch_no: int
+    step: int = 0
+    maps: int = 0
+    merged: dict[str, int] = field(default_factory=dict)
+
+    def next_step(self) -> int:
+        self.step += 1
+        return self.step
+
+    def lock_losers(self, table: str, mapping: str) -> None:
+        """FOR UPDATE on the losers before anything moves: a concurrent insert of a child under a
+        loser (which takes FOR KEY SHARE on it) waits for this batch, then fails on the foreign
+        key, instead of landing between the re-point and the delete and failing the batch."""
+        key = _q(self.conn, self.spec["tables"][table]["key"])
+        self.conn.execute(sa.text(f"SELECT 1 FROM {qualified(self.conn, table)} WHERE {key} IN (SELECT loser FROM {mapping}) "
+                                  f"ORDER BY {key} FOR UPDATE"))
+
+    def new_map(self, key_type: str) -> str:
+        self.maps += 1
+        name = f"dbsweep_merge_map_{self.maps}"
+        self.conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+        self.conn.execute(sa.text(f"CREATE TEMP TABLE {name} (loser {key_type} PRIMARY KEY, survivor {key_type} NOT NULL) "
+                                  "ON COMMIT DROP"))
+        return name
+
+    def stamp(self, step: int) -> str:
+        return f"{_literal(self.run_id)}, {int(self.batch_no)}, {int(step)}"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def group_window(conn: sa.Connection, spec: dict, after: list | None, groups: int) -> tuple[list | None, bool]:
+    """The last group key of the next `groups` duplicate groups after `after` (key-set over
+    group_by), and whether groups remain after it."""
+    t = spec["tables"][spec["table"]]
+    cols = ", ".join(_q(conn, c) for c in spec["group_by"])
+    row = lambda alias: "(" + ", ".join(f"{alias}{_q(conn, c)}" for c in spec["group_by"]) + ")"  # noqa: E731
+    where = [f"{_q(conn, c)} IS NOT NULL" for c in spec["group_by"]]
+    params = {"n": groups}
+    if spec["where"]:
+        where.append(f"({spec['where']})")
+    if after is not None:
+        bounds = ", ".join(f"CAST(:a{i} AS {t['types'][c]})" for i, c in enumerate(spec["group_by"]))
+        where.append(f"{row('')} > ({bounds})")
+        params |= {f"a{i}": v for i, v in enumerate(after)}
+    found = conn.execute(sa.text(
+        f"SELECT {cols} FROM {qualified(conn, spec['table'])} WHERE {' AND '.join(where)} GROUP BY {cols} "
+        f"HAVING count(*) > 1 ORDER BY {cols} LIMIT :n"), params).all()
+    if not found:
+        return None, False
+    return list(found[-1]), len(found) == groups
+
+
+def survivor_order(conn: sa.Connection, spec: dict, alias: str) -> str:
+    """The survivor rule as an ORDER BY: first row wins, ties to the lowest key."""
+    key = f"{alias}.{_q(conn, spec['tables'][spec['table']]['key'])}"
+    if spec["survivor"] == "oldest":
+        return f"{alias}.{_q(conn, spec['time_column'])}, {key}"
+    if spec["survivor"] == "most_children":
+        counts = []
+        for child in spec["children"]:
+            if child["parent"] != spec["table"]:
+                continue
+            c = qualified(conn, child["table"])
+            if child["kind"] == "fk":
+                counts.append(f"(SELECT count(*) FROM {c} ch WHERE ch.{_q(conn, child['column'])} = {key})")
+            else:
+                counts.append(f"(SELECT count(*) FROM {c} ch WHERE ch.{_q(conn, child['type_column'])} = "
+                              f"{_value(child['type_value'])} AND ch.{_q(conn, child['column'])} = {key})")
+        return f"({' + '.join(counts) or '0'}) DESC, {key}"
+    return key
+
+
+def _value(value) -> str:
+    return str(int(value)) if isinstance(value, int) and not isinstance(value, bool) else _literal(str(value))
+
+
+def top_map(batch: Batch, after: list | None, upto: list) -> str:
+    """The map of this batch's groups: every member but the rule's first is a loser."""
+    conn, spec = batch.conn, batch.spec
+    t = spec["tables"][spec["table"]]
+    name = batch.new_map(t["key_type"])
+    key = _q(conn, t["key"])
+    row = "(" + ", ".join(f"m.{_q(conn, c)}" for c in spec["group_by"]) + ")"
+    typed = lambda p, values: "(" + ", ".join(  # noqa: E731
+        f"CAST(:{p}{i} AS {t['types'][c]})" for i, c in enumerate(spec["group_by"])) + ")"
+    where = [f"m.{_q(conn, c)} IS NOT NULL" for c in spec["group_by"]] + [f"{row} <= {typed('u', upto)}"]
+    params = {f"u{i}": v for i, v in enumerate(upto)}
+    if after is not None:
+        where.append(f"{row} > {typed('a', after)}")
+        params |= {f"a{i}": v for i, v in enumerate(after)}
+    if spec["where"]:
+        where.append("(" + spec["where"] + ")")
+    partition = ", ".join(f"m.{_q(conn, c)}" for c in spec["group_by"])
+    conn.execute(sa.text(f"""
+        INSERT INTO {name} (loser, survivor)
+        SELECT {key}, first FROM (
+            SELECT m.{key}, first_value(m.{key}) OVER (PARTITION BY {partition} ORDER BY {survivor_order(conn, spec, 'm')})
+                   AS first
+            FROM {qualified(conn, spec['table'])} m WHERE {' AND '.join(where)}) ranked
+        WHERE {key} <> first"""), params)
+    return name
+
+
+def merge_into(batch: Batch, table: str, mapping: str) -> int:
+    """Merge the losers of `mapping` into their survivors in `table`: children first (collisions
+    one level down), then the pointers, then the losers. Returns the losers deleted."""
+    spec = batch.spec
+    batch.lock_losers(table, mapping)
+    for child in spec["children"]:
+        if child["parent"] != table:
+            continue
+        if child["kind"] == "fk" and child.get("unique"):
+            _resolve_collisions(batch, child, mapping)
+        _repoint(batch, child, mapping)
+    return _delete_losers(batch, table, mapping)
+
+
+def _resolve_collisions(batch: Batch, child: dict, mapping: str) -> None:
+    conn = batch.conn
+    c_table = child["table"]
+    t = batch.spec["tables"][c_table]
+    key, fk = _q(conn, t["key"]), _q(conn, child["column"])
+    others = [col for col in child["unique"] if col != child["column"]]
+    cols = ", ".join(f"c.{_q(conn, o)}" for o in others)
+    same = ", ".join(["target", *(_q(conn, o) for o in others)])
+    not_null = " AND ".join([f"c.{_q(conn, o)} IS NOT NULL" for o in others] or ["true"])
+    collide = batch.new_map(t["key_type"])
+    conn.execute(sa.text(f"""
+        INSERT INTO {collide} (loser, survivor)
+        SELECT {key}, first FROM (
+            SELECT {key}, first_value({key}) OVER (PARTITION BY {same} ORDER BY moving, {key}) AS first FROM (
+                SELECT c.{key}, m.survivor AS target{', ' + cols if cols else ''}, 1 AS moving
+                FROM {qualified(conn, c_table)} c JOIN {mapping} m ON c.{fk} = m.loser WHERE {not_null}
+                UNION ALL
+                SELECT c.{key}, c.{fk}{', ' + cols if cols else ''}, 0
+                FROM {qualified(conn, c_table)} c WHERE c.{fk} IN (SELECT survivor FROM {mapping}) AND {not_null}
+            ) candidates
+        ) ranked WHERE {key} <> first"""))
+    found = conn.execute(sa.text(f"SELECT count(*) FROM {collide}")).scalar()
+    if not found:
+        return
+    rule = child["on_conflict"]
+    if rule == "fail":
+        raise GateRefused(f"{found} rows of {c_table} would collide on ({', '.join(child['unique'])}) and on_conflict "
+                          "is \"fail\" (collisions appeared since the plan)")
+    if rule == "merge":
+        batch.merged[c_table] = batch.merged.get(c_table, 0) + merge_into(batch, c_table, collide)
+        return
+    column = _q(conn, child["rename_column"])
+    step = batch.next_step()
+    conn.execute(sa.text(f"""
+        WITH renamed AS (
+            UPDATE {qualified(conn, c_table)} c SET {column} = c.{column} || ' (merged ' || c.{key} || ')'
+            FROM {collide} m WHERE c.{key} = m.loser
+            RETURNING c.{key} AS k, (SELECT o.{column} FROM {qualified(conn, c_table)} o WHERE o.{key} = c.{key}) AS old)
+        INSERT INTO {batch.journal} (run_id, batch_no, step, action, table_name, key, column_name, old_value)
+        SELECT {batch.stamp(step)}, 'rename', {_literal(c_table)}, jsonb_build_object({_literal(t['key'])}, k),
+               {_literal(child['rename_column'])}, to_jsonb(old) FROM renamed"""))
+
+
+def _repoint(batch: Batch, child: dict, mapping: str) -> None:
+    conn = batch.conn
+    t = batch.spec["tables"][child["table"]]
+    key, column = _q(conn, t["key"]), _q(conn, child["column"])
+    only = f" AND c.{_q(conn, child['type_column'])} = {_value(child['type_value'])}" if child["kind"] == "poly" else ""
+    step = batch.next_step()
+    conn.execute(sa.text(f"""
+        WITH moved AS (
+            UPDATE {qualified(conn, child['table'])} c SET {column} = m.survivor FROM {mapping} m
+            WHERE c.{column} = m.loser{only} RETURNING c.{key} AS k, m.loser AS old)
+        INSERT INTO {batch.journal} (run_id, batch_no, step, action, table_name, key, column_name, old_value)
+        SELECT {batch.stamp(step)}, 'repoint', {_literal(child['table'])}, jsonb_build_object({_literal(t['key'])}, k),
+               {_literal(child['column'])}, to_jsonb(old) FROM moved"""))
+
+
+def _delete_losers(batch: Batch, table: str, mapping: str) -> int:
+    conn = batch.conn
+    t = batch.spec["tables"][table]
+    key = _q(conn, t["key"])
+    step = batch.next_step()
+    return conn.execute(sa.text(f"""
+        WITH gone AS (DELETE FROM {qualified(conn, table)} d USING {mapping} m WHERE d.{key} = m.loser RETURNING d.*)
+        INSERT INTO {batch.journal} (run_id, batch_no, step, action, table_name, key, row_data)
+        SELECT {batch.stamp(step)}, 'delete', {_literal(table)}, jsonb_build_object({_literal(t['key'])}, gone.{key}),
+               to_jsonb(gone) FROM gone""")).rowcount
+
+
+def undo_batch(conn: sa.Connection, spec: dict, journal: str, run_id: str, batch_no: int) -> tuple[int, int]:
+    """Replay one batch's journal backwards: deleted rows re-inserted (a row whose key exists again
+    is left alone), pointers and names set back. Returns (rows re-inserted, pointers restored)."""
+    inserted = restored = 0
+    steps = conn.execute(sa.text(
+        f"SELECT DISTINCT step, action, table_name, column_name FROM {journal} WHERE run_id = :r AND batch_no = :b "
+        "ORDER BY step DESC"), {"r": run_id, "b": batch_no}).all()
+    for step in steps:
+        t = spec["tables"][step.table_name]
+        target, key = qualified(conn, step.table_name), _q(conn, t["key"])
+        params = {"r": run_id, "b": batch_no, "s": step.step}
+        if step.action == "delete":
+            cols = ", ".join(_q(conn, c) for c in t["insertable"])
+            inserted += conn.execute(sa.text(f"""
+                INSERT INTO {target} ({cols}) SELECT {', '.join(f'r.{_q(conn, c)}' for c in t['insertable'])}
+                FROM {journal} j CROSS JOIN LATERAL jsonb_populate_record(NULL::{target}, j.row_data) r
+                WHERE j.run_id = :r AND j.batch_no = :b AND j.step = :s
+                ON CONFLICT DO NOTHING"""), params).rowcount
+        else:
+            column = _q(conn, step.column_name)
+            restored += conn.execute(sa.text(f"""
+                UPDATE {target} c SET {column} = r.{column}
+                FROM {journal} j CROSS JOIN LATERAL jsonb_populate_record(
+                    NULL::{target}, j.key || jsonb_build_object(j.column_name, j.old_value)) r
+                WHERE j.run_id = :r AND j.batch_no = :b AND j.step = :s AND c.{key} = r.{key}"""), params).rowcount
+    return inserted, restored
+
+
+def journal_counts(conn: sa.Connection, journal: str, run_ids: list[str]) -> dict[tuple[str, str], list]:
+    """(action, table) → [changes, keys] of the journal of these runs, not yet restored."""
+    if not run_ids:
+        return {}
+    rows = conn.execute(sa.text(
+        f"SELECT action, table_name, count(*), jsonb_agg(key) FROM {journal} WHERE run_id = ANY(:runs) "
+        "GROUP BY 1, 2"), {"runs": run_ids}).all()
+    return {(r[0], r[1]): [r[2], r[3]] for r in rows}
+
+
+def dumps(value) -> str:
+    return json.dumps(value, default=str)

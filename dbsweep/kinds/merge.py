@@ -1,0 +1,421 @@
+"""Kind `merge`: consolidate duplicate parent rows into one survivor per group, re-point every
+child, and undo from a journal (seed 004: applications with several root folders).
+
+Groups are rows of `table` with equal `group_by` values (and `where`); the `survivor` rule names
+the row that stays. Children are read from the catalog (every foreign key into the table, its
+self-reference included) plus the polymorphic pairs the policy lists. A child whose unique
+constraint would collide after the move is merged the same way one level down (`on_conflict =
+"merge"`, recursively: two `Documents` folders become one and their documents move), renamed, or
+makes the gate refuse. Batches of groups, each one transaction with its journal rows and ledger
+row; the SQL is `dbsweep.dialects.pg_merge` (PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import sqlalchemy as sa
+from pydantic import Field, model_validator
+
+from ..archive import Change
+from ..catalog import column, primary_key, reflect_table, time_column
+from ..dialects import Dialect
+from ..errors import BadInput, StoppedEarly
+from ..names import derived
+from ..plan import PhasePlan, Step
+from ..policy import PhaseBase, Strict, TableName, Where
+from ..predicate import check_where, checked_where
+from ..walkers import StagedWalker
+from .base import DryRunLine, Kind
+from .common import PlanParts
+
+GATE_SUITE = "merge_gate"
+VERIFY_SUITE = "merge_verify"
+CONFLICT_RULES = ("merge", "rename", "fail")
+
+
+class Polymorphic(Strict):
+    """A child that points with a type column and an id column (not a foreign key)."""
+
+    table: TableName
+    type_column: str
+    id_column: str
+    type_value: int | str
+    parent: TableName | None = None  # the table its ids point into; default the phase's table
+
+
+class UniqueAfter(Strict):
+    """The unique index that stops duplicates coming back, built CONCURRENTLY after the merge."""
+
+    name: str
+    columns: list[str] = Field(min_length=1)
+    where: Where | None = None
+
+
+class Config(PhaseBase):
+    kind: Literal["merge"]
+    table: TableName
+    group_by: list[str] = Field(min_length=1)
+    where: Where | None = None
+    survivor: Literal["oldest", "lowest_key", "most_children"] = "oldest"
+    time_column: str | None = None
+    polymorphic: list[Polymorphic] = []
+    on_conflict: dict[str, Literal["merge", "rename", "fail"]] = {}  # child table → rule; default "fail"
+    children_complete: bool = False  # the gate refuses a table that looks like an unlisted polymorphic child
+    max_groups: int | None = Field(default=None, ge=0)  # the gate refuses more duplicate groups than this
+    constraint: UniqueAfter | None = None
+    archive: str = "table"  # the journal, `<table>__merge_journal`
+
+    @model_validator(mode="after")
+    def _rule(self) -> Config:
+        if self.survivor == "oldest" and self.time_column is None:
+            raise ValueError("survivor = \"oldest\" needs time_column")
+        if self.archive != "table":
+            raise ValueError("a merge journals every change in <table>__merge_journal: archive must be 'table'")
+        return self
+
+
+def canonical(conn, table: sa.Table) -> str:
+    """`schema.name`, always with the schema: one name per table however the policy spelled it."""
+    schema = table.schema or conn.execute(sa.text("SELECT current_schema()")).scalar()
+    return f"{schema}.{table.name}"
+
+
+def journal_name(table: str) -> str:
+    return derived(table.rpartition(".")[2], "__merge_journal")
+
+
+def _tables(conn, dialect: Dialect, names: list[str]) -> dict[str, dict]:
+    """Per table a merge touches: its single-column key, the key's SQL type, the columns a restore
+    writes back (not generated), and every column's SQL type."""
+    from ..dialects import pg_rebuild
+
+    out = {}
+    for name in names:
+        table = reflect_table(conn, name)
+        keys = primary_key(table)
+        if len(keys) != 1:
+            raise BadInput(f"table '{table.fullname}' needs a single-column primary key: merge journals changes by it")
+        types = pg_rebuild.column_types(conn, table)
+        out[canonical(conn, table)] = {"key": keys[0].name, "key_type": types[keys[0].name], "types": types,
+                               "insertable": pg_rebuild.copied_columns(conn, table)}
+    return out
+
+
+def _children(conn, cfg: Config, root: sa.Table) -> list[dict]:
+    """Every child of the root table, and of each child merged on collision, recursively."""
+    from ..dialects import pg_merge
+
+    children, queue, seen = [], [root], set()
+    while queue:
+        parent = queue.pop(0)
+        parent_name = canonical(conn, parent)
+        if parent_name in seen:
+            continue
+        seen.add(parent_name)
+        for fk in pg_merge.foreign_key_children(conn, parent):
+            child = reflect_table(conn, fk["table"])
+            rule = cfg.on_conflict.get(child.fullname) or cfg.on_conflict.get(child.name) or "fail"
+            uniques = pg_merge.unique_sets(conn, canonical(conn, child), fk["column"])
+            entry = {"kind": "fk", "table": canonical(conn, child), "column": fk["column"], "parent": parent_name,
+                     "constraint": fk["constraint"], "unique": uniques[0] if uniques else None,
+                     "on_conflict": rule, "rename_column": None}
+            if uniques and rule == "rename":
+                text = [c for c in uniques[0] if c != fk["column"] and isinstance(child.c[c].type, sa.String)]
+                if not text:
+                    raise BadInput(f"on_conflict '{child.name}' = \"rename\": its unique ({', '.join(uniques[0])}) has no "
+                                   "text column to rename")
+                entry["rename_column"] = text[0]
+            children.append(entry)
+            if uniques and rule == "merge":
+                queue.append(child)
+        for poly in cfg.polymorphic:
+            owner = canonical(conn, reflect_table(conn, poly.parent) if poly.parent else root)
+            if owner != parent_name:
+                continue
+            child = reflect_table(conn, poly.table)
+            column(child, poly.type_column)
+            column(child, poly.id_column)
+            children.append({"kind": "poly", "table": canonical(conn, child), "column": poly.id_column,
+                             "type_column": poly.type_column, "type_value": poly.type_value, "parent": parent_name,
+                             "unique": None, "on_conflict": "fail", "rename_column": None})
+    named = {c["table"] for c in children} | {c["table"].rpartition(".")[2] for c in children}
+    named |= {t for t in cfg.on_conflict if "." not in t and any(c["table"].endswith("." + t) for c in children)}
+    unknown = [t for t in cfg.on_conflict if t not in named]
+    if unknown:
+        raise BadInput(f"on_conflict names '{unknown[0]}', which is no child of '{root.fullname}' "
+                       f"(children: {', '.join(sorted({c['table'] for c in children})) or 'none'})")
+    return children
+
+
+def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime, window=None) -> PlanParts:
+    from ..dialects import pg_merge
+
+    if dialect.name != "postgresql":
+        raise BadInput(f"merge needs PostgreSQL (its journal keeps whole rows as jsonb), not {dialect.name}")
+    table = reflect_table(conn, cfg.table)
+    for name in cfg.group_by:
+        column(table, name)
+    if cfg.time_column:
+        time_column(table, cfg.time_column)
+    where = checked_where(cfg.where, table, dialect.name)["where"] if cfg.where else None
+    children = _children(conn, cfg, table)
+    spec = {"table": canonical(conn, table), "group_by": cfg.group_by, "where": where, "where_dialect": dialect.name,
+            "survivor": cfg.survivor, "time_column": cfg.time_column, "children": children,
+            "journal": journal_name(table.fullname),
+            "tables": _tables(conn, dialect, [canonical(conn, table), *dict.fromkeys(c["table"] for c in children)])}
+    if cfg.constraint is not None:
+        for name in cfg.constraint.columns:
+            column(table, name)
+        spec["constraint"] = {"name": cfg.constraint.name, "columns": cfg.constraint.columns,
+                              "where": checked_where(cfg.constraint.where, table, dialect.name)["where"]
+                              if cfg.constraint.where else None}
+    groups, in_groups, largest, losers = _group_counts(conn, spec)
+    known = {f"{c['table'].rpartition('.')[2]}:{c['column']}" for c in children if c["kind"] == "poly"}
+    unlisted = pg_merge.plausible_polymorphic(conn, known)
+    profile = [{"table": spec["table"], "role": "groups", "rows_total": _count(conn, spec["table"]),
+                "groups": groups, "rows_in_groups": in_groups, "largest_group": largest, "rows_selected": losers, "moving": 0,
+                "collisions": 0, "on_conflict": "", "unresolved": 0,
+                "unlisted_children": "; ".join(unlisted) if cfg.children_complete and unlisted else "none",
+                "max_groups": cfg.max_groups if cfg.max_groups is not None else groups,
+                "writes": spec["journal"]}]
+    for child in children:
+        moving, collisions = _child_counts(conn, spec, child) if child["parent"] == spec["table"] else (None, None)
+        profile.append({"table": child["table"], "role": f"{child['kind']} child of {child['parent']} ({child['column']})",
+                        "rows_total": _count(conn, child["table"]), "groups": 0, "rows_in_groups": 0, "largest_group": 0,
+                        "rows_selected": 0, "moving": moving or 0, "collisions": collisions or 0, "on_conflict": child["on_conflict"],
+                        "unresolved": (collisions or 0) if child["on_conflict"] == "fail" else 0,
+                        "unlisted_children": "none", "max_groups": 0, "writes": spec["journal"]})
+    spec["rows_before"] = {row["table"]: row["rows_total"] for row in profile}
+    step = Step(table=spec["table"], walk="merge", key=cfg.group_by, rows_selected=losers,
+                batch_size=cfg.batch_size or 100, spec=spec)
+    return PlanParts(steps=[step], profile=profile, expect={
+        "max_rows": cfg.expect.max_rows if cfg.expect.max_rows is not None else losers, "min_rows": cfg.expect.min_rows})
+
+
+def _count(conn, name: str) -> int:
+    from ..dialects.pg_merge import qualified
+
+    return conn.execute(sa.text(f"SELECT count(*) FROM {qualified(conn, name)}")).scalar()
+
+
+def _group_filter(conn, spec: dict, alias: str = "") -> str:
+    q = conn.dialect.identifier_preparer.quote
+    parts = [f"{alias}{q(c)} IS NOT NULL" for c in spec["group_by"]]
+    if spec["where"]:
+        parts.append(f"({spec['where']})")
+    return " AND ".join(parts)
+
+
+def _group_counts(conn, spec: dict) -> tuple[int, int, int, int]:
+    from ..dialects.pg_merge import qualified
+
+    cols = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in spec["group_by"])
+    row = conn.execute(sa.text(
+        f"SELECT count(*), coalesce(sum(n), 0), coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM "
+        f"{qualified(conn, spec['table'])} WHERE {_group_filter(conn, spec)} GROUP BY {cols} HAVING count(*) > 1) g")).one()
+    groups, rows, largest = (int(v) for v in row)
+    return groups, rows, largest, rows - groups
+
+
+def _losers_sql(conn, spec: dict) -> str:
+    """SELECT loser, survivor over every group, as a batch's map would (for the plan's counts)."""
+    from ..dialects.pg_merge import qualified, survivor_order
+
+    q = conn.dialect.identifier_preparer.quote
+    key = q(spec["tables"][spec["table"]]["key"])
+    partition = ", ".join(f"m.{q(c)}" for c in spec["group_by"])
+    return (f"SELECT loser, survivor FROM (SELECT m.{key} AS loser, first_value(m.{key}) OVER (PARTITION BY {partition} "
+            f"ORDER BY {survivor_order(conn, spec, 'm')}) AS survivor FROM {qualified(conn, spec['table'])} m "
+            f"WHERE {_group_filter(conn, spec, 'm.')}) r WHERE loser <> survivor")
+
+
+def _child_counts(conn, spec: dict, child: dict) -> tuple[int, int]:
+    """Rows of a direct child that will move, and how many of them collide on its unique key."""
+    from ..dialects.pg_merge import _value, qualified
+
+    q = conn.dialect.identifier_preparer.quote
+    c, fk = qualified(conn, child["table"]), q(child["column"])
+    only = f" AND c.{q(child['type_column'])} = {_value(child['type_value'])}" if child["kind"] == "poly" else ""
+    losers = _losers_sql(conn, spec)
+    moving = conn.execute(sa.text(f"SELECT count(*) FROM {c} c JOIN ({losers}) m ON c.{fk} = m.loser{only}")).scalar()
+    if not child.get("unique"):
+        return moving, 0
+    others = [q(o) for o in child["unique"] if o != child["column"]]
+    cols = "".join(f", c.{o}" for o in others)
+    not_null = " AND ".join([f"c.{o} IS NOT NULL" for o in others] or ["true"])
+    key = q(spec["tables"][child["table"]]["key"])
+    collisions = conn.execute(sa.text(f"""
+        SELECT count(*) FROM (
+            SELECT {key}, first_value({key}) OVER (PARTITION BY target{''.join(', ' + o for o in others)}
+                                                  ORDER BY moving, {key}) AS first FROM (
+                SELECT c.{key}, m.survivor AS target{cols}, 1 AS moving FROM {c} c JOIN ({losers}) m ON c.{fk} = m.loser
+                WHERE {not_null}
+                UNION ALL
+                SELECT c.{key}, c.{fk}{cols}, 0 FROM {c} c WHERE c.{fk} IN (SELECT survivor FROM ({losers}) s) AND {not_null}
+            ) candidates) ranked WHERE {key} <> first""")).scalar()
+    return moving, collisions
+
+
+def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
+    return sa.true()  # a merge walks groups, not a selection of rows
+
+
+class JournalSink(Change):
+    """What the ledger records of a merge batch: the journal holding its changes."""
+
+    def __init__(self, journal: str):
+        self.journal = journal
+
+    def begin_batch(self, run_id: str, batch_no: int) -> None:
+        self.run_id, self.batch_no = run_id, batch_no
+
+
+class MergeWalker(StagedWalker):
+    stages = ("merge", "constraint")
+    outside = frozenset({"constraint"})
+
+    def __init__(self, ctx, table, step, cursor):
+        super().__init__(ctx, table, step, JournalSink(step.spec["journal"]), cursor)
+        spec = step.spec
+        if spec["where"]:  # the plan is read back from outside: its SQL is checked again
+            spec["where"] = check_where(spec["where"], list(table.c.keys()), spec["where_dialect"])
+
+    def batch(self, conn, size, exact=False):
+        self.sink.ref = self.sink.journal if self.stage == "merge" else None  # the ledger names the journal
+        return super().batch(conn, size, exact)
+
+    def _merge(self, conn, size, exact):
+        from ..dialects import pg_merge
+
+        spec = self.step.spec
+        journal = pg_merge.ensure_journal(conn, self.table.schema, spec["journal"])
+        after = self.cursor.get("after")
+        upto, more = pg_merge.group_window(conn, spec, after, size)
+        if upto is None:
+            return 0, self.next_stage()
+        batch = pg_merge.Batch(conn, spec, journal, self.sink.run_id, self.sink.batch_no)
+        losers = pg_merge.merge_into(batch, spec["table"], pg_merge.top_map(batch, after, upto))
+        return losers, {"stage": "merge", "after": upto} if more else self.next_stage()
+
+    def _constraint(self, conn, size, exact):
+        """The unique index that stops it happening again, refused while duplicates remain."""
+        wanted = self.step.spec.get("constraint")
+        if wanted is None:
+            return 0, None
+        dialect, engine = self.ctx.dialect, self.ctx.engine
+        with engine.connect() as check:
+            groups = _group_counts(check, {**self.step.spec, "group_by": wanted["columns"], "where": wanted["where"]})[0]
+            state = dialect.index_state(check, self.table, wanted["name"])
+        if state == "valid":
+            return 0, None
+        if groups:
+            raise StoppedEarly(f"{groups} groups of {self.table.fullname} still have duplicates on "
+                               f"({', '.join(wanted['columns'])}): the unique index {wanted['name']} is not built; "
+                               "run again to merge them")
+        if state == "invalid":
+            dialect.drop_index(engine, self.table, wanted["name"])
+        index = sa.Index(wanted["name"], *(self.table.c[c] for c in wanted["columns"]), unique=True,
+                         postgresql_where=sa.text(wanted["where"]) if wanted["where"] else None)
+        dialect.build_index(engine, index, self.ctx.options.lock_timeout_s)
+        return 0, None
+
+
+def walker(ctx, table, step, cursor):
+    return MergeWalker(ctx, table, step, cursor)
+
+
+def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
+    """One row per check, `rows_wrong` 0 when it holds: one row per group; nothing points at a
+    removed row (foreign-key and polymorphic); every child table holds what it held, less the
+    rows merged away; the constraint valid."""
+    from ..dialects import pg_merge
+    from ..ledger import Ledger
+
+    step = plan.steps[0]
+    spec = step.spec
+    q = conn.dialect.identifier_preparer.quote
+    run_ids = Ledger(conn.engine).run_ids_for_plan(plan.plan_id)
+    journal = pg_merge.qualified(conn, f"{spec['table'].rpartition('.')[0]}.{spec['journal']}"
+                                 if "." in spec["table"] else spec["journal"])
+    has_journal = sa.inspect(conn).has_table(spec["journal"], schema=reflect_table(conn, spec["table"]).schema)
+    counts = pg_merge.journal_counts(conn, journal, run_ids) if has_journal else {}
+    left = _group_counts(conn, spec)[0]
+    rows = [{"table": spec["table"], "check": "one row per group", "rows": spec["rows_before"][spec["table"]],
+             "rows_wrong": left}]
+    removed = {table: {k[spec["tables"][table]["key"]] for k in keys}
+               for (action, table), (_, keys) in counts.items() if action == "delete"}
+    for child in spec["children"]:
+        gone = removed.get(child["parent"], set())
+        c = pg_merge.qualified(conn, child["table"])
+        only = f" AND {q(child['type_column'])} = {pg_merge._value(child['type_value'])}" if child["kind"] == "poly" else ""
+        dangling = conn.execute(sa.text(f"SELECT count(*) FROM {c} WHERE {q(child['column'])}::text = ANY(:gone){only}"),
+                                {"gone": [str(g) for g in gone]}).scalar() if gone else 0
+        rows.append({"table": child["table"], "check": f"nothing points at a removed {child['parent']} "
+                     f"({child['column']})", "rows": len(gone), "rows_wrong": dangling})
+    for table, before in spec["rows_before"].items():
+        if table == spec["table"]:
+            continue
+        merged = counts.get(("delete", table), [0])[0]
+        now = _count(conn, table)
+        rows.append({"table": table, "check": "rows = before - merged away", "rows": now,
+                     "rows_wrong": abs(before - merged - now)})
+    wanted = spec.get("constraint")
+    if wanted:
+        state = dialect.index_state(conn, reflect_table(conn, spec["table"]), wanted["name"])
+        rows.append({"table": spec["table"], "check": f"unique index {wanted['name']} valid", "rows": 1,
+                     "rows_wrong": 0 if state == "valid" else 1})
+    return rows
+
+
+def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
+    """Drop the constraint the run built (saying so), then replay the journal backwards, newest
+    batch first, one transaction per batch marked restored in it: safe to run twice."""
+    from ..dialects import dialect_for, pg_merge
+    from ..restore import RestoreReport
+
+    spec = plan.steps[0].spec
+    dialect = dialect_for(engine)
+    said = []
+    wanted = spec.get("constraint")
+    if wanted:
+        with engine.connect() as conn:
+            table = reflect_table(conn, spec["table"])
+            state = dialect.index_state(conn, table, wanted["name"])
+        if state != "missing":
+            dialect.drop_index(engine, table, wanted["name"])
+            said.append(f"dropped unique index {wanted['name']} first")
+    inserted = restored = 0
+    batches = list(reversed(ledger.archived_batches(run.run_id)))
+    for batch in batches:
+        with engine.begin() as conn:
+            table = reflect_table(conn, spec["table"])
+            journal = (f"{pg_merge._q(conn, table.schema)}.{pg_merge._q(conn, batch.archive)}" if table.schema
+                       else pg_merge._q(conn, batch.archive))
+            rows, pointers = pg_merge.undo_batch(conn, spec, journal, run.run_id, batch.batch_no)
+            inserted, restored = inserted + rows, restored + pointers
+            ledger.mark_restored(conn, run.run_id, batch.batch_no)
+    said.append(f"re-inserted {inserted:,} merged rows and set back {restored:,} pointers and names")
+    return RestoreReport(run.run_id, plan.phase, len(batches), run.rows_done, inserted, 0, detail="; ".join(said))
+
+
+class Merge(Kind):
+    name = "merge"
+    Config = Config
+    gate_suite = GATE_SUITE
+    verify_suite = VERIFY_SUITE
+
+    build_plan = staticmethod(build_plan)
+    selection = staticmethod(selection)
+    verify = staticmethod(verify)
+    walker = staticmethod(walker)
+    restore = staticmethod(restore)
+
+    def tables(self, cfg) -> list[str]:
+        return [cfg.table, *dict.fromkeys(p.table for p in cfg.polymorphic)]
+
+    def dry_run(self, plan, batch_size):
+        step = plan.steps[0]
+        groups = plan.profile[0]["groups"]
+        size = batch_size or step.batch_size
+        return [DryRunLine(step.table, step.rows_selected, "groups", size, -(-groups // size) if groups else 0)]
