@@ -44,9 +44,10 @@ def test_shipped_definitions_load():
         assert definitions.defs.resolve_job_def(f"orders__{phase}")
     for phase in ("community", "reading", "tenant"):  # seed 000: each phase its own graph and job
         assert f"nes/{phase}/apply" in keys and definitions.defs.resolve_job_def(f"nes__{phase}")
-    for policy in ("telemetry", "orders", "nes", "breezeway"):
+    for policy in ("telemetry", "orders", "nes", "breezeway", "folders"):
         assert definitions.defs.resolve_job_def(f"{policy}__restore")
     assert "breezeway/dedupe_children/apply" in keys and definitions.defs.resolve_job_def("breezeway__dedupe_children")
+    assert "folders/root_folders/apply" in keys and definitions.defs.resolve_job_def("folders__root_folders")
     backfill = definitions.defs.resolve_job_def("nes__reading__backfill")  # seed 000's readings, month by month
     assert backfill.partitions_def.get_partition_keys()[0] == "2022-01-01" and "nes/reading/backfill/apply" in keys
 
@@ -244,3 +245,27 @@ def test_dedupe_graph_then_restore_job(tmp_path, pg, dbname):
     restored = defs.resolve_job_def("testpol__restore").execute_in_process(instance=instance, run_config={
         "ops": {"testpol__restore_run": {"config": {"run_id": run_id}}}})
     assert restored.success and rows_by_id(pg) == before
+
+
+def test_merge_graph_then_restore_job(tmp_path, pg, dbname):
+    """Seed 004's kind through Dagster: the phase's graph for real, then the restore job."""
+    from dbsweep.demo import folders
+    from tests.test_merge import policy, snapshot
+
+    folders.create(pg, scale=0.05)
+    before = snapshot(pg)
+    policy(tmp_path, dbname)
+    defs = _defs(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _materialize(defs, dg.AssetSelection.groups("folders_root_folders"), instance,
+                          run_config={"ops": {"folders__root_folders__apply": {"config": {"dry_run": False}}}})
+    assert result.success
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"gate": True, "postconditions": True}
+    with pg.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM (SELECT application_id FROM folders WHERE parent_id IS NULL "
+                                    "GROUP BY 1 HAVING count(*) > 1) g").scalar() == 0
+    run_id = result.asset_materializations_for_node("folders__root_folders__apply")[0].metadata["run_id"].value
+    restored = defs.resolve_job_def("folders__restore").execute_in_process(instance=instance, run_config={
+        "ops": {"folders__restore_run": {"config": {"run_id": run_id}}}})
+    assert restored.success and snapshot(pg) == before

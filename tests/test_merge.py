@@ -125,3 +125,99 @@ def test_bad_input_exits_2_and_changes_nothing(tmp_path, dbname, loaded, edit, m
     assert message in line and "folders.toml" in line, line
     assert checksums(loaded) == before
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _start(path):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "dbsweep.cli", "run", str(path), "--phase", "root_folders"], cwd=ROOT,
+                            env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _consistent(engine) -> None:
+    """After any kill: no comment points at a folder that is gone, no application half-merged (one
+    root, or all it had), and the journal holds one top-level delete per loser the ledger counts."""
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM comments c WHERE c.commentable_type = 'folder' AND NOT EXISTS "
+                                    "(SELECT 1 FROM folders f WHERE f.id = c.commentable_id)")).scalar() == 0
+        if not sa.inspect(conn).has_table("folders__merge_journal"):
+            return
+        half = conn.execute(sa.text("""
+            SELECT count(*) FROM (SELECT DISTINCT (row_data->>'application_id')::int AS app FROM folders__merge_journal
+                                  WHERE action = 'delete' AND row_data->>'parent_id' IS NULL) merged
+            WHERE (SELECT count(*) FROM folders f WHERE f.application_id = merged.app AND f.parent_id IS NULL) <> 1""")).scalar()
+        assert half == 0
+        journaled = conn.execute(sa.text("SELECT count(*) FROM folders__merge_journal WHERE action = 'delete' "
+                                         "AND table_name = 'public.folders' AND row_data->>'parent_id' IS NULL")).scalar()
+        assert journaled == conn.execute(sa.text("SELECT coalesce(sum(rows_done), 0) FROM dbsweep.runs")).scalar()
+
+
+def test_sigkills_then_resume_then_restore(tmp_path, dbname, pg):
+    from tests.test_faults import _kill_after
+
+    folders.create(pg, scale=0.5)
+    before, want = snapshot(pg), expected(pg)
+    path = policy(tmp_path, dbname, {"batch_size = 100 ": "batch_size = 4\nsleep_ms = 10 "})
+    plan_and_gate(path, "root_folders")
+    for kill in range(3):
+        proc = _start(path)
+        _kill_after(pg, proc, more_batches=3 + 5 * kill, jitter_s=0.005 * kill)
+        _consistent(pg)
+    done = run_cli("run", path, "--phase", "root_folders")
+    assert done.returncode == 0, done.stderr
+    _consistent(pg)
+    with pg.connect() as conn:
+        assert set(conn.execute(sa.text("SELECT id FROM folders WHERE parent_id IS NULL")).scalars()) == want["roots"]
+        assert set(conn.execute(sa.text("SELECT id FROM folders WHERE parent_id IS NOT NULL")).scalars()) == want["folders"]
+        assert {(r[0], r[1]) for r in conn.execute(sa.text("SELECT folder_id, body FROM documents"))} == want["documents"]
+        run_id = conn.execute(sa.text("SELECT run_id FROM dbsweep.runs")).scalar()
+    restored = run_cli("restore", run_id, "--policy", path)
+    assert restored.returncode == 0, restored.stderr
+    assert snapshot(pg) == before
+
+
+def test_children_written_during_the_run_are_moved_or_refused_never_dangling(tmp_path, dbname, pg):
+    """A writer adds child folders under root folders (losers among them) all through the run: each
+    is re-pointed with its siblings, or, landing during the batch that merges its parent, waits for
+    it and is refused by the foreign key. The run itself never fails."""
+    import threading
+    import time
+
+    folders.create(pg, scale=0.3)
+    path = policy(tmp_path, dbname, {"batch_size = 100 ": "batch_size = 5\nsleep_ms = 5 "})
+    pol, target, plan = plan_and_gate(path, "root_folders")
+    with pg.connect() as conn:
+        roots = list(conn.execute(sa.text("SELECT id FROM folders WHERE parent_id IS NULL ORDER BY id")).scalars())
+    written, refused, stop = [], [], threading.Event()
+
+    def writer():
+        n = 0
+        with pg.connect() as conn:
+            while not stop.is_set():
+                n += 1
+                try:
+                    new = conn.execute(sa.text("INSERT INTO folders (application_id, parent_id, name, created_at) "
+                                               "SELECT application_id, id, :n, now() FROM folders WHERE id = :p "
+                                               "RETURNING id"), {"n": f"new {n}", "p": roots[n % len(roots)]}).scalar()
+                    conn.commit()
+                    if new:
+                        written.append(new)
+                except sa.exc.IntegrityError as exc:
+                    conn.rollback()
+                    refused.append(exc.orig.sqlstate)
+                time.sleep(0.001)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    report = service.apply(pol, target, plan, dry_run=False)
+    stop.set()
+    thread.join()
+    assert report.state == "finished" and len(written) > 20
+    assert set(refused) <= {"23503"}  # only the foreign key, for a parent merged while it waited
+    with pg.connect() as conn:
+        kept = set(conn.execute(sa.text("SELECT id FROM folders WHERE id = ANY(:w)"), {"w": written}).scalars())
+        assert kept == set(written)  # every child the writer committed is still there...
+        assert conn.execute(sa.text("SELECT count(*) FROM folders c WHERE c.id = ANY(:w) AND NOT EXISTS "
+                                    "(SELECT 1 FROM folders p WHERE p.id = c.parent_id)"), {"w": written}).scalar() == 0

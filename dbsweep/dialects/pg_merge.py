@@ -320,5 +320,23 @@ def journal_counts(conn: sa.Connection, journal: str, run_ids: list[str]) -> dic
     return {(r[0], r[1]): [r[2], r[3]] for r in rows}
 
 
+def moved_or_merged(conn: sa.Connection, journal: str, run_ids: list[str], root: str, child: dict) -> int:
+    """Rows of a direct child that pointed at a top-level loser and were re-pointed or merged
+    away. A batch's top-level losers are its last statement's deletes (inner merges come first)."""
+    if not run_ids:
+        return 0
+    return conn.execute(sa.text(f"""
+        WITH last AS (SELECT run_id, batch_no, max(step) AS step FROM {journal} WHERE run_id = ANY(:runs)
+                      GROUP BY 1, 2),
+             losers AS (SELECT j.key ->> :root_key AS id FROM {journal} j JOIN last USING (run_id, batch_no, step)
+                        WHERE j.action = 'delete' AND j.table_name = :root)
+        SELECT count(*) FROM {journal} j WHERE j.run_id = ANY(:runs) AND j.table_name = :child AND (
+            (j.action = 'repoint' AND j.column_name = :col AND j.old_value ->> 0 IN (SELECT id FROM losers))
+            OR (j.action = 'delete' AND j.row_data ->> :col IN (SELECT id FROM losers)
+                AND (:type_col = '' OR j.row_data ->> :type_col = :type_value)))"""),
+        {"runs": run_ids, "root": root, "root_key": child["root_key"], "child": child["table"], "col": child["column"],
+         "type_col": child.get("type_column") or "", "type_value": str(child.get("type_value") or "")}).scalar()
+
+
 def dumps(value) -> str:
     return json.dumps(value, default=str)

@@ -187,6 +187,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
                         "unresolved": (collisions or 0) if child["on_conflict"] == "fail" else 0,
                         "unlisted_children": "none", "max_groups": 0, "writes": spec["journal"]})
     spec["rows_before"] = {row["table"]: row["rows_total"] for row in profile}
+    spec["moving"] = [row["moving"] for row in profile[1:]]  # per child, as listed
     step = Step(table=spec["table"], walk="merge", key=cfg.group_by, rows_selected=losers,
                 batch_size=cfg.batch_size or 100, spec=spec)
     return PlanParts(steps=[step], profile=profile, expect={
@@ -353,6 +354,13 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
                                 {"gone": [str(g) for g in gone]}).scalar() if gone else 0
         rows.append({"table": child["table"], "check": f"nothing points at a removed {child['parent']} "
                      f"({child['column']})", "rows": len(gone), "rows_wrong": dangling})
+    root_key = spec["tables"][spec["table"]]["key"]
+    for child, planned in zip(spec["children"], spec["moving"]):
+        if child["parent"] != spec["table"] or not has_journal:
+            continue
+        done = pg_merge.moved_or_merged(conn, journal, run_ids, spec["table"], {**child, "root_key": root_key})
+        rows.append({"table": child["table"], "check": f"moved or merged = planned ({child['column']})", "rows": done,
+                     "rows_wrong": abs(done - planned)})
     for table, before in spec["rows_before"].items():
         if table == spec["table"]:
             continue
