@@ -221,3 +221,20 @@ def test_children_written_during_the_run_are_moved_or_refused_never_dangling(tmp
         assert kept == set(written)  # every child the writer committed is still there...
         assert conn.execute(sa.text("SELECT count(*) FROM folders c WHERE c.id = ANY(:w) AND NOT EXISTS "
                                     "(SELECT 1 FROM folders p WHERE p.id = c.parent_id)"), {"w": written}).scalar() == 0
+
+
+def test_a_foreign_key_the_policy_never_names_is_re_pointed(tmp_path, dbname, loaded):
+    """Catalog discovery: `shares` points at folders and appears nowhere in the policy."""
+    with loaded.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE shares (id serial PRIMARY KEY, folder_id bigint NOT NULL REFERENCES folders, "
+                             "who text NOT NULL)")
+        conn.exec_driver_sql("INSERT INTO shares (folder_id, who) SELECT id, 'team ' || id FROM folders WHERE parent_id IS NULL")
+    want = expected(loaded)
+    pol, target, plan = plan_and_gate(policy(tmp_path, dbname), "root_folders")
+    assert any(row["table"] == "public.shares" and row["moving"] > 0 for row in plan.profile)
+    service.apply(pol, target, plan, dry_run=False)
+    with loaded.connect() as conn:
+        shares = conn.execute(sa.text("SELECT folder_id, who FROM shares")).all()
+    assert len(shares) == len(want["root_of"])  # every share kept...
+    assert {s.folder_id for s in shares} == want["roots"]  # ...on the surviving root of its application
+    assert all(want["root_of"][int(s.who.split()[1])] == s.folder_id for s in shares)
