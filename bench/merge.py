@@ -9,7 +9,7 @@ documents in every child folder. By hand: map the duplicate roots to the oldest,
 folders that collide under the survivor (their documents re-pointed, colliding names renamed,
 their comments re-pointed), re-point the remaining child folders and the roots' comments, delete
 the losers: one UPDATE … FROM or DELETE … USING per table and level, one transaction, nothing
-journaled. dbsweep: the policy `policies/folders.toml` minus its constraint, batch size adapted to
+journaled (the temporary maps analyzed, so each UPDATE is planned on their real sizes). dbsweep: the policy `policies/folders.toml` minus its constraint, batch size adapted to
 100 ms; its time is the run as the ledger records it, its longest transaction the longest batch."""
 
 from __future__ import annotations
@@ -39,17 +39,20 @@ CREATE TEMP TABLE roots ON COMMIT DROP AS
 SELECT id AS loser, first_value(id) OVER (PARTITION BY application_id ORDER BY created_at, id) AS survivor
 FROM folders WHERE parent_id IS NULL;
 DELETE FROM roots WHERE loser = survivor;
+ANALYZE roots;
 CREATE TEMP TABLE subs ON COMMIT DROP AS
 SELECT id AS loser, first_value(id) OVER (PARTITION BY target, name ORDER BY moving, id) AS survivor FROM (
     SELECT c.id, r.survivor AS target, c.name, 1 AS moving FROM folders c JOIN roots r ON c.parent_id = r.loser
     UNION ALL SELECT c.id, c.parent_id, c.name, 0 FROM folders c WHERE c.parent_id IN (SELECT survivor FROM roots)) x;
 DELETE FROM subs WHERE loser = survivor;
+ANALYZE subs;
 CREATE TEMP TABLE docs ON COMMIT DROP AS
 SELECT id AS loser FROM (
     SELECT d.id, first_value(d.id) OVER (PARTITION BY target, name ORDER BY moving, d.id) AS first FROM (
         SELECT d.id, s.survivor AS target, d.name, 1 AS moving FROM documents d JOIN subs s ON d.folder_id = s.loser
         UNION ALL SELECT d.id, d.folder_id, d.name, 0 FROM documents d WHERE d.folder_id IN (SELECT survivor FROM subs)
     ) d) x WHERE id <> first;
+ANALYZE docs;
 UPDATE documents d SET name = d.name || ' (merged ' || d.id || ')' FROM docs WHERE d.id = docs.loser;
 UPDATE documents d SET folder_id = s.survivor FROM subs s WHERE d.folder_id = s.loser;
 UPDATE comments c SET commentable_id = s.survivor FROM subs s WHERE c.commentable_type = 'folder' AND c.commentable_id = s.loser;

@@ -204,7 +204,7 @@ class Executor:
             rows, next_cursor = self._batch(run, index, walker, size, began_at, exact)
             seconds = time.perf_counter() - began
             walker.advance(next_cursor, rows, size)
-            sizer.observe(rows, seconds)
+            sizer.observe(walker.units(rows), seconds)
             self.rows_here += rows
             self._notify(step.table, run, seconds)
             if self.lag is not None:  # the batch has committed: now wait for the replicas

@@ -52,6 +52,11 @@ class Walker:
     def table_name(self, value: str) -> None:
         self._table_name = value
 
+    def units(self, rows: int) -> int:
+        """What the batch size counts, for sizing the next batch from the last one's speed: rows,
+        unless the walker's batches are made of something else (a merge: groups)."""
+        return rows
+
     def can_stop_within(self, rows_left: int | None) -> bool:
         """Whether a row cap of `rows_left` can be kept: walkers that change a step whole say no
         when the step holds more."""

@@ -303,3 +303,34 @@ def test_a_child_added_after_its_table_was_done_keeps_its_parent(tmp_path, pg, d
     assert orphans(pg) == 0
     parent_row = {r["table"]: r for r in service.verify(target, plan)}["contacts"]
     assert parent_row["remaining_selected"] == 1  # verify reports the parent that stayed
+
+
+def _parents_per_batch(engine) -> list[int]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text("SELECT count(*) FROM contacts__archive GROUP BY dbsweep_batch_no "
+                                         "ORDER BY dbsweep_batch_no")).scalars())
+
+
+@pytest.mark.parametrize("cap", [None, 40])
+def test_parent_batches_sized_from_the_cost_per_parent(tmp_path, pg, dbname, cap):
+    """With no batch sizes in the policy, parent batches start at 100 and grow (at most 4x a batch)
+    toward target_batch_ms from the cost per parent seen; a parent batch_size the policy sets is an
+    upper bound, never exceeded. What survives is the same either way."""
+    nes.create(pg, scale=0.2)
+    path = nes_policy(tmp_path, dbname)
+    text = re.sub(r"\nbatch_size = \d+[^\n]*", "", path.read_text())
+    text = text.replace('name = "tenant"', 'name = "tenant"\narchive = "table"')
+    if cap:
+        text = re.sub(r'(\[phase.parent\]\ntable = "contacts"\ntype_column = "object_type_id"\ntype_value = 94)',
+                      rf"\1\nbatch_size = {cap}", text)
+    path.write_text(text)
+    keep = expected_after(pg, inactive(94), 94)
+    plan, report, _ = purge(path, phase="tenant")
+    assert snapshot(pg) == keep
+    sizes = _parents_per_batch(pg)
+    assert sum(sizes) == plan.profile[0]["rows_selected"] and len(sizes) > 2
+    if cap:
+        assert max(sizes) <= cap and plan.steps[0].spec["parent_cap"] == cap
+    else:
+        assert sizes[0] == 100 and max(sizes) > 100, sizes  # grown from the first batch's cost
+        assert all(b <= 4 * a for a, b in zip(sizes, sizes[1:-1]))

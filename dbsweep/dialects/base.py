@@ -229,7 +229,9 @@ class Dialect:
     def delete_some(self, conn: sa.Connection, table: sa.Table, where: sa.ColumnElement, limit: int,
                     sink=NO_ARCHIVE) -> int:
         """Delete at most `limit` rows matching `where`, any of them (the caller loops until fewer
-        come back). Portable form: by primary key through a LIMIT subquery."""
+        come back; no limit: all of them). Portable form: by primary key through a LIMIT subquery."""
+        if limit is None:
+            return sink.apply(conn, sa.delete(table).where(where), table)
         keys = list(table.primary_key.columns)
         if not keys:
             raise BadInput(f"table '{table.fullname}' has no primary key; dbsweep needs one on {self.name}")

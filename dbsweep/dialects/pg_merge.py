@@ -195,7 +195,8 @@ def top_map(batch: Batch, after: list | None, upto: list) -> str:
                    AS first
             FROM {qualified(conn, spec['table'])} m WHERE {' AND '.join(where)}) ranked
         WHERE {key} <> first"""), params)
-    return name
+    conn.execute(sa.text(f"ANALYZE {name}"))  # a temporary table has no statistics: without them, a child
+    return name                              # table's re-point was planned as a scan of the whole table
 
 
 def merge_into(batch: Batch, table: str, mapping: str) -> int:
@@ -233,6 +234,7 @@ def _resolve_collisions(batch: Batch, child: dict, mapping: str) -> None:
                 FROM {qualified(conn, c_table)} c WHERE c.{fk} IN (SELECT survivor FROM {mapping}) AND {not_null}
             ) candidates
         ) ranked WHERE {key} <> first"""))
+    conn.execute(sa.text(f"ANALYZE {collide}"))
     found = conn.execute(sa.text(f"SELECT count(*) FROM {collide}")).scalar()
     if not found:
         return

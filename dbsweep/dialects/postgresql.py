@@ -512,7 +512,9 @@ def _in_blocks(first_block: int, end_block: int) -> sa.ColumnElement:
                    ROW_LOCATOR < sa.literal_column(f"'({int(end_block)},0)'::tid"))
 
 
-def _delete_some_statement(table: sa.Table, where, limit: int) -> sa.Delete:
-    """DELETE of at most `limit` rows matching `where`, addressed by ctid."""
+def _delete_some_statement(table: sa.Table, where, limit: int | None) -> sa.Delete:
+    """DELETE of at most `limit` rows matching `where`, addressed by ctid (no limit: all of them)."""
+    if limit is None:
+        return sa.delete(table).where(where)
     some = sa.func.array(sa.select(ROW_LOCATOR).select_from(table).where(where).limit(limit).scalar_subquery())
     return sa.delete(table).where(ROW_LOCATOR == sa.any_(some))

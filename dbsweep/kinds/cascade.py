@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from datetime import datetime
 from typing import Literal
 
@@ -30,6 +31,7 @@ from ..keys import from_json, to_json
 from ..plan import PhasePlan, Step
 from ..policy import Duration, PhaseBase, Strict, TableName, Where
 from ..predicate import checked_where, where_clause
+from ..throttle import BatchSizer
 from ..walkers import Walker
 from .base import DryRunLine, Kind
 from .common import PlanParts
@@ -60,7 +62,7 @@ class Link(Strict):
 
 
 class Child(Link):
-    batch_size: int = Field(default=1000, ge=1, le=1_000_000)
+    batch_size: int | None = Field(default=None, ge=1, le=1_000_000)  # rows of this table per transaction, at most
 
 
 class Activity(Link):
@@ -74,7 +76,11 @@ class Parent(Strict):
     where: Where | None = None
     inactive_for: Duration | None = None  # no activity for this long, across activity_columns and [[phase.activity]]
     activity_columns: list[str] = []
-    batch_size: int = Field(default=100, ge=1, le=100_000)
+    # parents per transaction, at most; sized from the observed cost per parent to target_batch_ms
+    batch_size: int | None = Field(default=None, ge=1, le=100_000)
+
+
+FIRST_PARENT_BATCH = 100
 
 
 class Config(PhaseBase):
@@ -215,7 +221,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
                         "batch_size": child_cfg.batch_size})
     spec["orphans_before"] = {r["table"]: r["orphans_before"] for r in profile if r["role"] == "child"}
     step = Step(table=parent.fullname, walk="cascade", key=[key.name], rows_selected=sum(r["rows_selected"] for r in profile),
-                batch_size=p.batch_size, spec=spec, first_key=to_json([row[4]]) if parents_selected else None,
+                batch_size=p.batch_size or FIRST_PARENT_BATCH, spec={**spec, "parent_cap": p.batch_size}, first_key=to_json([row[4]]) if parents_selected else None,
                 last_key=to_json([row[5]]) if parents_selected else None)
     return PlanParts(steps=[step], profile=profile, cutoff=cutoff, expect={
         "max_rows": cfg.expect.max_rows if cfg.expect.max_rows is not None else max(r["rows_total"] for r in profile),
@@ -342,7 +348,12 @@ class CascadeWalker(Walker):
         self.key_name = step.spec["key"]
         self.state = {"after": cursor.get("after"), "parents": cursor.get("parents"), "child": cursor.get("child", 0)}
         self.done = step.last_key is None
-        self.parent_size = options.batch_size or step.batch_size
+        # parents per transaction: from the cost per parent seen so far, to target_batch_ms, within
+        # the policy's parent batch_size when it sets one (a fixed size from the command line)
+        cap = step.spec.get("parent_cap") or 100_000
+        self.sizer = BatchSizer(options.batch_size or min(step.batch_size, cap), options.target_batch_ms, minimum=1,
+                                maximum=options.batch_size or cap)
+        self.spent, self.finished_parents = 0.0, None
         self.tables: dict[str, sa.Table] | None = None
         self.table_name = step.table
 
@@ -368,8 +379,20 @@ class CascadeWalker(Walker):
         still = sa.select(self.key).where(self.dialect.in_values(self.key, keys), self.chosen)
         return lambda pointer: pointer.in_(still)
 
+    @property
+    def parent_size(self) -> int:
+        return self.sizer.size
+
     def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
+        began = time.perf_counter()
+        try:
+            return self._batch(conn)
+        finally:
+            self.spent += time.perf_counter() - began
+
+    def _batch(self, conn: sa.Connection) -> tuple[int, dict | None]:
         self._prepare(conn)
+        self.finished_parents = None
         state = dict(self.state)  # as last committed; advance() moves it once this transaction has
         selected_here = state["parents"] is None
         if selected_here:
@@ -383,6 +406,7 @@ class CascadeWalker(Walker):
             self.table_name = ", ".join(touched)
             return rows, {**state, "child": unfinished}
         rows += self._delete_parents(conn, keys)
+        self.finished_parents = len(keys)
         self.table_name = ", ".join([*touched, self.parent.fullname])
         last = state["parents"][-1]
         finished = from_json([self.key], [last])[0] >= self.last
@@ -392,7 +416,7 @@ class CascadeWalker(Walker):
         """Children of child tables `first`.. : rows deleted, the first table that reached its
         batch size (None when all are done), and the tables touched."""
         specs = self.spec["children"][first:]
-        parts = [(table, children_of(table, spec, parents), spec["batch_size"], self.sinks[table.fullname])
+        parts = [(table, children_of(table, spec, parents), spec.get("batch_size"), self.sinks[table.fullname])
                  for table, spec in zip(self.children[first:], specs)]
         if self.together:
             counts = self.dialect.delete_some_each(conn, parts)
@@ -400,9 +424,10 @@ class CascadeWalker(Walker):
             counts = []
             for part in parts:
                 counts.append(self.dialect.delete_some(conn, *part))
-                if counts[-1] >= part[2]:
+                if part[2] is not None and counts[-1] >= part[2]:
                     break
-        full = [first + i for i, (n, spec) in enumerate(zip(counts, specs)) if n >= spec["batch_size"]]
+        full = [first + i for i, (n, spec) in enumerate(zip(counts, specs))
+                if spec.get("batch_size") is not None and n >= spec["batch_size"]]
         touched = [part[0].fullname for part in parts[:len(counts)]]
         return sum(counts), (full[0] if full else None), touched
 
@@ -420,6 +445,9 @@ class CascadeWalker(Walker):
         return self.sinks[self.parent.fullname].apply(conn, doomed, self.parent)
 
     def advance(self, cursor: dict, rows: int, size: int) -> None:
+        if self.finished_parents:  # a parent batch committed: its cost per parent sizes the next
+            self.sizer.observe(self.finished_parents, self.spent)
+            self.spent = 0.0
         if cursor.get("after") is None and cursor.get("parents") is None:
             self.done = True
         self.state = {"after": cursor.get("after"), "parents": cursor.get("parents"), "child": cursor.get("child", 0)}

@@ -278,6 +278,7 @@ class MergeWalker(StagedWalker):
 
     def __init__(self, ctx, table, step, cursor):
         super().__init__(ctx, table, step, JournalSink(step.spec["journal"]), cursor)
+        self.groups = 0
         spec = step.spec
         if spec["where"]:  # the plan is read back from outside: its SQL is checked again
             spec["where"] = check_where(spec["where"], list(table.c.keys()), spec["where_dialect"])
@@ -297,7 +298,11 @@ class MergeWalker(StagedWalker):
             return 0, self.next_stage()
         batch = pg_merge.Batch(conn, spec, journal, self.sink.run_id, self.sink.batch_no)
         losers = pg_merge.merge_into(batch, spec["table"], pg_merge.top_map(batch, after, upto))
+        self.groups = size if more else 0
         return losers, {"stage": "merge", "after": upto} if more else self.next_stage()
+
+    def units(self, rows: int) -> int:
+        return self.groups  # batches are sized in groups, not in the rows they remove
 
     def _constraint(self, conn, size, exact):
         """The unique index that stops it happening again, refused while duplicates remain."""
