@@ -153,7 +153,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3_000_000)
     parser.add_argument("--partition-rows", type=int, default=5_000_000)
     parser.add_argument("--writer-seconds", type=float, default=3.0)
-    parser.add_argument("--throttle-sleep-ms", type=int, nargs="+", default=[400, 1000])
+    parser.add_argument("--throttle-sleep-ms", type=int, nargs="+", default=[100, 200, 400, 1000])
+    parser.add_argument("--max-duty", type=float, nargs="+", default=[0.5, 0.3, 0.2])
+    parser.add_argument("--writer-only", action="store_true", help="only part 3, the concurrent writer")
     args = parser.parse_args()
     os.environ.setdefault("DBSWEEP_HOME", str(Path(tempfile.gettempdir()) / "dbsweep-bench"))
     console = Console(width=160)
@@ -167,49 +169,75 @@ def main() -> None:
         now = utcnow()
         cutoff = now - timedelta(days=7)
 
-        plain_rows, plain_s, _ = plain_delete(engine, cutoff)
-        plain_rate = plain_rows / plain_s
-        purges = Table(title=f"archived purge of {plain_rows:,} of {args.rows:,} rows, one run")
-        for name in ("method", "rows", "seconds", "rows/s", "ratio to plain DELETE", "longest batch (s)"):
-            purges.add_column(name, justify="left" if name == "method" else "right")
-        purges.add_row("plain DELETE (one statement, no archive)", f"{plain_rows:,}", f"{plain_s:.2f}",
-                       f"{plain_rate:,.0f}", "1.00x", f"{plain_s:.3f}")
-        for label, into in (("by hand: DELETE … RETURNING into a table (bound)", "table"),
-                            ("by hand: COPY (DELETE … RETURNING *) to the client (bound)", "stream")):
-            rows, seconds = by_hand(engine, cutoff, into)
-            purges.add_row(label, f"{rows:,}", f"{seconds:.2f}", f"{rows / seconds:,.0f}",
-                           f"{rows / seconds / plain_rate:.2f}x", f"{seconds:.3f}")
-        for walk in ("key", "blocks"):
-            for mode in ("none", "table", "parquet"):
-                _, report = sweep(engine, policy_dir, "swept", f'archive = "{mode}"\nwalk = "{walk}"', now)
-                rate = report.rows / report.seconds
-                purges.add_row(f"dbsweep, archive = {mode}, walk = {walk}", f"{report.rows:,}", f"{report.seconds:.2f}",
-                               f"{rate:,.0f}", f"{rate / plain_rate:.2f}x", f"{report.batch_ms['max'] / 1000:.3f}")
-        console.print(purges)
+        if not args.writer_only:
+            purges_and_partitions(engine, policy_dir, args, console, now, cutoff)
+        writer_part(engine, url, policy_dir, args, console)
 
-        console.print(f"building a {args.partition_rows:,}-row partition ...")
-        drops = Table(title="taking one whole expired partition")
-        for name in ("archive", "partition rows", "detach + drop/move (s)", "whole run (s)"):
-            drops.add_column(name, justify="right")
-        for mode in ("none", "table"):
-            seconds, rows, run_s = partition_drop(engine, policy_dir, args.partition_rows, mode, utcnow())
-            drops.add_row(mode, f"{rows:,}", f"{seconds:.3f}", f"{run_s:.2f}")
-        console.print(drops)
 
-        writers = Table(title="a concurrent writer's commits/s (single-row INSERT/UPDATE on the purged table)")
-        for name in ("setting", "writer alone", "writer during purge", "fraction kept", "purge rows/s"):
-            writers.add_column(name, justify="left" if name == "setting" else "right")
-        settings = [("defaults", "")] + [(f"sleep_ms = {ms}", f"sleep_ms = {ms}") for ms in args.throttle_sleep_ms]
-        for label, extra in settings:
-            fresh_copy(engine, "swept")
-            before, _ = writer_rate(url, "swept", args.writer_seconds, first_id=50_000_000)
-            during, (_, report) = writer_rate(url, "swept", lambda e=extra: sweep(engine, policy_dir, "swept", e, utcnow(),
-                                                                                  copy=False), first_id=60_000_000)
-            after, _ = writer_rate(url, "swept", args.writer_seconds, first_id=70_000_000)
-            alone = (before + after) / 2  # the writer's rate drifts; bracket the purge
-            writers.add_row(label, f"{alone:,.0f}", f"{during:,.0f}", f"{during / alone:.0%}",
-                            f"{report.rows / report.seconds:,.0f}")
-        console.print(writers)
+def purges_and_partitions(engine, policy_dir: Path, args, console: Console, now, cutoff) -> None:
+    plain_rows, plain_s, _ = plain_delete(engine, cutoff)
+    plain_rate = plain_rows / plain_s
+    purges = Table(title=f"archived purge of {plain_rows:,} of {args.rows:,} rows, one run")
+    for name in ("method", "rows", "seconds", "rows/s", "ratio to plain DELETE", "longest batch (s)"):
+        purges.add_column(name, justify="left" if name == "method" else "right")
+    purges.add_row("plain DELETE (one statement, no archive)", f"{plain_rows:,}", f"{plain_s:.2f}",
+                   f"{plain_rate:,.0f}", "1.00x", f"{plain_s:.3f}")
+    for label, into in (("by hand: DELETE … RETURNING into a table (bound)", "table"),
+                        ("by hand: COPY (DELETE … RETURNING *) to the client (bound)", "stream")):
+        rows, seconds = by_hand(engine, cutoff, into)
+        purges.add_row(label, f"{rows:,}", f"{seconds:.2f}", f"{rows / seconds:,.0f}",
+                       f"{rows / seconds / plain_rate:.2f}x", f"{seconds:.3f}")
+    for walk in ("key", "blocks"):
+        for mode in ("none", "table", "parquet"):
+            _, report = sweep(engine, policy_dir, "swept", f'archive = "{mode}"\nwalk = "{walk}"', now)
+            rate = report.rows / report.seconds
+            purges.add_row(f"dbsweep, archive = {mode}, walk = {walk}", f"{report.rows:,}", f"{report.seconds:.2f}",
+                           f"{rate:,.0f}", f"{rate / plain_rate:.2f}x", f"{report.batch_ms['max'] / 1000:.3f}")
+    console.print(purges)
+
+    console.print(f"building a {args.partition_rows:,}-row partition ...")
+    drops = Table(title="taking one whole expired partition")
+    for name in ("archive", "partition rows", "detach + drop/move (s)", "whole run (s)"):
+        drops.add_column(name, justify="right")
+    for mode in ("none", "table"):
+        seconds, rows, run_s = partition_drop(engine, policy_dir, args.partition_rows, mode, utcnow())
+        drops.add_row(mode, f"{rows:,}", f"{seconds:.3f}", f"{run_s:.2f}")
+    console.print(drops)
+
+
+
+def writer_part(engine, url: str, policy_dir: Path, args, console: Console) -> None:
+    """The writer's share of its solo rate during the purge, for each throttle setting; then the
+    fastest purge that keeps the writer at 90% or more, among sleep_ms settings and among the
+    load-driven ones."""
+    writers = Table(title="a concurrent writer's commits/s (single-row INSERT/UPDATE on the purged table)")
+    for name in ("setting", "writer alone", "writer during purge", "fraction kept", "purge rows/s", "paused for load"):
+        writers.add_column(name, justify="left" if name == "setting" else "right")
+    settings = [("defaults", "")] + [(f"sleep_ms = {ms}", f"sleep_ms = {ms}") for ms in args.throttle_sleep_ms]
+    settings += [(f"max_duty = {d:g}", f"max_duty = {d:g}") for d in args.max_duty]
+    settings += [("max_waiting_sessions = 0", "max_waiting_sessions = 0"),
+                 ("max_duty = 0.5 + max_waiting_sessions = 0", "max_duty = 0.5\nmax_waiting_sessions = 0")]
+    kept = {}
+    for label, extra in settings:
+        fresh_copy(engine, "swept")
+        before, _ = writer_rate(url, "swept", args.writer_seconds, first_id=50_000_000)
+        during, (_, report) = writer_rate(url, "swept", lambda e=extra: sweep(engine, policy_dir, "swept", e, utcnow(),
+                                                                              copy=False), first_id=60_000_000)
+        after, _ = writer_rate(url, "swept", args.writer_seconds, first_id=70_000_000)
+        alone = (before + after) / 2  # the writer's rate drifts; bracket the purge
+        writers.add_row(label, f"{alone:,.0f}", f"{during:,.0f}", f"{during / alone:.0%}",
+                        f"{report.rows / report.seconds:,.0f}", f"{report.throttled_s:.1f} s")
+        kept[label] = (during / alone, report.rows / report.seconds)
+    console.print(writers)
+    for family, test in (("sleep_ms", lambda name: name.startswith("sleep_ms")),
+                         ("load-driven", lambda name: name.startswith("max_"))):
+        fit = {k: v for k, v in kept.items() if test(k) and v[0] >= 0.9}
+        if fit:
+            best = max(fit, key=lambda k: fit[k][1])
+            console.print(f"fastest {family} setting keeping the writer at >= 90%: {best} "
+                          f"(writer {fit[best][0]:.0%}, purge {fit[best][1]:,.0f} rows/s)")
+        else:
+            console.print(f"no {family} setting kept the writer at >= 90%")
 
 
 if __name__ == "__main__":
