@@ -140,7 +140,7 @@ def print_stats(out: Console, policy, target, stats) -> None:
 
 def print_alerts(out: Console, policy, results) -> None:
     if not results:
-        out.print(f"{policy.name}: no [alerts] configured")
+        out.print(f"{policy.name}: no \\[alerts] configured")
         return
     table = Table(title=f"{policy.name} alerts")
     for name in ("alert", "subject", "finding", "status"):

@@ -233,12 +233,12 @@ def _backup_rows(conn, cfg: Config, table: sa.Table, spec: dict, now: datetime) 
         row = {"table": qualified, "rows_total": size, "distinct_keys": None, "rows_selected": 0, "largest_group": 0,
                "ambiguous_rows": 0, "fraction_selected": 0.0, "already_unique": NONE, "constraint": spec["constraint"]}
         if now >= due:
-            rows.append({**row, "strategy": "drop backup",
+            rows.append({**row, "strategy": "drop backup", "detail": f"drop backup {name}",
                          "why": f"made {made:%Y-%m-%d %H:%M} UTC; keep_backup {cfg.keep_backup} has passed"})
             steps.append(Step(table=table.fullname, walk=DROP_BACKUP, key=spec["key"], rows_selected=0, batch_size=1,
                               spec={**spec, "backup": name}))
         else:
-            rows.append({**row, "strategy": "keep backup", "due": due.isoformat(),
+            rows.append({**row, "strategy": "keep backup", "due": due.isoformat(), "detail": f"keep backup {name}",
                          "why": f"made {made:%Y-%m-%d %H:%M} UTC; dropped by a run after {due:%Y-%m-%d %H:%M} UTC"})
     return steps, rows
 
@@ -298,6 +298,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
             "already_unique": already, "constraint": constraint,
             "helper_index": spec["helper_index"] or f"uses {helper}",
             "writes": spec["names"]["backup"] if strategy == REBUILD else derived(table.name, "__archive"),
+            "detail": f"{strategy}: {why}; largest group {counts['largest_group']:,}", "est_bytes": estimate,
         })
     rows = sum(p["rows_selected"] for p in profile)
     return PlanParts(steps=steps, profile=profile, expect={

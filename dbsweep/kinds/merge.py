@@ -178,14 +178,19 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
                 "collisions": 0, "on_conflict": "", "unresolved": 0,
                 "unlisted_children": "; ".join(unlisted) if cfg.children_complete and unlisted else "none",
                 "max_groups": cfg.max_groups if cfg.max_groups is not None else groups,
-                "writes": spec["journal"]}]
+                "writes": spec["journal"],
+                "detail": f"{groups:,} groups (largest {largest:,}): {losers:,} rows merged into their survivor"}]
     for child in children:
         moving, collisions = _child_counts(conn, spec, child) if child["parent"] == spec["table"] else (None, None)
         profile.append({"table": child["table"], "role": f"{child['kind']} child of {child['parent']} ({child['column']})",
                         "rows_total": _count(conn, child["table"]), "groups": 0, "rows_in_groups": 0, "largest_group": 0,
                         "rows_selected": 0, "moving": moving or 0, "collisions": collisions or 0, "on_conflict": child["on_conflict"],
                         "unresolved": (collisions or 0) if child["on_conflict"] == "fail" else 0,
-                        "unlisted_children": "none", "max_groups": 0, "writes": spec["journal"]})
+                        "unlisted_children": "none", "max_groups": 0, "writes": spec["journal"],
+                        "detail": (f"{child['kind']} child ({child['column']}): " + (
+                            (f"{moving:,} move" + (f", {collisions:,} collide → {child['on_conflict']}" if child["unique"]
+                                                   else " (no unique key to collide on)")) if moving is not None
+                            else f"under merged {child['parent']} rows → {child['on_conflict']}"))})
     spec["rows_before"] = {row["table"]: row["rows_total"] for row in profile}
     spec["moving"] = [row["moving"] for row in profile[1:]]  # per child, as listed
     step = Step(table=spec["table"], walk="merge", key=cfg.group_by, rows_selected=losers,
