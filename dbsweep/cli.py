@@ -46,6 +46,10 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 PolicyArg = Annotated[Path, typer.Argument(help="Policy file (TOML), e.g. policies/telemetry.toml.")]
 PhaseOpt = Annotated[Optional[list[str]], typer.Option("--phase", "-p", help="Phase name; repeat for several. Default: every phase.")]
 EnvOpt = Annotated[Optional[str], typer.Option("--env", "-e", help="Policy environment (default: DBSWEEP_ENV, else the policy's default_env).")]
+TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="Fleet env: the one database (target) to work on.")]
+AllTargetsOpt = Annotated[bool, typer.Option("--all-targets", help="Fleet env: the command on every target, each in its own process; a summary table at the end, the worst exit code.")]
+ParallelOpt = Annotated[int, typer.Option("--parallel", min=1, max=64, help="With --all-targets: this many targets at once (never two commands on one database).")]
+FailFastOpt = Annotated[bool, typer.Option("--fail-fast", help="With --all-targets: start no further target once one has failed.")]
 WindowOpt = Annotated[Optional[str], typer.Option("--window", "-w", help="Retention only: purge one window of the time column, e.g. 2022-03 (a month), 2022-03-05 (a day) or 2022-03-01..2022-04-15 (end excluded).")]
 
 
@@ -74,9 +78,30 @@ def guarded(command):
     return wrapper
 
 
-def _open(policy_path: Path, env: str | None) -> tuple[Policy, Target]:
+def _open(policy_path: Path, env: str | None, target: str | None = None) -> tuple[Policy, Target]:
     policy = load_policy(policy_path)
-    return policy, connect(policy, env)
+    return policy, connect(policy, env, target)
+
+
+def _fan_out(policy_path: Path | None, env: str | None, target: str | None, parallel: int, fail_fast: bool) -> None:
+    """--all-targets: the same command once per target of the fleet env, then exit with the worst code."""
+    from .embedded import dbsweep_home
+    from .fleet import run_fleet
+    from .target import choose_env, target_names
+
+    if policy_path is None:
+        raise BadInput("--all-targets needs a policy file")
+    if target is not None:
+        raise BadInput("--target and --all-targets do not go together")
+    policy = load_policy(policy_path)
+    chosen = choose_env(policy, env)
+    if not policy.database.env[chosen].fleet:
+        raise BadInput(f"{policy.path}: env {chosen!r} is one database: --all-targets needs 'targets' or 'databases_like'")
+    names = target_names(policy, chosen)
+    if not names:
+        raise BadInput(f"{policy.path}: env {chosen!r} has no target (databases_like matched none)")
+    logs = dbsweep_home() / "fleet" / f"{policy.name}-{datetime.now():%Y%m%dT%H%M%S}"
+    raise typer.Exit(run_fleet(out, sys.argv[1:], names, parallel, fail_fast, logs))
 
 
 def _phases(policy: Policy, phases: list[str] | None, window: str | None = None) -> list[str]:
@@ -119,7 +144,8 @@ def _gate(target: Target, plan: PhasePlan) -> PhasePlan:
 @app.command()
 @guarded
 def plan(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, window: WindowOpt = None,
-         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the frozen plan (cutoff report) as JSON.")] = None):
+         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the frozen plan (cutoff report) as JSON; with --all-targets, one file per target (<name>.<target>.json).")] = None,
+         target: TargetOpt = None, all_targets: AllTargetsOpt = False, parallel: ParallelOpt = 1, fail_fast: FailFastOpt = False):
     """Discovery and gate: profile each phase, freeze its cutoff and selection, run its
     Great Expectations gate. Exit 3 when a gate refuses."""
     from .report import print_plan
@@ -127,7 +153,9 @@ def plan(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, win
     if output is not None and (output.is_dir() or not output.parent.is_dir()):
         raise BadInput(f"--output {output}: {'is a directory' if output.is_dir() else 'its folder does not exist'}; "
                        "nothing was planned")
-    policy, target = _open(policy_path, env)
+    if all_targets:
+        _fan_out(policy_path, env, target, parallel, fail_fast)
+    policy, target = _open(policy_path, env, target)
     bounds = parse_window(window) if window else None
     plans = [_gate(target, service.make_plan(policy, name, target, window=bounds))
              for name in _phases(policy, phase, window)]
@@ -152,13 +180,18 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
         confirm: Annotated[Optional[str], typer.Option("--confirm", help="Phase name; required for a real run in a protected env.")] = None,
         batch_size: Annotated[Optional[int], typer.Option(min=1, help="Override the phase's batch_size.")] = None,
         max_rows: Annotated[Optional[int], typer.Option(min=1, help="Stop (resumable) after this many rows.")] = None,
-        window: WindowOpt = None):
+        window: WindowOpt = None, target: TargetOpt = None, all_targets: AllTargetsOpt = False, parallel: ParallelOpt = 1,
+        fail_fast: FailFastOpt = False):
     """Apply phases in batches. Without --plan: resume the phase's unfinished run if there is
     one (with --window: one of that window), else plan and gate now. Exit 4 when stopped early
     (resumable: run again)."""
     from .report import print_dry_run, print_run, print_waiting
 
-    policy, target = _open(policy_path, env)
+    if all_targets:
+        if plan_file:
+            raise BadInput("--plan and --all-targets do not go together: a plan file belongs to one database")
+        _fan_out(policy_path, env, target, parallel, fail_fast)
+    policy, target = _open(policy_path, env, target)
     bounds = parse_window(window) if window else None
     if bounds and plan_file:
         raise BadInput("--window and --plan do not go together: the plan file already holds its selection")
@@ -200,14 +233,17 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
 
 @app.command()
 @guarded
-def verify(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None):
+def verify(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, target: TargetOpt = None,
+           all_targets: AllTargetsOpt = False, parallel: ParallelOpt = 1, fail_fast: FailFastOpt = False):
     """Prove the post-conditions of each phase's latest plan (Great Expectations). Exit 1 if not met."""
     from expectations.runner import verification
 
     from .ledger import Ledger
     from .report import print_verification
 
-    policy, target = _open(policy_path, env)
+    if all_targets:
+        _fan_out(policy_path, env, target, parallel, fail_fast)
+    policy, target = _open(policy_path, env, target)
     ledger = Ledger(target.engine)
     ledger.ensure()
     failed = []
@@ -240,16 +276,19 @@ def verify(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None):
 @app.command()
 @guarded
 def status(policy_path: Annotated[Optional[Path], typer.Argument(help="Policy file; default: every policy in ./policies.")] = None,
-           env: EnvOpt = None):
+           env: EnvOpt = None, target: TargetOpt = None, all_targets: AllTargetsOpt = False,
+           parallel: ParallelOpt = 1, fail_fast: FailFastOpt = False):
     """Runs, their state and rows, why they stopped, and what is resumable."""
     from .report import print_status
 
-    for policy, target, ledger in _ledgers(policy_path, env):
+    if all_targets:
+        _fan_out(policy_path, env, target, parallel, fail_fast)
+    for policy, target, ledger in _ledgers(policy_path, env, target):
         runs = ledger.list_runs(policy.name)
         print_status(out, policy, target, runs, ledger.undoable([r.run_id for r in runs]))
 
 
-def _ledgers(policy_path: Path | None, env: str | None):
+def _ledgers(policy_path: Path | None, env: str | None, target: str | None = None):
     """(policy, target, ledger) of the policy given, else of every policy in ./policies."""
     from .ledger import Ledger
 
@@ -257,22 +296,25 @@ def _ledgers(policy_path: Path | None, env: str | None):
     if not paths:
         raise BadInput("no policy given and no policies/*.toml here")
     for path in paths:
-        policy, target = _open(path, env)
-        ledger = Ledger(target.engine)
+        policy, found = _open(path, env, target)
+        ledger = Ledger(found.engine)
         ledger.ensure()
-        yield policy, target, ledger
+        yield policy, found, ledger
 
 
 @app.command()
 @guarded
-def check(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None):
+def check(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, target: TargetOpt = None,
+          all_targets: AllTargetsOpt = False, parallel: ParallelOpt = 1, fail_fast: FailFastOpt = False):
     """The consistency check (hourly in seed 004): every phase's profile and gate, recorded in the
     ledger, nothing applied; then every [alerts] threshold. Exit 3 when a gate refuses, 1 when an
     alert fires."""
     from .alerts import evaluate
     from .report import print_alerts, print_plan
 
-    policy, target = _open(policy_path, env)
+    if all_targets:
+        _fan_out(policy_path, env, target, parallel, fail_fast)
+    policy, target = _open(policy_path, env, target)
     plans = [_gate(target, service.make_plan(policy, name, target)) for name in _phases(policy, phase)]
     print_plan(out, target, plans)
     results = evaluate(policy, target)
@@ -338,7 +380,9 @@ def metrics(policy_path: PolicyArg, env: EnvOpt = None,
 @app.command()
 @guarded
 def health(policy_path: PolicyArg, env: EnvOpt = None,
-           long_running: Annotated[str, typer.Option(help="Report sessions running or idle in a transaction for longer than this.")] = "5 minutes"):
+           long_running: Annotated[str, typer.Option(help="Report sessions running or idle in a transaction for longer than this.")] = "5 minutes",
+           target: TargetOpt = None, all_targets: AllTargetsOpt = False, parallel: ParallelOpt = 1,
+           fail_fast: FailFastOpt = False):
     """The health report: connectivity, connection use, the policy's tables (rows, size, dead
     tuples, largest indexes), the oldest row against each retention rule, and long-running,
     idle-in-transaction and blocked sessions. Exit 1 when something must be fixed before a cleanup."""
@@ -346,7 +390,9 @@ def health(policy_path: PolicyArg, env: EnvOpt = None,
     from .health import PROBLEM, health_report
     from .report import print_health
 
-    policy, target = _open(policy_path, env)
+    if all_targets:
+        _fan_out(policy_path, env, target, parallel, fail_fast)
+    policy, target = _open(policy_path, env, target)
     findings = health_report(policy, target, parse_duration(long_running))
     print_health(out, policy, target, findings)
     problems = [f for f in findings if f.status == PROBLEM]

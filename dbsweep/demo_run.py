@@ -103,7 +103,8 @@ def launch_ui(out: Console, host: str = "127.0.0.1", port: int = 3000) -> int:
                             "nux:\n  enabled: false\ntelemetry:\n  enabled: false\n")
     for path in sorted((workspace.parent / "policies").glob("*.toml")):
         policy = load_policy(path)
-        if policy.database.env[policy.database.default_env].url == "embedded":
+        default = policy.database.env[policy.database.default_env]
+        if default.url == "embedded" and not default.fleet:
             connect(policy)  # starts the embedded server and creates the policy's database
     beside = Path(sys.executable).parent / "dagster"  # the venv's, even when it is not activated
     dagster = str(beside) if beside.exists() else shutil.which("dagster")

@@ -190,17 +190,62 @@ class PhaseBase(Strict):
         return None if value is None else parse_duration(value).total_seconds()
 
 
+class FleetTarget(Strict):
+    """One database of a fleet: its own `url` or `url_env`, or a `database` on the env's server."""
+
+    name: str
+    url: str | None = None
+    url_env: str | None = None
+    database: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _target_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"target name {value!r} must be letters, digits, '_' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_place(self) -> FleetTarget:
+        if sum(v is not None for v in (self.url, self.url_env, self.database)) != 1:
+            raise ValueError(f"target {self.name!r}: give exactly one of 'url', 'url_env' or 'database'")
+        return self
+
+
 class EnvConfig(Strict):
     url: str | None = None
     url_env: str | None = None
     protected: bool = False
     database: str | None = None  # with url = "embedded": this env's database in the embedded server
+    targets: list[FleetTarget] | None = None  # a fleet: these databases, each with its own ledger
+    databases_like: str | None = None  # a fleet: every database of the server whose name is LIKE this
 
     @model_validator(mode="after")
     def _one_source(self) -> EnvConfig:
-        if (self.url is None) == (self.url_env is None):
+        server = (self.url is None) != (self.url_env is None)
+        if self.targets is not None and self.databases_like is not None:
+            raise ValueError("give 'targets' or 'databases_like', not both")
+        if self.targets is not None:
+            if not self.targets:
+                raise ValueError("targets: empty; leave the key out for one database")
+            names = [t.name for t in self.targets]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"targets: {twice[0]!r} is named twice")
+            if any(t.database for t in self.targets) and not server:
+                raise ValueError("a target with 'database' needs the env's server: give 'url' or 'url_env'")
+            if self.url is not None and self.url_env is not None:
+                raise ValueError("give at most one of 'url' or 'url_env'")
+            return self
+        if not server:
             raise ValueError("give exactly one of 'url' or 'url_env'")
+        if self.databases_like is not None and self.database is not None:
+            raise ValueError("'databases_like' finds the databases: leave 'database' out")
         return self
+
+    @property
+    def fleet(self) -> bool:
+        return self.targets is not None or self.databases_like is not None
 
 
 class DatabaseConfig(Strict):

@@ -23,10 +23,12 @@ class Target:
     protected: bool
     engine: sa.Engine
     embedded: bool = False
+    name: str | None = None  # the target's name, in a fleet
 
     @property
     def display_url(self) -> str:
-        return display_url(self.engine.url, self.embedded)
+        shown = display_url(self.engine.url, self.embedded)
+        return f"target {self.name}: {shown}" if self.name else shown
 
     @property
     def dialect(self) -> str:
@@ -64,37 +66,92 @@ def parse_url(raw: str) -> sa.URL:
         raise BadInput(f"not a database URL (shown only as {scheme_only(raw)})") from None
 
 
-def resolve_url(policy: Policy, env: str) -> sa.URL:
-    config = policy.database.env[env]
-    raw = config.url
-    if config.url_env is not None:
-        raw = os.environ.get(config.url_env)
+def _raw_url(policy: Policy, env: str, url: str | None, url_env: str | None) -> str:
+    if url_env is not None:
+        raw = os.environ.get(url_env)
         if not raw:
-            raise BadInput(f"{policy.path}: environment variable {config.url_env} is not set (needed by env {env!r})")
+            raise BadInput(f"{policy.path}: environment variable {url_env} is not set (needed by env {env!r})")
+        return raw
+    return url
+
+
+def _url(policy: Policy, env: str, raw: str, database: str | None) -> sa.URL:
     if raw == "embedded":
         from .embedded import embedded_url
 
-        return embedded_url(config.database or policy.database.database_name or policy.name)
+        return embedded_url(database or policy.database.database_name or policy.name)
     try:
         url = parse_url(raw)
     except BadInput as exc:
         raise BadInput(f"{policy.path}: env {env!r}: {exc}") from None
     if url.drivername in _DRIVERS:
         url = url.set(drivername=_DRIVERS[url.drivername])
-    return url
+    return url.set(database=database) if database else url
 
 
-def connect(policy: Policy, env: str | None = None) -> Target:
+def resolve_url(policy: Policy, env: str, target: str | None = None) -> sa.URL:
+    """The URL of the env's database, or of one target of a fleet env."""
+    config = policy.database.env[env]
+    if not config.fleet:
+        if target is not None:
+            raise BadInput(f"{policy.path}: env {env!r} is one database: --target {target} does not apply")
+        return _url(policy, env, _raw_url(policy, env, config.url, config.url_env), config.database)
+    if target is None:
+        raise BadInput(f"{policy.path}: env {env!r} is a fleet of databases: give --target NAME or --all-targets")
+    names = target_names(policy, env)
+    if target not in names:
+        import difflib
+
+        close = difflib.get_close_matches(target, names, n=1)
+        raise BadInput(f"{policy.path}: env {env!r} has no target {target!r}"
+                       + (f"; did you mean {close[0]!r}?" if close else f" (targets: {', '.join(names) or 'none'})"))
+    for spec in config.targets or []:
+        if spec.name == target:
+            if spec.database is not None:
+                return _url(policy, env, _raw_url(policy, env, config.url, config.url_env), spec.database)
+            return _url(policy, env, _raw_url(policy, env, spec.url, spec.url_env), None)
+    return _url(policy, env, _raw_url(policy, env, config.url, config.url_env), target)  # discovered: the name is the database
+
+
+def target_names(policy: Policy, env: str | None = None) -> list[str]:
+    """The targets of a fleet env: as listed, or the server's databases LIKE the pattern, read now."""
     chosen = choose_env(policy, env)
-    url = resolve_url(policy, chosen)
+    config = policy.database.env[chosen]
+    if config.targets is not None:
+        return [t.name for t in config.targets]
+    if config.databases_like is None:
+        return []
+    server = _url(policy, chosen, _raw_url(policy, chosen, config.url, config.url_env), "postgres"
+                  if config.url == "embedded" else None)
+    engine = sa.create_engine(server)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(
+                "SELECT datname FROM pg_database WHERE datname LIKE :p AND NOT datistemplate AND datallowconn "
+                "ORDER BY 1"), {"p": config.databases_like}).scalars())
+    except sa.exc.DBAPIError as exc:
+        first = str(exc.orig).strip().splitlines()
+        raise DbsweepError(f"{policy.path}: env {chosen!r}: cannot list the databases on "
+                           f"{display_url(server, config.url == 'embedded')}: {redact(first[0] if first else '')}") from None
+    finally:
+        engine.dispose()
+
+
+def connect(policy: Policy, env: str | None = None, target: str | None = None) -> Target:
+    chosen = choose_env(policy, env)
+    url = resolve_url(policy, chosen, target)
     embedded = policy.database.env[chosen].url == "embedded"
+    if target is not None:
+        spec = next((t for t in policy.database.env[chosen].targets or [] if t.name == target), None)
+        embedded = (spec.url == "embedded") if spec is not None and spec.database is None else embedded
     try:
         engine = sa.create_engine(url, pool_pre_ping=True)
         with engine.connect():
             pass
     except Exception as exc:  # the driver's message may echo the URL
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        raise DbsweepError(f"{policy.path}: env {chosen!r}: cannot connect to {display_url(url, embedded)}: "
+        where = f"env {chosen!r}" + (f", target {target!r}" if target else "")
+        raise DbsweepError(f"{policy.path}: {where}: cannot connect to {display_url(url, embedded)}: "
                            f"{redact(first[0] if first else type(exc).__name__)}") from None
     return Target(policy=policy.name, env=chosen, protected=policy.database.env[chosen].protected, engine=engine,
-                  embedded=embedded)
+                  embedded=embedded, name=target)

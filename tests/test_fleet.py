@@ -1,0 +1,116 @@
+"""One policy, many databases (the CLI side of a fleet): targets listed or discovered on a server,
+--target, --all-targets with --parallel, one bad target reported while the others go on."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from dbsweep.embedded import embedded_url
+from tests.conftest import ids, load_events, run_cli, write_policy
+
+NEW = "created_at >= now() - interval '7 days'"
+PHASES = """
+[[phase]]
+name = "events"
+kind = "retention"
+table = "events"
+time_column = "created_at"
+older_than = "7 days"
+batch_size = 500
+
+[[phase]]
+name = "seen"
+kind = "retention"
+table = "seen"
+time_column = "created_at"
+older_than = "7 days"
+batch_size = 500
+"""
+
+
+def fleet_db(prefix: str, name: str, old: int, new: int) -> sa.Engine:
+    engine = sa.create_engine(embedded_url(f"{prefix}_{name}"))
+    load_events(engine, old, new)
+    load_events(engine, old // 2, new // 2, table="seen")
+    return engine
+
+
+def test_all_targets_in_parallel_and_one_unreachable(tmp_path):
+    prefix = f"f_{uuid.uuid4().hex[:6]}"
+    engines = {name: fleet_db(prefix, name, old, new) for name, old, new in (("a", 3000, 1000), ("b", 1500, 500),
+                                                                            ("c", 600, 400))}
+    keep = {name: (ids(e, "events", NEW), ids(e, "seen", NEW)) for name, e in engines.items()}
+    targets = ", ".join(f'{{ name = "{n}", database = "{prefix}_{n}" }}' for n in engines)
+    env = (f'env.dev = {{ url = "embedded", targets = [{targets}, '
+           '{ name = "down", url = "postgresql://nobody:secret@127.0.0.1:1/gone" }] }')
+    path = write_policy(tmp_path, PHASES, "unused", env_block=env)
+    done = run_cli("run", path, "--all-targets", "--parallel", "3")
+    assert done.returncode == 1, done.stdout + done.stderr  # the worst: the unreachable target failed
+    summary = done.stdout
+    assert "fleet summary (4 targets, --parallel 3)" in summary and "secret" not in summary + done.stderr
+    for name in ("a", "b", "c"):
+        assert f"│ {name} " in summary
+    assert "│ down " in summary and "failed" in summary
+    logs = sorted(Path(os.environ["DBSWEEP_HOME"]).glob("fleet/testpol-*/down.log"))
+    assert logs and "cannot connect" in logs[-1].read_text() and "secret" not in logs[-1].read_text()
+    for name, engine in engines.items():  # each database purged exactly, whatever the others did
+        assert (ids(engine, "events"), ids(engine, "seen")) == keep[name]
+        with engine.connect() as conn:
+            runs = conn.execute(sa.text("SELECT phase, started_at, finished_at FROM dbsweep.runs ORDER BY started_at")).all()
+        assert [r.phase for r in runs] == ["events", "seen"]
+        assert runs[0].finished_at <= runs[1].started_at  # never two phases on one database at once
+    alone = run_cli("status", path, "--target", "b")
+    assert alone.returncode == 0 and "target b" in alone.stdout
+    for engine in engines.values():
+        engine.dispose()
+
+
+def test_one_target_unknown_target_and_a_fleet_without_either(tmp_path):
+    prefix = f"f_{uuid.uuid4().hex[:6]}"
+    engines = {name: fleet_db(prefix, name, 800, 200) for name in ("east", "west")}
+    before = {name: ids(e, "events") for name, e in engines.items()}
+    targets = ", ".join(f'{{ name = "{n}", database = "{prefix}_{n}" }}' for n in engines)
+    path = write_policy(tmp_path, PHASES, "unused", env_block=f'env.dev = {{ url = "embedded", targets = [{targets}] }}')
+    one = run_cli("run", path, "--target", "west", "--phase", "events")
+    assert one.returncode == 0, one.stderr
+    assert ids(engines["west"], "events") == ids(engines["west"], "events", NEW)
+    assert ids(engines["east"], "events") == before["east"]  # the other target untouched
+    wrong = run_cli("run", path, "--target", "wets")
+    assert wrong.returncode == 2 and "no target 'wets'; did you mean 'west'?" in wrong.stderr
+    neither = run_cli("plan", path)
+    assert neither.returncode == 2 and "is a fleet of databases: give --target NAME or --all-targets" in neither.stderr
+    for engine in engines.values():
+        engine.dispose()
+
+
+def test_discovered_targets_pick_up_a_database_created_later(tmp_path):
+    prefix = f"d_{uuid.uuid4().hex[:6]}"
+    first = [fleet_db(prefix, n, 300, 100) for n in ("1", "2")]
+    env = f'env.dev = {{ url = "embedded", databases_like = "{prefix}\\\\_%" }}'
+    path = write_policy(tmp_path, PHASES, "unused", env_block=env)
+    planned = run_cli("plan", path, "--all-targets", "--parallel", "2", "-o", tmp_path / "plan.json")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "fleet summary (2 targets" in planned.stdout
+    assert sorted(p.name for p in tmp_path.glob("plan.*.json")) == [f"plan.{prefix}_1.json", f"plan.{prefix}_2.json"]
+    later = fleet_db(prefix, "3", 300, 100)
+    again = run_cli("check", path, "--all-targets")
+    assert again.returncode == 0 and "fleet summary (3 targets" in again.stdout and f"{prefix}_3" in again.stdout
+    for engine in [*first, later]:
+        engine.dispose()
+
+
+def test_bad_fleet_policies_are_one_line_and_exit_2(tmp_path):
+    cases = [('env.dev = { url = "embedded", targets = [{ name = "a", database = "x" }, { name = "a", database = "y" }] }',
+              "'a' is named twice"),
+             ('env.dev = { url = "embedded", targets = [] }', "targets: empty"),
+             ('env.dev = { url = "embedded", targets = [{ name = "a" }] }', "give exactly one of 'url', 'url_env' or 'database'"),
+             ('env.dev = { url = "embedded", databases_like = "x%", targets = [{ name = "a", database = "x" }] }',
+              "not both")]
+    for env, message in cases:
+        path = write_policy(tmp_path, PHASES, "unused", env_block=env)
+        result = run_cli("plan", path, "--all-targets")
+        assert result.returncode == 2 and message in result.stderr, (env, result.stderr)
