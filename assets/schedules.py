@@ -8,14 +8,24 @@ import dagster as dg
 from .naming import PhaseNames
 
 
-def phase_schedule(names: PhaseNames, cron: str | None, job) -> dg.ScheduleDefinition | None:
+def phase_schedule(names: PhaseNames, cron: str | None, job, targets: dg.PartitionsDefinition | None = None):
+    """The phase's schedule; for a fleet, each tick asks for one run per target (the run queue
+    keeps one run per database at a time)."""
     if not cron:
         return None
-    return dg.ScheduleDefinition(
-        name=names.schedule, job=job, cron_schedule=cron,
-        run_config={"ops": {names.apply_op: {"config": {"dry_run": False, "confirm": names.phase}}}},
-        default_status=dg.DefaultScheduleStatus.STOPPED,
-    )
+    run_config = {"ops": {names.apply_op: {"config": {"dry_run": False, "confirm": names.phase}}}}
+    if targets is None:
+        return dg.ScheduleDefinition(name=names.schedule, job=job, cron_schedule=cron, run_config=run_config,
+                                     default_status=dg.DefaultScheduleStatus.STOPPED)
+
+    @dg.schedule(name=names.schedule, job=job, cron_schedule=cron, default_status=dg.DefaultScheduleStatus.STOPPED)
+    def every_target(context: dg.ScheduleEvaluationContext):
+        dynamic = isinstance(targets, dg.DynamicPartitionsDefinition)
+        keys = targets.get_partition_keys(dynamic_partitions_store=context.instance if dynamic else None)
+        return [dg.RunRequest(run_key=f"{context.scheduled_execution_time:%Y%m%dT%H%M}-{key}", partition_key=key,
+                              run_config=run_config) for key in keys]
+
+    return every_target
 
 
 def purpose_jobs(policy, phase_keys: dict[str, list[dg.AssetKey]]) -> tuple[list, list[dg.ScheduleDefinition]]:

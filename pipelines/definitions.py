@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets import build_backfill, build_health, build_phase, build_restore_job, build_stats
+from assets.fleet import target_partitions, targets_sensor
 from assets.integrity_asset import build_integrity
 from assets.naming import PhaseNames
 from assets.schedules import purpose_jobs
@@ -20,11 +21,14 @@ from resources.dbsweep_resource import default_policy_dir
 
 def build_definitions(policy_dir: str | None = None) -> dg.Definitions:
     folder = Path(policy_dir or default_policy_dir())
-    assets, checks, jobs, schedules = [], [], [], []
+    assets, checks, jobs, schedules, sensors = [], [], [], [], list(SENSORS)
     for path in sorted(folder.glob("*.toml")):
         policy = load_policy(path)  # refuses a policy whose name is not its file's
+        targets = target_partitions(policy)
+        if isinstance(targets, dg.DynamicPartitionsDefinition):
+            sensors.append(targets_sensor(policy, targets))
         for phase in policy.phases:
-            for built in (build_phase(policy.name, phase), build_backfill(policy.name, phase)):
+            for built in (build_phase(policy.name, phase, targets), build_backfill(policy.name, phase, targets)):
                 if built is None:
                     continue
                 assets += built.assets
@@ -43,7 +47,7 @@ def build_definitions(policy_dir: str | None = None) -> dg.Definitions:
         jobs += purpose
         schedules += purpose_schedules
     return dg.Definitions(
-        assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules, sensors=SENSORS,
+        assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules, sensors=sensors,
         resources={"dbsweep": DbsweepResource(policy_dir=str(folder))},
     )
 

@@ -19,8 +19,8 @@ def default_policy_dir() -> str:
 
 
 @lru_cache(maxsize=None)
-def _target(policy_path: str, env: str | None) -> Target:
-    return connect(load_policy(policy_path), env)
+def _target(policy_path: str, env: str | None, target: str | None = None) -> Target:
+    return connect(load_policy(policy_path), env, target)
 
 
 class DbsweepResource(dg.ConfigurableResource):
@@ -33,5 +33,6 @@ class DbsweepResource(dg.ConfigurableResource):
     def policy(self, name: str) -> Policy:
         return load_policy(Path(self.policy_dir) / f"{name}.toml")
 
-    def target(self, policy: Policy) -> Target:
-        return _target(str(policy.path), self.env)
+    def target(self, policy: Policy, target: str | None = None) -> Target:
+        """The env's database, or one target of a fleet env."""
+        return _target(str(policy.path), self.env, target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -114,3 +115,67 @@ def test_bad_fleet_policies_are_one_line_and_exit_2(tmp_path):
         path = write_policy(tmp_path, PHASES, "unused", env_block=env)
         result = run_cli("plan", path, "--all-targets")
         assert result.returncode == 2 and message in result.stderr, (env, result.stderr)
+
+
+def test_dagster_partitions_by_target_each_materialized_once(tmp_path):
+    """A listed fleet: each phase's graph is partitioned by target; materializing each partition
+    purges that database only, and the ledger of each shows one run per phase."""
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+
+    prefix = f"g_{uuid.uuid4().hex[:6]}"
+    engines = {name: fleet_db(prefix, name, 900, 300) for name in ("one", "two")}
+    keep = {name: ids(e, "events", NEW) for name, e in engines.items()}
+    targets = ", ".join(f'{{ name = "{n}", database = "{prefix}_{n}" }}' for n in engines)
+    write_policy(tmp_path, PHASES.replace('batch_size = 500\n', 'batch_size = 500\nschedule = "0 3 * * *"\n', 1),
+                 "unused", env_block=f'env.dev = {{ url = "embedded", targets = [{targets}] }}')
+    defs = build_definitions(str(tmp_path))
+    dg.Definitions.validate_loadable(defs)
+    job = defs.resolve_job_def("testpol__events")
+    assert sorted(job.partitions_def.get_partition_keys()) == ["one", "two"]
+    instance = dg.DagsterInstance.ephemeral()
+    schedule = defs.resolve_schedule_def("testpol__events__schedule")  # one run per target at each tick
+    ticks = schedule.evaluate_tick(dg.build_schedule_context(instance=instance,
+                                                             scheduled_execution_time=datetime(2026, 11, 27, 3),
+                                                             repository_def=defs.get_repository_def()))
+    assert sorted(r.partition_key for r in ticks.run_requests) == ["one", "two"]
+    assets = list(defs.assets) + list(defs.asset_checks)
+    for name in ("one", "two"):
+        result = dg.materialize(assets, selection=dg.AssetSelection.groups("testpol_events"), instance=instance,
+                                partition_key=name, resources=defs.resources,
+                                run_config={"ops": {"testpol__events__apply": {"config": {"dry_run": False}}}})
+        assert result.success
+    for name, engine in engines.items():
+        assert ids(engine, "events") == keep[name]
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM dbsweep.runs WHERE phase = 'events'")).scalar() == 1
+    done = instance.get_materialized_partitions(dg.AssetKey(["testpol", "events", "verified"]))
+    assert done == {"one", "two"}  # what the UI shows as the targets done
+    for engine in engines.values():
+        engine.dispose()
+
+
+def test_dagster_sensor_adds_a_database_created_after_the_first_run(tmp_path):
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+
+    prefix = f"h_{uuid.uuid4().hex[:6]}"
+    first = fleet_db(prefix, "1", 200, 100)
+    write_policy(tmp_path, PHASES, "unused", env_block=f'env.dev = {{ url = "embedded", databases_like = "{prefix}\\\\_%" }}')
+    defs = build_definitions(str(tmp_path))
+    sensor = defs.resolve_sensor_def("testpol__targets")
+    instance = dg.DagsterInstance.ephemeral()
+
+    def tick():
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        for request in result.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        return sorted(instance.get_dynamic_partitions("testpol__targets"))
+
+    assert tick() == [f"{prefix}_1"]
+    later = fleet_db(prefix, "2", 200, 100)
+    assert tick() == [f"{prefix}_1", f"{prefix}_2"]
+    for engine in (first, later):
+        engine.dispose()
