@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -88,19 +89,49 @@ def _rows(plan) -> int:
     return sum({row["table"]: row.get("rows_total") or 0 for row in plan.profile}.values())
 
 
-def launch_ui(out: Console, host: str = "127.0.0.1", port: int = 3000) -> int:
+DAGSTER_DATABASE = "dagster"
+
+
+def dagster_settings(storage: str = "sqlite", storage_url_env: str | None = None, max_runs: int = 4) -> str:
+    """The dagster.yaml `dbsweep ui` writes. Each policy's assets share a concurrency pool (one step
+    at a time per database: a backfill's runs queue instead of failing on the phase lock); a fleet's
+    runs queue with at most one per target (the partition) and `max_runs` in all; no newsletter
+    dialog, no usage telemetry. `storage = "postgres"`: runs, events, schedules and backfills in
+    PostgreSQL through dagster-postgres: the embedded server's `dagster` database, or the URL in
+    the environment variable `storage_url_env` (read by Dagster; the file never holds a password).
+    That is what a production deployment with a real run launcher and many workers uses."""
+    per_value = "      value:\n          applyLimitPerUniqueValue: true\n        limit: 1\n"
+    text = ("concurrency:\n  pools:\n    default_limit: 1\n"
+            f"  runs:\n    max_concurrent_runs: {max_runs}\n    tag_concurrency_limits:\n"
+            f"      - key: dagster/partition\n  {per_value}"
+            f"      - key: dagster/partition/target\n  {per_value}"
+            "nux:\n  enabled: false\ntelemetry:\n  enabled: false\n")
+    if storage == "postgres":
+        if storage_url_env is not None:
+            url = "{env: " + storage_url_env + "}"
+        else:
+            from .embedded import embedded_url
+
+            # a socket, no password; psycopg2: dagster-postgres binds NOTIFY's payload as a parameter,
+            # which psycopg 3 sends to the server as $1, and PostgreSQL refuses there
+            socket = embedded_url(DAGSTER_DATABASE).set(drivername="postgresql+psycopg2")
+            url = json.dumps(socket.render_as_string(hide_password=False))
+        text += f"storage:\n  postgres:\n    postgres_url: {url}\n"
+    elif storage != "sqlite":
+        raise BadInput(f"--storage {storage!r}: expected sqlite or postgres")
+    return text
+
+
+def launch_ui(out: Console, host: str = "127.0.0.1", port: int = 3000, storage: str = "sqlite",
+              storage_url_env: str | None = None) -> int:
     """`dagster dev` as a child process: when it ends (Ctrl-C reaches both), this process exits
     normally and stops the embedded server it started, unless another process still uses it."""
     workspace = find_file("workspace.yaml")
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(dbsweep_home() / "dagster")))
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
-    if not settings.exists() or not settings.read_text().strip():
-        # each policy's assets share a concurrency pool: one step at a time per database, so the
-        # runs of a backfill queue instead of failing on the phase lock; no first-run newsletter
-        # dialog and no usage telemetry (the machines dbsweep runs on rarely reach the internet)
-        settings.write_text("concurrency:\n  pools:\n    default_limit: 1\n"
-                            "nux:\n  enabled: false\ntelemetry:\n  enabled: false\n")
+    if storage != "sqlite" or not settings.exists() or not settings.read_text().strip():
+        settings.write_text(dagster_settings(storage, storage_url_env))
     for path in sorted((workspace.parent / "policies").glob("*.toml")):
         policy = load_policy(path)
         default = policy.database.env[policy.database.default_env]

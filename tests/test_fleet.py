@@ -179,3 +179,44 @@ def test_dagster_sensor_adds_a_database_created_after_the_first_run(tmp_path):
     assert tick() == [f"{prefix}_1", f"{prefix}_2"]
     for engine in (first, later):
         engine.dispose()
+
+
+def test_dagster_storage_on_postgres_records_runs_events_and_backfills(tmp_path, monkeypatch):
+    """`dbsweep ui --storage postgres` writes this dagster.yaml: Dagster's runs, events and
+    backfills then live in the embedded server's `dagster` database, through dagster-postgres."""
+    import time
+
+    import dagster as dg
+    from dagster._core.execution.backfill import PartitionBackfill
+
+    from dbsweep.demo_run import dagster_settings
+    from pipelines.definitions import build_definitions
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(dagster_settings("postgres"))
+    prefix = f"s_{uuid.uuid4().hex[:6]}"
+    engines = {name: fleet_db(prefix, name, 300, 100) for name in ("x", "y")}
+    targets = ", ".join(f'{{ name = "{n}", database = "{prefix}_{n}" }}' for n in engines)
+    write_policy(tmp_path, PHASES, "unused", env_block=f'env.dev = {{ url = "embedded", targets = [{targets}] }}')
+    defs = build_definitions(str(tmp_path))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        result = dg.materialize(list(defs.assets) + list(defs.asset_checks), selection=dg.AssetSelection.groups("testpol_events"),
+                                instance=instance, partition_key="x", resources=defs.resources)
+        assert result.success
+        backfill = PartitionBackfill.from_asset_partitions(
+            backfill_id=f"b{uuid.uuid4().hex[:8]}", asset_graph=defs.get_repository_def().asset_graph,
+            partition_names=["x", "y"], asset_selection=[dg.AssetKey(["testpol", "events", "profile"])],
+            backfill_timestamp=time.time(), tags={}, dynamic_partitions_store=instance, all_partitions=False,
+            title=None, description=None, run_config=None)
+        instance.add_backfill(backfill)
+        assert instance.get_backfill(backfill.backfill_id) is not None
+    dagster_db = sa.create_engine(embedded_url("dagster"))
+    with dagster_db.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM runs WHERE run_id = :r"), {"r": result.run_id}).scalar() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM event_logs WHERE run_id = :r"), {"r": result.run_id}).scalar() > 10
+        assert conn.execute(sa.text("SELECT count(*) FROM bulk_actions WHERE key = :k"),
+                            {"k": backfill.backfill_id}).scalar() == 1
+    dagster_db.dispose()
+    for engine in engines.values():
+        engine.dispose()
