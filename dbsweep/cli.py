@@ -447,11 +447,14 @@ def _find_run(run_id: str, policy_path: Path | None, env: str | None) -> tuple[P
 @app.command()
 @guarded
 def demo(scale: Annotated[float, typer.Option(min=0.01, help="Data volume multiplier (1 = 200k events, 100k aggregates, 20k orders, 20k NES contacts, 100k readings).")] = 1.0,
-         load_only: Annotated[bool, typer.Option("--load-only", help="Load the sample data into fresh databases and stop: the README workflow starts from there.")] = False):
+         load_only: Annotated[bool, typer.Option("--load-only", help="Load the sample data into fresh databases and stop: the README workflow starts from there.")] = False,
+         fleet: Annotated[Optional[int], typer.Option("--fleet", min=1, max=100, help="Instead: this many telemetry databases of different sizes, run as one fleet (--all-targets --parallel 2).")] = None):
     """Start the embedded PostgreSQL, load the sample data into freshly created databases, and run
     every phase: plan, gate, apply, verify (with --load-only: load, and change nothing)."""
-    from .demo_run import run_demo
+    from .demo_run import run_demo, run_fleet_demo
 
+    if fleet is not None:
+        raise typer.Exit(run_fleet_demo(out, fleet, scale))
     run_demo(out, scale, load_only)
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
@@ -82,6 +83,54 @@ def run_demo(out: Console, scale: float, load_only: bool = False) -> None:
         return
     out.print(summary)
     out.print("rows/s and apply: the batched change alone; total: plan, gate (Great Expectations), apply and verify")
+
+
+FLEET_PREFIX = "telemetry_fleet_"
+
+
+def fleet_policy(folder: Path, prefix: str = FLEET_PREFIX) -> Path:
+    """policies/telemetry.toml with its dev env made a fleet: every embedded database named
+    `<prefix>…`, discovered when a command runs."""
+    text = find_file("policies/telemetry.toml").read_text()
+    pattern = prefix.replace("_", "\\\\_") + "%"
+    text = text.replace('name = "telemetry"', 'name = "telemetry_fleet"', 1).replace(
+        'env.dev = { url = "embedded" }', f'env.dev = {{ url = "embedded", databases_like = "{pattern}" }}', 1)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "telemetry_fleet.toml"
+    path.write_text(text)
+    return path
+
+
+def load_fleet(size: int, scale: float, prefix: str = FLEET_PREFIX) -> list[str]:
+    """`size` fresh embedded databases shaped like seed 002's telemetry, of different sizes."""
+    from .demo import telemetry
+    from .embedded import embedded_url
+
+    names = []
+    for i in range(1, size + 1):
+        name = f"{prefix}{i:02d}"
+        recreate_embedded_database(name)
+        engine = sa.create_engine(embedded_url(name))
+        try:
+            telemetry.create(engine, scale * (0.25 + 1.5 * i / size))
+        finally:
+            engine.dispose()
+        names.append(name)
+    return names
+
+
+def run_fleet_demo(out: Console, size: int, scale: float, parallel: int = 2) -> int:
+    """`dbsweep demo --fleet N`: N telemetry databases, then the whole fleet through the CLI
+    (`dbsweep run … --all-targets --parallel`), and the summary table."""
+    from .fleet import run_fleet
+
+    out.print(f"loading {size} telemetry databases ({FLEET_PREFIX}01 …) into the embedded server")
+    names = load_fleet(size, scale)
+    path = fleet_policy(dbsweep_home() / "fleet_demo")
+    out.print(f"running {path} on every target, {parallel} at a time:\n"
+              f"  dbsweep run {path} --all-targets --parallel {parallel}")
+    logs = dbsweep_home() / "fleet" / f"demo-{time.strftime('%Y%m%dT%H%M%S')}"
+    return run_fleet(out, ["run", str(path)], names, parallel, False, logs)
 
 
 def _rows(plan) -> int:
