@@ -211,6 +211,10 @@ def test_dagster_storage_on_postgres_records_runs_events_and_backfills(tmp_path,
             title=None, description=None, run_config=None)
         instance.add_backfill(backfill)
         assert instance.get_backfill(backfill.backfill_id) is not None
+        queue = instance.get_concurrency_config().run_queue_config  # one run per target, 4 in all
+        assert queue.max_concurrent_runs == 4
+        assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in \
+            queue.tag_concurrency_limits
     dagster_db = sa.create_engine(embedded_url("dagster"))
     with dagster_db.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM runs WHERE run_id = :r"), {"r": result.run_id}).scalar() == 1
@@ -218,5 +222,50 @@ def test_dagster_storage_on_postgres_records_runs_events_and_backfills(tmp_path,
         assert conn.execute(sa.text("SELECT count(*) FROM bulk_actions WHERE key = :k"),
                             {"k": backfill.backfill_id}).scalar() == 1
     dagster_db.dispose()
+    for engine in engines.values():
+        engine.dispose()
+
+
+def test_demo_fleet_runs_every_database_and_shows_the_summary():
+    done = run_cli("demo", "--fleet", "2", "--scale", "0.05")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "fleet summary (2 targets, --parallel 2)" in done.stdout
+    assert done.stdout.count("│ done ") == 2
+
+
+def test_a_fleet_backfill_is_partitioned_by_target_and_window(tmp_path):
+    """A retention phase with `backfill` in a fleet: partitions are target x day; materializing
+    one (target, day) purges that day's old rows in that database only."""
+    from datetime import timedelta
+
+    import dagster as dg
+
+    from dbsweep.plan import utcnow
+    from pipelines.definitions import build_definitions
+
+    prefix = f"m_{uuid.uuid4().hex[:6]}"
+    engines = {name: fleet_db(prefix, name, 3000, 1000) for name in ("p", "q")}
+    day = (utcnow() - timedelta(days=14)).date()
+    start = f"'{day.isoformat()} 00:00:00+00'"
+    in_day = f"created_at >= timestamptz {start} AND created_at < timestamptz {start} + interval '1 day'"
+    before = {name: ids(e, "events") for name, e in engines.items()}
+    doomed = ids(engines["p"], "events", in_day)
+    assert doomed
+    targets = ", ".join(f'{{ name = "{n}", database = "{prefix}_{n}" }}' for n in engines)
+    phases = PHASES.replace('batch_size = 500\n', f'batch_size = 500\nbackfill = {{ start = '
+                            f'{(day - timedelta(days=30)).isoformat()}, window = "day" }}\n', 1)
+    write_policy(tmp_path, phases, "unused", env_block=f'env.dev = {{ url = "embedded", targets = [{targets}] }}')
+    defs = build_definitions(str(tmp_path))
+    partitions = defs.resolve_job_def("testpol__events__backfill").partitions_def
+    assert isinstance(partitions, dg.MultiPartitionsDefinition)
+    assert {d.name for d in partitions.partitions_defs} == {"target", "window"}
+    key = dg.MultiPartitionKey({"target": "p", "window": day.isoformat()})
+    result = dg.materialize(list(defs.assets) + list(defs.asset_checks), instance=dg.DagsterInstance.ephemeral(),
+                            selection=dg.AssetSelection.groups("testpol_events_backfill"), partition_key=key,
+                            resources=defs.resources,
+                            run_config={"ops": {"testpol__events__backfill__apply": {"config": {"dry_run": False}}}})
+    assert result.success
+    assert ids(engines["p"], "events") == before["p"] - doomed  # that day, that database
+    assert ids(engines["q"], "events") == before["q"]  # the other target untouched
     for engine in engines.values():
         engine.dispose()
