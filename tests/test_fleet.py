@@ -269,3 +269,16 @@ def test_a_fleet_backfill_is_partitioned_by_target_and_window(tmp_path):
     assert ids(engines["q"], "events") == before["q"]  # the other target untouched
     for engine in engines.values():
         engine.dispose()
+
+
+def test_fail_fast_starts_no_target_after_a_failure(tmp_path):
+    prefix = f"ff_{uuid.uuid4().hex[:6]}"
+    engine = fleet_db(prefix, "later", 300, 100)
+    before = ids(engine, "events")
+    env = ('env.dev = { url = "embedded", targets = [{ name = "down", url = "postgresql://nobody@127.0.0.1:1/gone" }, '
+           f'{{ name = "later", database = "{prefix}_later" }}] }}')
+    path = write_policy(tmp_path, PHASES, "unused", env_block=env)
+    done = run_cli("run", path, "--all-targets", "--fail-fast")
+    assert done.returncode == 1 and "skipped (--fail-fast)" in done.stdout, done.stdout
+    assert ids(engine, "events") == before  # the target after the failure never started
+    engine.dispose()
