@@ -226,6 +226,11 @@ class Dialect:
         """column IN (values)."""
         return column.in_(values)
 
+    def in_shared_values(self, key: sa.ColumnElement, values: list):
+        """A function giving `pointer IN (values)` for any column, all of one statement's uses
+        sending the values once where the database allows (portable form: each its own list)."""
+        return lambda pointer: self.in_values(pointer, values)
+
     def delete_some(self, conn: sa.Connection, table: sa.Table, where: sa.ColumnElement, limit: int,
                     sink=NO_ARCHIVE) -> int:
         """Delete at most `limit` rows matching `where`, any of them (the caller loops until fewer

@@ -167,6 +167,12 @@ class PostgresDialect(Dialect):
         same from batch to batch and psycopg prepares it once (no planning per batch)."""
         return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
 
+    def in_shared_values(self, key, values):
+        """One named array parameter for every use in the statement: a cascade's six child deletes
+        in one statement sent 2,000 keys six times (a third of the batch's time at that size)."""
+        keys = sa.bindparam("dbsweep_keys", list(values), type_=postgresql.ARRAY(key.type))
+        return lambda pointer: pointer == sa.any_(keys)
+
     def delete_returning_csv(self, conn, stmt, table) -> bytes:
         """COPY (DELETE … RETURNING *) TO STDOUT as CSV, in the caller's transaction, timestamps in UTC."""
         compiled = stmt.returning(*table.c).compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})

@@ -375,7 +375,7 @@ class CascadeWalker(Walker):
         """This batch's parents: as selected, when that was in this transaction; else those that
         still match the rule, so a parent that became active since loses no more children."""
         if selected_here:
-            return lambda pointer: self.dialect.in_values(pointer, keys)
+            return self.dialect.in_shared_values(self.key, keys)
         still = sa.select(self.key).where(self.dialect.in_values(self.key, keys), self.chosen)
         return lambda pointer: pointer.in_(still)
 
