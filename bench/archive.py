@@ -79,6 +79,17 @@ def by_hand(engine, cutoff, into: str) -> tuple[int, float]:
             cursor.execute("WITH gone AS (DELETE FROM by_hand WHERE created_at < %s RETURNING *) "
                            "INSERT INTO by_hand__archive SELECT * FROM gone", (cutoff,))
             rows = cursor.rowcount
+        elif into == "shaped":  # dbsweep's archive shape: run, batch and time columns, BRIN on (run, batch)
+            raw.rollback()
+            cursor.execute("DROP TABLE by_hand__archive")
+            cursor.execute("CREATE TABLE by_hand__archive AS SELECT *, ''::varchar(32) AS dbsweep_run_id, "
+                           "0 AS dbsweep_batch_no, now() AS dbsweep_archived_at FROM by_hand WITH NO DATA")
+            cursor.execute("CREATE INDEX ON by_hand__archive USING brin (dbsweep_run_id, dbsweep_batch_no)")
+            raw.commit()
+            began = time.perf_counter()
+            cursor.execute("WITH gone AS (DELETE FROM by_hand WHERE created_at < %s RETURNING *) "
+                           "INSERT INTO by_hand__archive SELECT gone.*, 'abcdef123456', 1, now() FROM gone", (cutoff,))
+            rows = cursor.rowcount
         else:
             rows = 0
             with cursor.copy("COPY (DELETE FROM by_hand WHERE created_at < %s RETURNING *) TO STDOUT (FORMAT csv)",
@@ -156,6 +167,7 @@ def main() -> None:
     parser.add_argument("--throttle-sleep-ms", type=int, nargs="+", default=[100, 200, 400, 1000])
     parser.add_argument("--max-duty", type=float, nargs="+", default=[0.5, 0.3, 0.2])
     parser.add_argument("--writer-only", action="store_true", help="only part 3, the concurrent writer")
+    parser.add_argument("--purges-only", action="store_true", help="only part 1, the archived purges")
     args = parser.parse_args()
     os.environ.setdefault("DBSWEEP_HOME", str(Path(tempfile.gettempdir()) / "dbsweep-bench"))
     console = Console(width=160)
@@ -171,7 +183,8 @@ def main() -> None:
 
         if not args.writer_only:
             purges_and_partitions(engine, policy_dir, args, console, now, cutoff)
-        writer_part(engine, url, policy_dir, args, console)
+        if not args.purges_only:
+            writer_part(engine, url, policy_dir, args, console)
 
 
 def purges_and_partitions(engine, policy_dir: Path, args, console: Console, now, cutoff) -> None:
@@ -183,6 +196,7 @@ def purges_and_partitions(engine, policy_dir: Path, args, console: Console, now,
     purges.add_row("plain DELETE (one statement, no archive)", f"{plain_rows:,}", f"{plain_s:.2f}",
                    f"{plain_rate:,.0f}", "1.00x", f"{plain_s:.3f}")
     for label, into in (("by hand: DELETE … RETURNING into a table (bound)", "table"),
+                        ("by hand: the same into dbsweep's archive shape (3 more columns, BRIN)", "shaped"),
                         ("by hand: COPY (DELETE … RETURNING *) to the client (bound)", "stream")):
         rows, seconds = by_hand(engine, cutoff, into)
         purges.add_row(label, f"{rows:,}", f"{seconds:.2f}", f"{rows / seconds:,.0f}",
@@ -195,6 +209,8 @@ def purges_and_partitions(engine, policy_dir: Path, args, console: Console, now,
                            f"{rate:,.0f}", f"{rate / plain_rate:.2f}x", f"{report.batch_ms['max'] / 1000:.3f}")
     console.print(purges)
 
+    if args.purges_only:
+        return
     console.print(f"building a {args.partition_rows:,}-row partition ...")
     drops = Table(title="taking one whole expired partition")
     for name in ("archive", "partition rows", "detach + drop/move (s)", "whole run (s)"):
