@@ -41,13 +41,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("screenshots"))
     parser.add_argument("--port", type=int, default=3333)
+    parser.add_argument("--policy", default="telemetry", help="policy in policies/ to plan and show")
+    parser.add_argument("--phase", default="events")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "DBSWEEP_HOME": f"{tmp}/home", "DAGSTER_HOME": f"{tmp}/dagster"}
         Path(env["DAGSTER_HOME"]).mkdir()
         dbsweep("demo", "--load-only", "--scale", "0.05", env=env)
-        planned = dbsweep("plan", "policies/telemetry.toml", "--phase", "events", env=env).stdout
+        planned = dbsweep("plan", f"policies/{args.policy}.toml", "--phase", args.phase, env=env).stdout
         report = planned.split("gate report ")[1].split()[0]
         shoot(f"file://{report}", args.out / "gate_report.png", Path(tmp) / "chrome")
         ui = subprocess.Popen([sys.executable, "-m", "dbsweep.cli", "ui", "--port", str(args.port)], cwd=ROOT, env=env,
@@ -64,9 +66,9 @@ def main() -> None:
                         raise SystemExit("the Dagster UI did not come up")
                     time.sleep(2)
             time.sleep(10)  # the code location loads after the server answers
-            shoot(f"{base}/assets/telemetry/events/profile?view=checks", args.out / "dagster_gate_check.png",
-                  Path(tmp) / "chrome")
-            shoot(f"{base}/assets/telemetry/events/profile", args.out / "dagster_profile.png", Path(tmp) / "chrome")
+            asset = f"{base}/assets/{args.policy}/{args.phase}/profile"
+            shoot(f"{asset}?view=checks", args.out / "dagster_gate_check.png", Path(tmp) / "chrome")
+            shoot(asset, args.out / "dagster_profile.png", Path(tmp) / "chrome")
         finally:
             os.killpg(ui.pid, signal.SIGINT)  # Ctrl-C, as a user would: Dagster, then the embedded server
             try:
