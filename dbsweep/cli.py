@@ -446,7 +446,7 @@ def _find_run(run_id: str, policy_path: Path | None, env: str | None) -> tuple[P
 
 @app.command()
 @guarded
-def demo(scale: Annotated[float, typer.Option(min=0.01, help="Data volume multiplier (1 = 200k events, 100k aggregates, 20k orders, 20k NES contacts, 100k readings).")] = 1.0,
+def demo(scale: Annotated[float, typer.Option(min=0.01, help="Data volume multiplier (1 = 200k events, 100k aggregates, 20k orders, 20k NES contacts, 100k readings, 380k ETL rows to dedupe, 2k applications of folders to merge).")] = 1.0,
          load_only: Annotated[bool, typer.Option("--load-only", help="Load the sample data into fresh databases and stop: the README workflow starts from there.")] = False,
          fleet: Annotated[Optional[int], typer.Option("--fleet", min=1, max=100, help="Instead: this many telemetry databases of different sizes, run as one fleet (--all-targets --parallel 2).")] = None):
     """Start the embedded PostgreSQL, load the sample data into freshly created databases, and run
