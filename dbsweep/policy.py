@@ -7,7 +7,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -129,6 +129,9 @@ class PhaseBase(Strict):
     # the schema of the phase's tables named without one (the table keys give names as SQL does)
     table_schema: str | None = Field(default=None, alias="schema")
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    # the archive modes a kind can keep what it changes in, and why it takes no other
+    archive_modes: ClassVar[tuple[str, ...]] = ARCHIVE_MODES
+    archive_why: ClassVar[str] = ""
 
     @property
     def base_dir(self) -> Path:
@@ -175,6 +178,9 @@ class PhaseBase(Strict):
     def _archive(cls, value: str) -> str:
         if value not in ARCHIVE_MODES:
             raise ValueError(f"archive {value!r} is not one of {', '.join(ARCHIVE_MODES)}")
+        if value not in cls.archive_modes:
+            allowed = " or ".join(repr(mode) for mode in cls.archive_modes)
+            raise ValueError(f"{cls.archive_why}: archive must be {allowed}")
         return value
 
     @field_validator("after")

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Literal
 
 import sqlalchemy as sa
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from ..archive import Change, make_archive
 from ..catalog import column, primary_key, reflect_table, time_column
@@ -72,17 +72,11 @@ class Config(PhaseBase):
     kind: Literal["dedupe"]
     tables: list[TableRule] = Field(min_length=1)
     archive: str = "table"
+    archive_modes = ("table",)
+    archive_why = "a dedupe keeps every row it removes in <table>__archive (verify reads them back)"
     rebuild_above: float = Field(default=0.5, ge=0, le=1)  # auto: rebuild when more of the table is duplicates
     keep_backup: Duration = "7 days"  # a rebuild's old table, kept for restore; a later run drops it
     swap_lock_timeout: ServerTimeout = "500 ms"  # the longest a rebuild's swap makes writers wait
-
-    @field_validator("archive")
-    @classmethod
-    def _archive_table(cls, value: str) -> str:
-        if value != "table":
-            raise ValueError("a dedupe keeps every row it removes in <table>__archive (verify reads them back): "
-                             "archive must be 'table'")
-        return value
 
     @model_validator(mode="after")
     def _tables_once(self) -> Config:

@@ -65,13 +65,13 @@ class Config(PhaseBase):
     max_groups: int | None = Field(default=None, ge=0)  # the gate refuses more duplicate groups than this
     constraint: UniqueAfter | None = None
     archive: str = "table"  # the journal, `<table>__merge_journal`
+    archive_modes = ("table",)
+    archive_why = "a merge journals every change in <table>__merge_journal"
 
     @model_validator(mode="after")
     def _rule(self) -> Config:
         if self.survivor == "oldest" and self.time_column is None:
             raise ValueError("survivor = \"oldest\" needs time_column")
-        if self.archive != "table":
-            raise ValueError("a merge journals every change in <table>__merge_journal: archive must be 'table'")
         return self
 
 

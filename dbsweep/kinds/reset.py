@@ -94,14 +94,8 @@ class Config(PhaseBase):
     table: TableName
     rules: list[Rule] = Field(min_length=1)
     verify_query: ConsumerQuery | None = None
-
-    @field_validator("archive")
-    @classmethod
-    def _previous_values_instead(cls, value: str) -> str:
-        if value != "none":
-            raise ValueError("a reset keeps the previous values of every row it changes in <table>__previous; "
-                             "archive must be 'none'")
-        return value
+    archive_modes = ("none",)
+    archive_why = "a reset keeps the previous values of every row it changes in <table>__previous"
 
     @model_validator(mode="after")
     def _otherwise_last(self) -> Config:
