@@ -11,14 +11,11 @@ comes back with its column's type."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from ..errors import BadInput, GateRefused
-
-JOURNAL_COLUMNS = ("run_id", "batch_no", "step", "action", "table_name", "key", "column_name", "old_value", "row_data")
 
 
 def _q(conn, name: str) -> str:
@@ -74,8 +71,13 @@ def plausible_polymorphic(conn: sa.Connection, known: set[str]) -> list[str]:
     return [f"{r.tbl} ({r.type_col}, {r.id_col})" for r in rows if f"{r.relname}:{r.id_col}" not in known]
 
 
-def ensure_journal(conn: sa.Connection, schema: str | None, name: str) -> str:
-    target = f"{_q(conn, schema)}.{_q(conn, name)}" if schema else _q(conn, name)
+def journal_table(conn, table: str, journal: str) -> str:
+    """The journal as SQL: `journal` in the schema of `table` (a `schema.name`)."""
+    return qualified(conn, f"{table.rpartition('.')[0]}.{journal}" if "." in table else journal)
+
+
+def ensure_journal(conn: sa.Connection, table: str, name: str) -> str:
+    target = journal_table(conn, table, name)
     conn.execute(sa.text(
         f"CREATE TABLE IF NOT EXISTS {target} (id bigserial PRIMARY KEY, run_id text NOT NULL, batch_no int NOT NULL, "
         "step int NOT NULL, action text NOT NULL, table_name text NOT NULL, key jsonb NOT NULL, column_name text, "
@@ -95,7 +97,6 @@ class Batch:
     batch_no: int
     step: int = 0
     maps: int = 0
-    merged: dict[str, int] = field(default_factory=dict)
 
     def next_step(self) -> int:
         self.step += 1
@@ -157,18 +158,94 @@ def survivor_order(conn: sa.Connection, spec: dict, alias: str) -> str:
         for child in spec["children"]:
             if child["parent"] != spec["table"]:
                 continue
-            c = qualified(conn, child["table"])
-            if child["kind"] == "fk":
-                counts.append(f"(SELECT count(*) FROM {c} ch WHERE ch.{_q(conn, child['column'])} = {key})")
-            else:
-                counts.append(f"(SELECT count(*) FROM {c} ch WHERE ch.{_q(conn, child['type_column'])} = "
-                              f"{_value(child['type_value'])} AND ch.{_q(conn, child['column'])} = {key})")
+            counts.append(f"(SELECT count(*) FROM {qualified(conn, child['table'])} ch "
+                          f"WHERE ch.{_q(conn, child['column'])} = {key}{_only_type(conn, child, 'ch.')})")
         return f"({' + '.join(counts) or '0'}) DESC, {key}"
     return key
 
 
-def _value(value) -> str:
+def literal_value(value) -> str:
     return str(int(value)) if isinstance(value, int) and not isinstance(value, bool) else _literal(str(value))
+
+
+def group_filter(conn, spec: dict, alias: str = "") -> str:
+    """The rows that take part: every group_by column set, and the policy's `where`."""
+    parts = [f"{alias}{_q(conn, c)} IS NOT NULL" for c in spec["group_by"]]
+    if spec["where"]:
+        parts.append(f"({spec['where']})")
+    return " AND ".join(parts)
+
+
+def losers_sql(conn, spec: dict, window: str = "") -> str:
+    """SELECT loser, survivor: every member of a group but the rule's first (`window`: more
+    conditions on the members, alias m)."""
+    key = _q(conn, spec["tables"][spec["table"]]["key"])
+    partition = ", ".join(f"m.{_q(conn, c)}" for c in spec["group_by"])
+    return (f"SELECT loser, survivor FROM (SELECT m.{key} AS loser, first_value(m.{key}) OVER (PARTITION BY {partition} "
+            f"ORDER BY {survivor_order(conn, spec, 'm')}) AS survivor FROM {qualified(conn, spec['table'])} m "
+            f"WHERE {group_filter(conn, spec, 'm.')}{window}) r WHERE loser <> survivor")
+
+
+def collisions_sql(conn, spec: dict, child: dict, mapping: str) -> str:
+    """SELECT loser, survivor among `child`'s rows that would share its unique key once moved by
+    `mapping` (a table or subquery of loser, survivor): the one already under the survivor stays,
+    else the lowest key."""
+    key, fk = _q(conn, spec["tables"][child["table"]]["key"]), _q(conn, child["column"])
+    others = [_q(conn, col) for col in child["unique"] if col != child["column"]]
+    cols = "".join(f", c.{o}" for o in others)
+    not_null = " AND ".join([f"c.{o} IS NOT NULL" for o in others] or ["true"])
+    table = qualified(conn, child["table"])
+    return f"""
+        SELECT {key} AS loser, first AS survivor FROM (
+            SELECT {key}, first_value({key}) OVER (PARTITION BY target{''.join(', ' + o for o in others)}
+                                                  ORDER BY moving, {key}) AS first FROM (
+                SELECT c.{key}, m.survivor AS target{cols}, 1 AS moving FROM {table} c JOIN {mapping} m
+                    ON c.{fk} = m.loser WHERE {not_null}
+                UNION ALL
+                SELECT c.{key}, c.{fk}{cols}, 0 FROM {table} c WHERE c.{fk} IN (SELECT survivor FROM {mapping} s)
+                    AND {not_null}
+            ) candidates
+        ) ranked WHERE {key} <> first"""
+
+
+def count_rows(conn, table: str) -> int:
+    return conn.execute(sa.text(f"SELECT count(*) FROM {qualified(conn, table)}")).scalar()
+
+
+def group_counts(conn, spec: dict) -> tuple[int, int, int, int]:
+    """Duplicate groups, rows in them, the largest, and the losers (rows the merge removes)."""
+    cols = ", ".join(_q(conn, c) for c in spec["group_by"])
+    row = conn.execute(sa.text(
+        f"SELECT count(*), coalesce(sum(n), 0), coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM "
+        f"{qualified(conn, spec['table'])} WHERE {group_filter(conn, spec)} GROUP BY {cols} HAVING count(*) > 1) g")).one()
+    groups, rows, largest = (int(v) for v in row)
+    return groups, rows, largest, rows - groups
+
+
+def child_counts(conn, spec: dict, child: dict) -> tuple[int, int]:
+    """Rows of a direct child that will move, and how many of them collide on its unique key."""
+    losers = f"({losers_sql(conn, spec)})"
+    moving = conn.execute(sa.text(f"SELECT count(*) FROM {qualified(conn, child['table'])} c JOIN {losers} m "
+                                  f"ON c.{_q(conn, child['column'])} = m.loser{_only_type(conn, child, 'c.')}")).scalar()
+    if not child.get("unique"):
+        return moving, 0
+    return moving, conn.execute(sa.text(f"SELECT count(*) FROM ({collisions_sql(conn, spec, child, losers)}) x")).scalar()
+
+
+def pointing_at(conn, child: dict, keys: set) -> int:
+    """Rows of `child` that point at any of `keys` (removed rows, for verify)."""
+    if not keys:
+        return 0
+    return conn.execute(sa.text(
+        f"SELECT count(*) FROM {qualified(conn, child['table'])} WHERE {_q(conn, child['column'])}::text = ANY(:keys)"
+        f"{_only_type(conn, child)}"), {"keys": [str(k) for k in keys]}).scalar()
+
+
+def _only_type(conn, child: dict, alias: str = "") -> str:
+    """A polymorphic child's rows of the parent's type (nothing for a foreign key)."""
+    if child["kind"] != "poly":
+        return ""
+    return f" AND {alias}{_q(conn, child['type_column'])} = {literal_value(child['type_value'])}"
 
 
 def top_map(batch: Batch, after: list | None, upto: list) -> str:
@@ -176,25 +253,15 @@ def top_map(batch: Batch, after: list | None, upto: list) -> str:
     conn, spec = batch.conn, batch.spec
     t = spec["tables"][spec["table"]]
     name = batch.new_map(t["key_type"])
-    key = _q(conn, t["key"])
     row = "(" + ", ".join(f"m.{_q(conn, c)}" for c in spec["group_by"]) + ")"
-    typed = lambda p, values: "(" + ", ".join(  # noqa: E731
+    typed = lambda p: "(" + ", ".join(  # noqa: E731
         f"CAST(:{p}{i} AS {t['types'][c]})" for i, c in enumerate(spec["group_by"])) + ")"
-    where = [f"m.{_q(conn, c)} IS NOT NULL" for c in spec["group_by"]] + [f"{row} <= {typed('u', upto)}"]
+    window = f" AND {row} <= {typed('u')}"
     params = {f"u{i}": v for i, v in enumerate(upto)}
     if after is not None:
-        where.append(f"{row} > {typed('a', after)}")
+        window += f" AND {row} > {typed('a')}"
         params |= {f"a{i}": v for i, v in enumerate(after)}
-    if spec["where"]:
-        where.append("(" + spec["where"] + ")")
-    partition = ", ".join(f"m.{_q(conn, c)}" for c in spec["group_by"])
-    conn.execute(sa.text(f"""
-        INSERT INTO {name} (loser, survivor)
-        SELECT {key}, first FROM (
-            SELECT m.{key}, first_value(m.{key}) OVER (PARTITION BY {partition} ORDER BY {survivor_order(conn, spec, 'm')})
-                   AS first
-            FROM {qualified(conn, spec['table'])} m WHERE {' AND '.join(where)}) ranked
-        WHERE {key} <> first"""), params)
+    conn.execute(sa.text(f"INSERT INTO {name} (loser, survivor) {losers_sql(conn, spec, window)}"), params)
     conn.execute(sa.text(f"ANALYZE {name}"))  # a temporary table has no statistics: without them, a child
     return name                              # table's re-point was planned as a scan of the whole table
 
@@ -217,23 +284,9 @@ def _resolve_collisions(batch: Batch, child: dict, mapping: str) -> None:
     conn = batch.conn
     c_table = child["table"]
     t = batch.spec["tables"][c_table]
-    key, fk = _q(conn, t["key"]), _q(conn, child["column"])
-    others = [col for col in child["unique"] if col != child["column"]]
-    cols = ", ".join(f"c.{_q(conn, o)}" for o in others)
-    same = ", ".join(["target", *(_q(conn, o) for o in others)])
-    not_null = " AND ".join([f"c.{_q(conn, o)} IS NOT NULL" for o in others] or ["true"])
+    key = _q(conn, t["key"])
     collide = batch.new_map(t["key_type"])
-    conn.execute(sa.text(f"""
-        INSERT INTO {collide} (loser, survivor)
-        SELECT {key}, first FROM (
-            SELECT {key}, first_value({key}) OVER (PARTITION BY {same} ORDER BY moving, {key}) AS first FROM (
-                SELECT c.{key}, m.survivor AS target{', ' + cols if cols else ''}, 1 AS moving
-                FROM {qualified(conn, c_table)} c JOIN {mapping} m ON c.{fk} = m.loser WHERE {not_null}
-                UNION ALL
-                SELECT c.{key}, c.{fk}{', ' + cols if cols else ''}, 0
-                FROM {qualified(conn, c_table)} c WHERE c.{fk} IN (SELECT survivor FROM {mapping}) AND {not_null}
-            ) candidates
-        ) ranked WHERE {key} <> first"""))
+    conn.execute(sa.text(f"INSERT INTO {collide} (loser, survivor) {collisions_sql(conn, batch.spec, child, mapping)}"))
     conn.execute(sa.text(f"ANALYZE {collide}"))
     found = conn.execute(sa.text(f"SELECT count(*) FROM {collide}")).scalar()
     if not found:
@@ -243,7 +296,7 @@ def _resolve_collisions(batch: Batch, child: dict, mapping: str) -> None:
         raise GateRefused(f"{found} rows of {c_table} would collide on ({', '.join(child['unique'])}) and on_conflict "
                           "is \"fail\" (collisions appeared since the plan)")
     if rule == "merge":
-        batch.merged[c_table] = batch.merged.get(c_table, 0) + merge_into(batch, c_table, collide)
+        merge_into(batch, c_table, collide)
         return
     column = _q(conn, child["rename_column"])
     step = batch.next_step()
@@ -261,7 +314,7 @@ def _repoint(batch: Batch, child: dict, mapping: str) -> None:
     conn = batch.conn
     t = batch.spec["tables"][child["table"]]
     key, column = _q(conn, t["key"]), _q(conn, child["column"])
-    only = f" AND c.{_q(conn, child['type_column'])} = {_value(child['type_value'])}" if child["kind"] == "poly" else ""
+    only = _only_type(conn, child, "c.")
     step = batch.next_step()
     conn.execute(sa.text(f"""
         WITH moved AS (
@@ -340,5 +393,3 @@ def moved_or_merged(conn: sa.Connection, journal: str, run_ids: list[str], root:
          "type_col": child.get("type_column") or "", "type_value": str(child.get("type_value") or "")}).scalar()
 
 
-def dumps(value) -> str:
-    return json.dumps(value, default=str)

@@ -289,11 +289,6 @@ def consume_log(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk: l
     return consumed
 
 
-def log_backlog(conn: sa.Connection, table: sa.Table, names: RebuildNames) -> int:
-    log = _qualified(conn, table.schema or _schema(conn), names.log)
-    return conn.execute(sa.text(f"SELECT count(*) FROM {log}")).scalar()
-
-
 def swap(conn: sa.Connection, table: sa.Table, names: RebuildNames, pairs: list[tuple[str, str]],
          replay) -> None:
     """In the caller's transaction, whose lock_timeout bounds the wait: lock the original, replay

@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from ..archive import Change
 from ..catalog import column, primary_key, reflect_table, time_column
-from ..dialects import Dialect
+from ..dialects import Dialect, pg_merge
 from ..errors import BadInput, StoppedEarly
 from ..names import derived
 from ..plan import PhasePlan, Step
@@ -31,7 +31,6 @@ from .common import PlanParts
 
 GATE_SUITE = "merge_gate"
 VERIFY_SUITE = "merge_verify"
-CONFLICT_RULES = ("merge", "rename", "fail")
 
 
 class Polymorphic(Strict):
@@ -77,7 +76,7 @@ class Config(PhaseBase):
 
 def canonical(conn, table: sa.Table) -> str:
     """`schema.name`, always with the schema: one name per table however the policy spelled it."""
-    schema = table.schema or conn.execute(sa.text("SELECT current_schema()")).scalar()
+    schema = table.schema or sa.inspect(conn).default_schema_name
     return f"{schema}.{table.name}"
 
 
@@ -104,8 +103,6 @@ def _tables(conn, dialect: Dialect, names: list[str]) -> dict[str, dict]:
 
 def _children(conn, cfg: Config, root: sa.Table) -> list[dict]:
     """Every child of the root table, and of each child merged on collision, recursively."""
-    from ..dialects import pg_merge
-
     children, queue, seen = [], [root], set()
     while queue:
         parent = queue.pop(0)
@@ -149,8 +146,6 @@ def _children(conn, cfg: Config, root: sa.Table) -> list[dict]:
 
 
 def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime, window=None) -> PlanParts:
-    from ..dialects import pg_merge
-
     if dialect.name != "postgresql":
         raise BadInput(f"merge needs PostgreSQL (its journal keeps whole rows as jsonb), not {dialect.name}")
     table = reflect_table(conn, cfg.table)
@@ -170,10 +165,10 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         spec["constraint"] = {"name": cfg.constraint.name, "columns": cfg.constraint.columns,
                               "where": checked_where(cfg.constraint.where, table, dialect.name)["where"]
                               if cfg.constraint.where else None}
-    groups, in_groups, largest, losers = _group_counts(conn, spec)
+    groups, in_groups, largest, losers = pg_merge.group_counts(conn, spec)
     known = {f"{c['table'].rpartition('.')[2]}:{c['column']}" for c in children if c["kind"] == "poly"}
     unlisted = pg_merge.plausible_polymorphic(conn, known)
-    profile = [{"table": spec["table"], "role": "groups", "rows_total": _count(conn, spec["table"]),
+    profile = [{"table": spec["table"], "role": "groups", "rows_total": pg_merge.count_rows(conn, spec["table"]),
                 "groups": groups, "rows_in_groups": in_groups, "largest_group": largest, "rows_selected": losers, "moving": 0,
                 "collisions": 0, "on_conflict": "", "unresolved": 0,
                 "unlisted_children": "; ".join(unlisted) if cfg.children_complete and unlisted else "none",
@@ -181,9 +176,10 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
                 "writes": spec["journal"],
                 "detail": f"{groups:,} groups (largest {largest:,}): {losers:,} rows merged into their survivor"}]
     for child in children:
-        moving, collisions = _child_counts(conn, spec, child) if child["parent"] == spec["table"] else (None, None)
+        direct = child["parent"] == spec["table"]
+        moving, collisions = pg_merge.child_counts(conn, spec, child) if direct else (None, None)
         profile.append({"table": child["table"], "role": f"{child['kind']} child of {child['parent']} ({child['column']})",
-                        "rows_total": _count(conn, child["table"]), "groups": 0, "rows_in_groups": 0, "largest_group": 0,
+                        "rows_total": pg_merge.count_rows(conn, child["table"]), "groups": 0, "rows_in_groups": 0, "largest_group": 0,
                         "rows_selected": 0, "moving": moving or 0, "collisions": collisions or 0, "on_conflict": child["on_conflict"],
                         "unresolved": (collisions or 0) if child["on_conflict"] == "fail" else 0,
                         "unlisted_children": "none", "max_groups": 0, "writes": spec["journal"],
@@ -197,70 +193,6 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
                 batch_size=cfg.batch_size or 100, spec=spec)
     return PlanParts(steps=[step], profile=profile, expect={
         "max_rows": cfg.expect.max_rows if cfg.expect.max_rows is not None else losers, "min_rows": cfg.expect.min_rows})
-
-
-def _count(conn, name: str) -> int:
-    from ..dialects.pg_merge import qualified
-
-    return conn.execute(sa.text(f"SELECT count(*) FROM {qualified(conn, name)}")).scalar()
-
-
-def _group_filter(conn, spec: dict, alias: str = "") -> str:
-    q = conn.dialect.identifier_preparer.quote
-    parts = [f"{alias}{q(c)} IS NOT NULL" for c in spec["group_by"]]
-    if spec["where"]:
-        parts.append(f"({spec['where']})")
-    return " AND ".join(parts)
-
-
-def _group_counts(conn, spec: dict) -> tuple[int, int, int, int]:
-    from ..dialects.pg_merge import qualified
-
-    cols = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in spec["group_by"])
-    row = conn.execute(sa.text(
-        f"SELECT count(*), coalesce(sum(n), 0), coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM "
-        f"{qualified(conn, spec['table'])} WHERE {_group_filter(conn, spec)} GROUP BY {cols} HAVING count(*) > 1) g")).one()
-    groups, rows, largest = (int(v) for v in row)
-    return groups, rows, largest, rows - groups
-
-
-def _losers_sql(conn, spec: dict) -> str:
-    """SELECT loser, survivor over every group, as a batch's map would (for the plan's counts)."""
-    from ..dialects.pg_merge import qualified, survivor_order
-
-    q = conn.dialect.identifier_preparer.quote
-    key = q(spec["tables"][spec["table"]]["key"])
-    partition = ", ".join(f"m.{q(c)}" for c in spec["group_by"])
-    return (f"SELECT loser, survivor FROM (SELECT m.{key} AS loser, first_value(m.{key}) OVER (PARTITION BY {partition} "
-            f"ORDER BY {survivor_order(conn, spec, 'm')}) AS survivor FROM {qualified(conn, spec['table'])} m "
-            f"WHERE {_group_filter(conn, spec, 'm.')}) r WHERE loser <> survivor")
-
-
-def _child_counts(conn, spec: dict, child: dict) -> tuple[int, int]:
-    """Rows of a direct child that will move, and how many of them collide on its unique key."""
-    from ..dialects.pg_merge import _value, qualified
-
-    q = conn.dialect.identifier_preparer.quote
-    c, fk = qualified(conn, child["table"]), q(child["column"])
-    only = f" AND c.{q(child['type_column'])} = {_value(child['type_value'])}" if child["kind"] == "poly" else ""
-    losers = _losers_sql(conn, spec)
-    moving = conn.execute(sa.text(f"SELECT count(*) FROM {c} c JOIN ({losers}) m ON c.{fk} = m.loser{only}")).scalar()
-    if not child.get("unique"):
-        return moving, 0
-    others = [q(o) for o in child["unique"] if o != child["column"]]
-    cols = "".join(f", c.{o}" for o in others)
-    not_null = " AND ".join([f"c.{o} IS NOT NULL" for o in others] or ["true"])
-    key = q(spec["tables"][child["table"]]["key"])
-    collisions = conn.execute(sa.text(f"""
-        SELECT count(*) FROM (
-            SELECT {key}, first_value({key}) OVER (PARTITION BY target{''.join(', ' + o for o in others)}
-                                                  ORDER BY moving, {key}) AS first FROM (
-                SELECT c.{key}, m.survivor AS target{cols}, 1 AS moving FROM {c} c JOIN ({losers}) m ON c.{fk} = m.loser
-                WHERE {not_null}
-                UNION ALL
-                SELECT c.{key}, c.{fk}{cols}, 0 FROM {c} c WHERE c.{fk} IN (SELECT survivor FROM ({losers}) s) AND {not_null}
-            ) candidates) ranked WHERE {key} <> first""")).scalar()
-    return moving, collisions
 
 
 def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
@@ -284,19 +216,17 @@ class MergeWalker(StagedWalker):
     def __init__(self, ctx, table, step, cursor):
         super().__init__(ctx, table, step, JournalSink(step.spec["journal"]), cursor)
         self.groups = 0
-        spec = step.spec
-        if spec["where"]:  # the plan is read back from outside: its SQL is checked again
-            spec["where"] = check_where(spec["where"], list(table.c.keys()), spec["where_dialect"])
+        self.spec = dict(step.spec)
+        if self.spec["where"]:  # the plan is read back from outside: its SQL is checked again
+            self.spec["where"] = check_where(self.spec["where"], list(table.c.keys()), self.spec["where_dialect"])
 
     def batch(self, conn, size, exact=False):
         self.sink.ref = self.sink.journal if self.stage == "merge" else None  # the ledger names the journal
         return super().batch(conn, size, exact)
 
     def _merge(self, conn, size, exact):
-        from ..dialects import pg_merge
-
-        spec = self.step.spec
-        journal = pg_merge.ensure_journal(conn, self.table.schema, spec["journal"])
+        spec = self.spec
+        journal = pg_merge.ensure_journal(conn, spec["table"], spec["journal"])
         after = self.cursor.get("after")
         upto, more = pg_merge.group_window(conn, spec, after, size)
         if upto is None:
@@ -316,7 +246,7 @@ class MergeWalker(StagedWalker):
             return 0, None
         dialect, engine = self.ctx.dialect, self.ctx.engine
         with engine.connect() as check:
-            groups = _group_counts(check, {**self.step.spec, "group_by": wanted["columns"], "where": wanted["where"]})[0]
+            groups = pg_merge.group_counts(check, {**self.spec, "group_by": wanted["columns"], "where": wanted["where"]})[0]
             state = dialect.index_state(check, self.table, wanted["name"])
         if state == "valid":
             return 0, None
@@ -345,23 +275,18 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
 
     step = plan.steps[0]
     spec = step.spec
-    q = conn.dialect.identifier_preparer.quote
     run_ids = Ledger(conn.engine).run_ids_for_plan(plan.plan_id)
-    journal = pg_merge.qualified(conn, f"{spec['table'].rpartition('.')[0]}.{spec['journal']}"
-                                 if "." in spec["table"] else spec["journal"])
+    journal = pg_merge.journal_table(conn, spec["table"], spec["journal"])
     has_journal = sa.inspect(conn).has_table(spec["journal"], schema=reflect_table(conn, spec["table"]).schema)
     counts = pg_merge.journal_counts(conn, journal, run_ids) if has_journal else {}
-    left = _group_counts(conn, spec)[0]
+    left = pg_merge.group_counts(conn, spec)[0]
     rows = [{"table": spec["table"], "check": "one row per group", "rows": spec["rows_before"][spec["table"]],
              "rows_wrong": left}]
     removed = {table: {k[spec["tables"][table]["key"]] for k in keys}
                for (action, table), (_, keys) in counts.items() if action == "delete"}
     for child in spec["children"]:
         gone = removed.get(child["parent"], set())
-        c = pg_merge.qualified(conn, child["table"])
-        only = f" AND {q(child['type_column'])} = {pg_merge._value(child['type_value'])}" if child["kind"] == "poly" else ""
-        dangling = conn.execute(sa.text(f"SELECT count(*) FROM {c} WHERE {q(child['column'])}::text = ANY(:gone){only}"),
-                                {"gone": [str(g) for g in gone]}).scalar() if gone else 0
+        dangling = pg_merge.pointing_at(conn, child, gone)
         rows.append({"table": child["table"], "check": f"nothing points at a removed {child['parent']} "
                      f"({child['column']})", "rows": len(gone), "rows_wrong": dangling})
     root_key = spec["tables"][spec["table"]]["key"]
@@ -375,7 +300,7 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
         if table == spec["table"]:
             continue
         merged = counts.get(("delete", table), [0])[0]
-        now = _count(conn, table)
+        now = pg_merge.count_rows(conn, table)
         rows.append({"table": table, "check": "rows = before - merged away", "rows": now,
                      "rows_wrong": abs(before - merged - now)})
     wanted = spec.get("constraint")
@@ -389,7 +314,7 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
 def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     """Drop the constraint the run built (saying so), then replay the journal backwards, newest
     batch first, one transaction per batch marked restored in it: safe to run twice."""
-    from ..dialects import dialect_for, pg_merge
+    from ..dialects import dialect_for
     from ..restore import RestoreReport
 
     spec = plan.steps[0].spec
@@ -407,9 +332,7 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     batches = list(reversed(ledger.archived_batches(run.run_id)))
     for batch in batches:
         with engine.begin() as conn:
-            table = reflect_table(conn, spec["table"])
-            journal = (f"{pg_merge._q(conn, table.schema)}.{pg_merge._q(conn, batch.archive)}" if table.schema
-                       else pg_merge._q(conn, batch.archive))
+            journal = pg_merge.journal_table(conn, spec["table"], spec["journal"])  # the plan's, not the ledger's text
             rows, pointers = pg_merge.undo_batch(conn, spec, journal, run.run_id, batch.batch_no)
             inserted, restored = inserted + rows, restored + pointers
             ledger.mark_restored(conn, run.run_id, batch.batch_no)
