@@ -91,11 +91,17 @@ def _url(policy: Policy, env: str, raw: str, database: str | None) -> sa.URL:
 
 def resolve_url(policy: Policy, env: str, target: str | None = None) -> sa.URL:
     """The URL of the env's database, or of one target of a fleet env."""
+    return _url(policy, env, *_source(policy, env, target))
+
+
+def _source(policy: Policy, env: str, target: str | None) -> tuple[str, str | None]:
+    """Where the database is: the raw URL (or "embedded") of its server, and the database on it
+    when the URL does not name it."""
     config = policy.database.env[env]
     if not config.fleet:
         if target is not None:
             raise BadInput(f"{policy.path}: env {env!r} is one database: --target {target} does not apply")
-        return _url(policy, env, _raw_url(policy, env, config.url, config.url_env), config.database)
+        return _raw_url(policy, env, config.url, config.url_env), config.database
     if target is None:
         raise BadInput(f"{policy.path}: env {env!r} is a fleet of databases: give --target NAME or --all-targets")
     names = target_names(policy, env)
@@ -108,9 +114,9 @@ def resolve_url(policy: Policy, env: str, target: str | None = None) -> sa.URL:
     for spec in config.targets or []:
         if spec.name == target:
             if spec.database is not None:
-                return _url(policy, env, _raw_url(policy, env, config.url, config.url_env), spec.database)
-            return _url(policy, env, _raw_url(policy, env, spec.url, spec.url_env), None)
-    return _url(policy, env, _raw_url(policy, env, config.url, config.url_env), target)  # discovered: the name is the database
+                return _raw_url(policy, env, config.url, config.url_env), spec.database
+            return _raw_url(policy, env, spec.url, spec.url_env), None
+    return _raw_url(policy, env, config.url, config.url_env), target  # discovered: the name is the database
 
 
 def target_names(policy: Policy, env: str | None = None) -> list[str]:
@@ -139,11 +145,8 @@ def target_names(policy: Policy, env: str | None = None) -> list[str]:
 
 def connect(policy: Policy, env: str | None = None, target: str | None = None) -> Target:
     chosen = choose_env(policy, env)
-    url = resolve_url(policy, chosen, target)
-    embedded = policy.database.env[chosen].url == "embedded"
-    if target is not None:
-        spec = next((t for t in policy.database.env[chosen].targets or [] if t.name == target), None)
-        embedded = (spec.url == "embedded") if spec is not None and spec.database is None else embedded
+    raw, database = _source(policy, chosen, target)
+    url, embedded = _url(policy, chosen, raw, database), raw == "embedded"
     try:
         engine = sa.create_engine(url, pool_pre_ping=True)
         with engine.connect():

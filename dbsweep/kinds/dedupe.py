@@ -568,7 +568,7 @@ class _Recorded(Change):
 
 
 # verify and undo ------------------------------------------------------------------------------
-def _removed_rows(conn, dialect: Dialect, table: sa.Table, step: Step, run_ids: list[str]) -> sa.FromClause | None:
+def _removed_rows(conn, table: sa.Table, step: Step, run_ids: list[str]) -> sa.FromClause | None:
     """The rows the plan's runs removed from `table`: their archive rows, or the rows of a
     rebuild's backup that the rule made duplicates and that are gone from the table."""
     from ..archive import RUN_ID, archive_table_for
@@ -611,7 +611,7 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
         duplicates = conn.execute(sa.select(sa.func.count()).select_from(grouped.subquery())).scalar()
         state = dialect.index_state(conn, table, spec["constraint"])
         wrong = lost = 0
-        removed = _removed_rows(conn, dialect, table, step, run_ids)
+        removed = _removed_rows(conn, table, step, run_ids)
         if removed is not None:
             survivor = sa.select(sa.literal(1)).select_from(table).where(same_key(table, removed, spec))
             wrong = conn.execute(sa.select(sa.func.count()).select_from(removed).where(
