@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timezone
+
 import sqlalchemy as sa
 
 from .errors import BadInput
+from .names import stem_for
 
 
 def _quoted_parts(qualified: str) -> list[str] | None:
@@ -157,3 +161,17 @@ def check_value(conn: sa.Connection, col: sa.Column, value, what: str) -> None:
         detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         raise BadInput(f"{where}: the database refuses it ({detail})") from None
     savepoint.commit()
+
+
+def dated_copies(conn: sa.Connection, schema: str | None, base: str, marker: str,
+                 stamp: str) -> list[tuple[str, datetime]]:
+    """The tables named `<base><marker><moment>` that dbsweep derived from `base` (a retired copy, a
+    rebuild's backup), oldest first, with the moment their name gives (UTC, `stamp` its format)."""
+    width = len(datetime(2000, 1, 1).strftime(stamp))
+    pattern = re.compile(re.escape(stem_for(base, len(marker) + width) + marker) + rf"(\d{{{width}}})$")
+    found = []
+    for name in sa.inspect(conn).get_table_names(schema=schema):
+        match = pattern.match(name)
+        if match:
+            found.append((name, datetime.strptime(match.group(1), stamp).replace(tzinfo=timezone.utc)))
+    return sorted(found, key=lambda item: item[1])

@@ -16,21 +16,20 @@ finding a key's kept row is one index probe; dbsweep drops it again when it made
 from __future__ import annotations
 
 import json
-import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
 from pydantic import Field, model_validator
 
 from ..archive import Change, make_archive
-from ..catalog import column, primary_key, reflect_table, time_column
+from ..catalog import column, dated_copies, primary_key, reflect_table, time_column
 from ..dialects import Dialect
 from ..durations import parse_duration
 from ..errors import BadInput, StoppedEarly
 from ..keys import after_key, from_json, to_json
 from ..ledger import NOT_UNDOABLE_KEY
-from ..names import MAX_IDENTIFIER_BYTES, derived, stem_for
+from ..names import MAX_IDENTIFIER_BYTES, derived
 from ..plan import PhasePlan, Step
 from ..policy import Duration, PhaseBase, ServerTimeout, Strict, TableName
 from ..walkers import KeyWalker, StagedWalker, Walker, table_walker
@@ -205,14 +204,7 @@ def rebuild_names(table: sa.Table, now: datetime) -> dict:
 
 def backups(conn: sa.Connection, table: sa.Table) -> list[tuple[str, datetime]]:
     """A table's rebuild backups, oldest first, with the moment each was made (from its name)."""
-    stem = stem_for(table.name, len(BACKUP) + len(f"{datetime(2000, 1, 1):{STAMP}}"))
-    pattern = re.compile(re.escape(stem + BACKUP) + r"(\d{12})$")
-    found = []
-    for name in sa.inspect(conn).get_table_names(schema=table.schema):
-        match = pattern.match(name)
-        if match:
-            found.append((name, datetime.strptime(match.group(1), STAMP).replace(tzinfo=timezone.utc)))
-    return sorted(found, key=lambda item: item[1])
+    return dated_copies(conn, table.schema, table.name, BACKUP, STAMP)
 
 
 def _backup_rows(conn, cfg: Config, table: sa.Table, spec: dict, now: datetime) -> tuple[list[Step], list[dict]]:

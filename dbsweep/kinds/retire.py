@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -16,12 +16,12 @@ import sqlalchemy as sa
 from pydantic import Field, field_validator
 
 from ..archive import NoArchive
-from ..catalog import reflect_table, resolve_name, split_name
+from ..catalog import dated_copies, reflect_table, resolve_name, split_name
 from ..dialects import Dialect, dialect_for
 from ..durations import parse_duration
 from ..errors import BadInput, GateRefused
 from ..ledger import NOT_UNDOABLE_KEY, Ledger
-from ..names import derived, stem_for
+from ..names import derived
 from ..plan import PhasePlan, Step
 from ..policy import Duration, PhaseBase, TableName
 from ..walkers import Walker
@@ -54,7 +54,6 @@ class Config(PhaseBase):
         return value
 
 
-DATE_LENGTH = len("20261126")
 
 
 def retired_name(base: str, on: datetime) -> str:
@@ -63,14 +62,7 @@ def retired_name(base: str, on: datetime) -> str:
 
 
 def _retired_copies(conn: sa.Connection, schema: str | None, base: str) -> list[tuple[str, datetime]]:
-    stem = stem_for(base, len(RETIRED) + DATE_LENGTH)
-    pattern = re.compile(re.escape(stem + RETIRED) + r"(\d{8})$")
-    found = []
-    for name in sa.inspect(conn).get_table_names(schema=schema):
-        match = pattern.match(name)
-        if match:
-            found.append((name, datetime.strptime(match.group(1), "%Y%m%d").replace(tzinfo=timezone.utc)))
-    return sorted(found, key=lambda item: item[1])
+    return dated_copies(conn, schema, base, RETIRED, "%Y%m%d")
 
 
 def preconditions(conn: sa.Connection, dialect: Dialect, table: sa.Table, label: str, archive: bool,
