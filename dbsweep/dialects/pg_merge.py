@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from ..errors import BadInput, GateRefused
+from .postgresql import PostgresDialect
 
 
 def _q(conn, name: str) -> str:
@@ -30,7 +31,7 @@ def qualified(conn, name: str) -> str:
 
 def foreign_key_children(conn: sa.Connection, table: sa.Table) -> list[dict]:
     """Every foreign key into `table`, its own self-reference included: (child table, column)."""
-    schema = table.schema or conn.execute(sa.text("SELECT current_schema()")).scalar()
+    schema = table.schema or PostgresDialect().default_schema(conn)
     rows = conn.execute(sa.text("""
         SELECT con.conname, n.nspname, c.relname, array_length(con.conkey, 1) AS width,
                (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = con.conrelid AND a.attnum = con.conkey[1]) AS col

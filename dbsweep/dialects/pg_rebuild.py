@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from ..errors import BadInput
 from ..names import derived
+from .postgresql import PostgresDialect
 
 
 @dataclass
@@ -47,7 +48,7 @@ def _qualified(conn, schema: str, name: str) -> str:
 
 
 def _regclass(conn, table: sa.Table) -> int:
-    schema = table.schema or conn.execute(sa.text("SELECT current_schema()")).scalar()
+    schema = table.schema or _schema(conn)
     oid = conn.execute(sa.text("SELECT to_regclass(:t)::oid"), {"t": _qualified(conn, schema, table.name)}).scalar()
     if oid is None:
         raise BadInput(f"table '{table.fullname}' does not exist")
@@ -97,7 +98,7 @@ def create_shadow(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk:
     """In the caller's transaction: the shadow table (columns, defaults, checks, storage, comments;
     no indexes: the copy is faster without them), the change log, and the trigger that fills it."""
     p = _prep(conn)
-    schema = table.schema or conn.execute(sa.text("SELECT current_schema()")).scalar()
+    schema = table.schema or _schema(conn)
     old = _qualified(conn, schema, table.name)
     shadow, log = _qualified(conn, schema, names.shadow), _qualified(conn, schema, names.log)
     types = column_types(conn, table)
@@ -186,7 +187,7 @@ def copy_null_keys(conn: sa.Connection, table: sa.Table, shadow: str, nk: list[s
 
 
 def _schema(conn) -> str:
-    return conn.execute(sa.text("SELECT current_schema()")).scalar()
+    return PostgresDialect().default_schema(conn)
 
 
 def clone_structure(conn: sa.Connection, table: sa.Table, names: RebuildNames, skip_indexes: list[str]) -> list[tuple[str, str]]:
