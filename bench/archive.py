@@ -63,40 +63,36 @@ def sweep(engine, policy_dir: Path, table: str, extra: str, now, copy: bool = Tr
     return plan, service.apply(policy, target, plan, dry_run=False)
 
 
-def by_hand(engine, cutoff, into: str) -> tuple[int, float]:
-    """The database's own cost of keeping the deleted rows, in one statement with no batching,
-    ledger or client work: what an archived purge can approach at best. into "table": DELETE …
-    RETURNING feeding an INSERT into an archive table with no index; "stream": COPY (DELETE …
-    RETURNING *) TO STDOUT, the rows read by the client and thrown away."""
+def by_hand(engine, cutoff, into: str, batches: int = 1) -> tuple[int, float]:
+    """The database's own cost of keeping the deleted rows, with no ledger or client work: what an
+    archived purge can approach at best. into "table": DELETE … RETURNING feeding an INSERT into
+    an archive table with no index; "stream": COPY (DELETE … RETURNING *) TO STDOUT, the rows read
+    by the client and thrown away. `batches` > 1: the same in that many key windows of equal
+    size, one transaction each, as a batched purge must do it."""
     fresh_copy(engine, "by_hand")
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
         cursor.execute("CREATE TABLE by_hand__archive AS SELECT * FROM by_hand WITH NO DATA")
+        cursor.execute("SELECT id FROM by_hand WHERE created_at < %s ORDER BY id", (cutoff,))
+        selected = [r[0] for r in cursor.fetchall()]
         raw.commit()
-        began = time.perf_counter()
-        if into == "table":
-            cursor.execute("WITH gone AS (DELETE FROM by_hand WHERE created_at < %s RETURNING *) "
-                           "INSERT INTO by_hand__archive SELECT * FROM gone", (cutoff,))
-            rows = cursor.rowcount
-        elif into == "shaped":  # dbsweep's archive shape: run, batch and time columns, BRIN on (run, batch)
-            raw.rollback()
-            cursor.execute("DROP TABLE by_hand__archive")
-            cursor.execute("CREATE TABLE by_hand__archive AS SELECT *, ''::varchar(32) AS dbsweep_run_id, "
-                           "0 AS dbsweep_batch_no, now() AS dbsweep_archived_at FROM by_hand WITH NO DATA")
-            cursor.execute("CREATE INDEX ON by_hand__archive USING brin (dbsweep_run_id, dbsweep_batch_no)")
+        step = -(-len(selected) // batches)
+        windows = [(selected[i] - 1, selected[min(i + step, len(selected)) - 1]) for i in range(0, len(selected), step)]
+        began, rows = time.perf_counter(), 0
+        for low, high in windows:
+            where = ("created_at < %s AND id > %s AND id <= %s", (cutoff, low, high)) if batches > 1 else \
+                ("created_at < %s", (cutoff,))
+            if into == "table":
+                cursor.execute(f"WITH gone AS (DELETE FROM by_hand WHERE {where[0]} RETURNING *) "
+                               "INSERT INTO by_hand__archive SELECT * FROM gone", where[1])
+                rows += cursor.rowcount
+            else:
+                with cursor.copy(f"COPY (DELETE FROM by_hand WHERE {where[0]} RETURNING *) TO STDOUT (FORMAT csv)",
+                                 where[1]) as copy:
+                    for chunk in copy:
+                        rows += bytes(chunk).count(b"\n")
             raw.commit()
-            began = time.perf_counter()
-            cursor.execute("WITH gone AS (DELETE FROM by_hand WHERE created_at < %s RETURNING *) "
-                           "INSERT INTO by_hand__archive SELECT gone.*, 'abcdef123456', 1, now() FROM gone", (cutoff,))
-            rows = cursor.rowcount
-        else:
-            rows = 0
-            with cursor.copy("COPY (DELETE FROM by_hand WHERE created_at < %s RETURNING *) TO STDOUT (FORMAT csv)",
-                             (cutoff,)) as copy:
-                for chunk in copy:
-                    rows += bytes(chunk).count(b"\n")
-        raw.commit()
         return rows, time.perf_counter() - began
     finally:
         raw.close()
@@ -196,17 +192,24 @@ def purges_and_partitions(engine, policy_dir: Path, args, console: Console, now,
     purges.add_row("plain DELETE (one statement, no archive)", f"{plain_rows:,}", f"{plain_s:.2f}",
                    f"{plain_rate:,.0f}", "1.00x", f"{plain_s:.3f}")
     for label, into in (("by hand: DELETE … RETURNING into a table (bound)", "table"),
-                        ("by hand: the same into dbsweep's archive shape (3 more columns, BRIN)", "shaped"),
                         ("by hand: COPY (DELETE … RETURNING *) to the client (bound)", "stream")):
         rows, seconds = by_hand(engine, cutoff, into)
         purges.add_row(label, f"{rows:,}", f"{seconds:.2f}", f"{rows / seconds:,.0f}",
                        f"{rows / seconds / plain_rate:.2f}x", f"{seconds:.3f}")
+    batches = 0
     for walk in ("key", "blocks"):
         for mode in ("none", "table", "parquet"):
             _, report = sweep(engine, policy_dir, "swept", f'archive = "{mode}"\nwalk = "{walk}"', now)
             rate = report.rows / report.seconds
-            purges.add_row(f"dbsweep, archive = {mode}, walk = {walk}", f"{report.rows:,}", f"{report.seconds:.2f}",
-                           f"{rate:,.0f}", f"{rate / plain_rate:.2f}x", f"{report.batch_ms['max'] / 1000:.3f}")
+            batches = batches or (report.batches if mode == "table" else 0)
+            purges.add_row(f"dbsweep, archive = {mode}, walk = {walk} ({report.batches} batches)", f"{report.rows:,}",
+                           f"{report.seconds:.2f}", f"{rate:,.0f}", f"{rate / plain_rate:.2f}x",
+                           f"{report.batch_ms['max'] / 1000:.3f}")
+    for label, into in ((f"by hand in {batches} key windows, one transaction each: into a table", "table"),
+                        (f"by hand in {batches} key windows, one transaction each: to the client", "stream")):
+        rows, seconds = by_hand(engine, cutoff, into, batches)
+        purges.add_row(label, f"{rows:,}", f"{seconds:.2f}", f"{rows / seconds:,.0f}",
+                       f"{rows / seconds / plain_rate:.2f}x", "")
     console.print(purges)
 
     if args.purges_only:

@@ -6,16 +6,21 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from .catalog import reflect_table
 from .errors import BadInput
 from .names import derived
 
 RUN_ID, BATCH_NO, ARCHIVED_AT = "dbsweep_run_id", "dbsweep_batch_no", "dbsweep_archived_at"
+# an archive row's one stamp: its batch in `<archive>_batches` (which holds the run, batch and time)
+BATCH = "dbsweep_batch"
 
 
 class Change:
@@ -54,33 +59,87 @@ class NoArchive(Change):
         return [gone], gone
 
 
-def archive_table_for(table: sa.Table, columns: list[sa.Column] | None = None, suffix: str = "__archive",
-                      looked_up: bool = False) -> sa.Table:
-    """`<schema>.<table><suffix>`: the table's columns (or the given ones; no constraints, all
-    nullable) plus the run, batch and time each row was saved. `looked_up`: read back batch by
-    batch while the table keeps growing (previous values), so (run, batch) gets a B-tree."""
-    copies = [sa.Column(c.name, c.type, nullable=True) for c in (table.c if columns is None else columns)]
-    # BRIN on PostgreSQL otherwise: the archive is append-only, so run and batch follow the heap
-    # order; a B-tree there cost a third of the archived purge's throughput (bench/archive.py)
-    using = {} if looked_up else {"postgresql_using": "brin"}
+def archive_table_for(table: sa.Table, suffix: str = "__archive") -> sa.Table:
+    """`<schema>.<table><suffix>`: the table's columns (no constraints, all nullable) and one
+    bigint naming the batch that saved the row in `archive_batches_for(...)`. No index: the
+    archive is written far more often than read, and each extra byte per row or index entry
+    costs the purge (bench/archive.py); a restore builds the index it needs first."""
+    copies = [sa.Column(c.name, c.type, nullable=True) for c in table.c]
+    return sa.Table(derived(table.name, suffix), sa.MetaData(), *copies,
+                    sa.Column(BATCH, sa.BigInteger, nullable=False), schema=table.schema)
+
+
+def archive_batches_for(archive: sa.Table) -> sa.Table:
+    """`<archive>_batches`: one row per batch that wrote to the archive, numbering it (the
+    archive rows' BATCH) and saying which run and ledger batch it was, and when."""
     return sa.Table(
-        derived(table.name, suffix), sa.MetaData(), *copies,
+        derived(archive.name, "_batches"), sa.MetaData(),
+        sa.Column(BATCH, sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column(RUN_ID, sa.String(32), nullable=False),
+        sa.Column(BATCH_NO, sa.Integer, nullable=False),
+        sa.Column(ARCHIVED_AT, sa.DateTime(timezone=True), nullable=False, server_default=sa.func.current_timestamp()),
+        sa.UniqueConstraint(RUN_ID, BATCH_NO, name=derived(archive.name, "_batches_run")),
+        schema=archive.schema,
+    )
+
+
+def stamped_copy_table(table: sa.Table, columns: list[sa.Column], suffix: str) -> sa.Table:
+    """`<schema>.<table><suffix>`: the given columns (all nullable) and, on every row, the run,
+    batch and time it was saved, with a B-tree on (run, batch): for copies read back batch by
+    batch while they keep growing (a reset's previous values)."""
+    return sa.Table(
+        derived(table.name, suffix), sa.MetaData(), *[sa.Column(c.name, c.type, nullable=True) for c in columns],
         sa.Column(RUN_ID, sa.String(32), nullable=False),
         sa.Column(BATCH_NO, sa.Integer, nullable=False),
         sa.Column(ARCHIVED_AT, sa.DateTime(timezone=True), nullable=False),
-        sa.Index(derived(f"ix_{table.name}", f"{suffix}_{'batch' if looked_up else 'run'}"), RUN_ID, BATCH_NO, **using),
+        sa.Index(derived(f"ix_{table.name}", f"{suffix}_batch"), RUN_ID, BATCH_NO),
         schema=table.schema,
     )
 
 
+@dataclass(frozen=True)
+class ArchiveTables:
+    rows: sa.Table     # the archived rows, each with its BATCH
+    batches: sa.Table  # BATCH -> run, ledger batch, time
+
+    def batch_rows(self, run_id: str, batch_no: int) -> sa.ColumnElement:
+        """The archive rows one ledger batch saved."""
+        b = self.batches.c
+        return self.rows.c[BATCH] == (sa.select(b[BATCH]).where(b[RUN_ID] == run_id, b[BATCH_NO] == batch_no)
+                                      .scalar_subquery())
+
+    def runs_rows(self, run_ids: list[str]) -> sa.ColumnElement:
+        """The archive rows the given runs saved."""
+        b = self.batches.c
+        return self.rows.c[BATCH].in_(sa.select(b[BATCH]).where(b[RUN_ID].in_(run_ids or [""])))
+
+
+def open_archive(conn: sa.Connection, archive_name: str, to_restore: bool = True) -> ArchiveTables:
+    """An existing archive, by the name a ledger row gives. `to_restore`: it is about to be read
+    back batch by batch, so its index on BATCH is built first if it is not there yet."""
+    rows = reflect_table(conn, archive_name)
+    if BATCH not in rows.c:
+        raise BadInput(f"table '{rows.fullname}' is not a dbsweep archive (no column {BATCH})")
+    batches = reflect_table(conn, archive_batches_for(rows).fullname)
+    if to_restore:
+        sa.Index(derived(f"ix_{rows.name}", "_batch"), rows.c[BATCH]).create(conn, checkfirst=True)
+    return ArchiveTables(rows, batches)
+
+
 class TableArchive(Change):
-    def __init__(self, dialect, archive: sa.Table):
+    def __init__(self, dialect, archive: ArchiveTables):
         self.dialect, self.archive = dialect, archive
-        self.ref = archive.fullname
+        self.ref = archive.rows.fullname
 
     @classmethod
     def ensure(cls, engine: sa.Engine, dialect, table: sa.Table) -> TableArchive:
-        return cls(dialect, ensure_table(engine, archive_table_for(table), table))
+        rows = archive_table_for(table)
+        batches = archive_batches_for(rows)
+        with engine.begin() as conn:
+            if sa.inspect(conn).has_table(rows.name, schema=rows.schema):
+                upgrade_stamped_archive(conn, rows, batches)
+        ensure_table(engine, batches, table)
+        return cls(dialect, ArchiveTables(ensure_table(engine, rows, table), batches))
 
     def begin_batch(self, run_id: str, batch_no: int) -> None:
         self.stamp = {RUN_ID: run_id, BATCH_NO: batch_no}
@@ -89,8 +148,35 @@ class TableArchive(Change):
         return self.dialect.delete_into_archive(conn, stmt, table, self.archive, self.stamp)
 
     def delete_cte(self, dialect, stmt: sa.Delete, table: sa.Table, suffix: str) -> tuple[list, Any]:
-        gone, kept = dialect.archived_delete_cte(stmt, table, self.archive, self.stamp, suffix)
-        return [gone, kept], kept
+        ctes, kept = dialect.archived_delete_cte(stmt, table, self.archive, self.stamp, suffix)
+        return ctes, kept
+
+
+def upgrade_stamped_archive(conn: sa.Connection, rows: sa.Table, batches: sa.Table) -> None:
+    """An archive an earlier dbsweep made stamps every row with its run, batch and time: move
+    those to `batches`, number each row's batch, drop the three columns. One transaction."""
+    inspector = sa.inspect(conn)
+    existing = {c["name"] for c in inspector.get_columns(rows.name, schema=rows.schema)}
+    if BATCH in existing or not {RUN_ID, BATCH_NO, ARCHIVED_AT} <= existing:
+        return
+
+    old = reflect_table(conn, rows.fullname)
+    prep = conn.dialect.identifier_preparer
+    batches.create(conn, checkfirst=True)
+    conn.execute(sa.insert(batches).from_select(
+        [RUN_ID, BATCH_NO, ARCHIVED_AT],
+        sa.select(old.c[RUN_ID], old.c[BATCH_NO], sa.func.min(old.c[ARCHIVED_AT]))
+        .group_by(old.c[RUN_ID], old.c[BATCH_NO]).order_by(sa.func.min(old.c[ARCHIVED_AT]))))
+    conn.execute(sa.text(f"ALTER TABLE {prep.format_table(old)} ADD {prep.quote(BATCH)} "
+                         f"{sa.BigInteger().compile(dialect=conn.dialect)}"))
+    old = reflect_table(conn, rows.fullname)
+    b = batches.c
+    conn.execute(sa.update(old).values({BATCH: sa.select(b[BATCH]).where(
+        b[RUN_ID] == old.c[RUN_ID], b[BATCH_NO] == old.c[BATCH_NO]).scalar_subquery()}))
+    for index in old.indexes:
+        index.drop(conn)
+    for name in (RUN_ID, BATCH_NO, ARCHIVED_AT):
+        conn.execute(sa.text(f"ALTER TABLE {prep.format_table(old)} DROP COLUMN {prep.quote(name)}"))
 
 
 def ensure_table(engine: sa.Engine, wanted: sa.Table, source: sa.Table) -> sa.Table:
@@ -127,6 +213,7 @@ class ParquetArchive(Change):
     def __init__(self, root: Path, table: sa.Table, dialect=None):
         self.root, self.table, self.dialect = root, table, dialect
         self.schema = arrow_schema(table) if dialect is not None and hasattr(dialect, "delete_returning_csv") else None
+        self.worker: ThreadPoolExecutor | None = None
 
     def begin_batch(self, run_id: str, batch_no: int) -> None:
         self.ref = str(Path(run_id) / f"{self.table.fullname}-{batch_no:07d}.parquet")
@@ -137,28 +224,31 @@ class ParquetArchive(Change):
         return self.write(self.dialect.delete_returning_rows(conn, stmt, table), table)
 
     def _apply_csv(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
+        """The rows are parsed and encoded piece by piece on a worker thread while the next
+        pieces still arrive (Arrow releases the GIL), so the file is nearly written when the
+        DELETE ends; it is fsynced before this returns, so before the batch commits."""
         import pyarrow as pa
-        import pyarrow.csv as pacsv
 
-        data = self.dialect.delete_returning_csv(conn, stmt, table)
-        if not data:  # nothing deleted: Arrow reads no CSV at all from an empty buffer
-            _write_arrow(self.root / self.ref, self.schema.empty_table())
-            return 0
-        try:
-            rows = pacsv.read_csv(pa.BufferReader(data), read_options=pacsv.ReadOptions(column_names=self.schema.names),
-                                  parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                                  convert_options=pacsv.ConvertOptions(
-                                      # only PostgreSQL's NULL (an unquoted empty field) is null: not
-                                      # the text 'NULL', 'N/A' or 'nan', and a float NaN stays NaN
-                                      column_types=self.schema, null_values=[""], strings_can_be_null=True,
-                                      quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]))
-        except pa.ArrowInvalid as exc:
-            if all(field.type == pa.string() for field in self.schema):
-                raise
-            self.schema = arrow_schema(table, text_only=True)
-            raise RetryBatch(f"Parquet archive: {exc}; this run keeps every column as PostgreSQL text") from None
-        _write_arrow(self.root / self.ref, rows)
-        return rows.num_rows
+        if self.worker is None:
+            self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbsweep-parquet")
+        path = self.root / self.ref
+        with DurableFile(path) as handle:
+            writer, pending = ParquetPieces(handle, self.schema), []
+            try:
+                for piece in self.dialect.delete_returning_csv(conn, stmt, table, PIECE_BYTES):
+                    pending.append(self.worker.submit(writer.add, piece))
+            finally:  # the worker is done with the file before it is closed, whatever happened
+                wait(pending)
+            try:
+                for done in pending:
+                    done.result()
+            except pa.ArrowInvalid as exc:
+                if all(field.type == pa.string() for field in self.schema):
+                    raise
+                self.schema = arrow_schema(table, text_only=True)
+                raise RetryBatch(f"Parquet archive: {exc}; this run keeps every column as PostgreSQL text") from None
+            writer.close()
+        return writer.rows
 
     def write(self, rows: list, table: sa.Table) -> int:
         write_parquet(self.root / self.ref, table, rows)
@@ -197,24 +287,74 @@ def write_parquet(path: Path, table: sa.Table, rows: list) -> None:
     _write_arrow(path, pa.table(columns) if rows else pa.table({k: pa.array([], pa.null()) for k in columns}))
 
 
-def _write_arrow(path: Path, rows) -> None:
-    """Written, fsynced and renamed into place, the folder fsynced too."""
-    import pyarrow.parquet as pq
+# a piece of COPY output parsed and encoded at a time: big enough that Arrow's per-call cost is
+# small, small enough that the last piece (not overlapped with the DELETE) is quick
+PIECE_BYTES = 1 << 20
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as handle:
+
+class ParquetPieces:
+    """CSV pieces parsed with the archive's Arrow schema, each written as it comes."""
+
+    def __init__(self, handle, schema):
+        import pyarrow.parquet as pq
+
         # zstd without dictionaries: faster to write than the default (snappy, dictionaries tried on
         # every column, mostly unique keys and timestamps here) and about a third smaller
+        self.writer = pq.ParquetWriter(handle, schema, compression="zstd", use_dictionary=False)
+        self.schema, self.rows = schema, 0
+
+    def add(self, piece: bytes) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        rows = pacsv.read_csv(pa.BufferReader(piece), read_options=pacsv.ReadOptions(column_names=self.schema.names),
+                              parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                              convert_options=pacsv.ConvertOptions(
+                                  # only PostgreSQL's NULL (an unquoted empty field) is null: not
+                                  # the text 'NULL', 'N/A' or 'nan', and a float NaN stays NaN
+                                  column_types=self.schema, null_values=[""], strings_can_be_null=True,
+                                  quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]))
+        self.writer.write_table(rows)
+        self.rows += rows.num_rows
+
+    def close(self) -> None:
+        if self.rows == 0:  # a file Arrow reads back as an empty table of the schema
+            self.writer.write_table(self.schema.empty_table())
+        self.writer.close()
+
+
+class DurableFile:
+    """A file written beside its place, fsynced and renamed into place, the folder fsynced too;
+    left unnamed (`.partial`) if the block fails."""
+
+    def __init__(self, path: Path):
+        self.path, self.partial = path, path.with_name(path.name + ".partial")
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.partial, "wb")
+        return self.handle
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is not None:
+            self.handle.close()
+            return
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.partial, self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def _write_arrow(path: Path, rows) -> None:
+    import pyarrow.parquet as pq
+
+    with DurableFile(path) as handle:
         pq.write_table(rows, handle, compression="zstd", use_dictionary=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def read_parquet(path: Path, table: sa.Table) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .archive import BATCH_NO, RUN_ID, read_parquet, read_parquet_as_text
+from .archive import ArchiveTables, open_archive, read_parquet, read_parquet_as_text
 from .catalog import reflect_table
 from .dialects import dialect_for
 from .errors import BadInput, DbsweepError
@@ -62,6 +62,7 @@ def restore_archived(engine: sa.Engine, ledger: Ledger, run, plan: PhasePlan, ar
         raise BadInput(f"run {run.run_id} recorded no archive (archive = 'none'): there is nothing to restore from")
     steps = {step.table: step for step in plan.steps}
     tables: dict[str, sa.Table] = {}
+    archives: dict[str, ArchiveTables] = {}
     archived = restored = 0
     # newest batch first: in a cascade, parents (deleted last) come back before their children
     for batch in reversed(batches):
@@ -73,8 +74,9 @@ def restore_archived(engine: sa.Engine, ledger: Ledger, run, plan: PhasePlan, ar
             if batch.archive.endswith(".parquet"):
                 restored += _insert_parquet(conn, table, keys, archive_dir / batch.archive)
             else:
-                restored += insert_from_archive(conn, table, keys, reflect_table(conn, batch.archive), run.run_id,
-                                                 batch.batch_no)
+                if batch.archive not in archives:
+                    archives[batch.archive] = open_archive(conn, batch.archive)
+                restored += insert_from_archive(conn, table, keys, archives[batch.archive], run.run_id, batch.batch_no)
             ledger.mark_restored(conn, run.run_id, batch.batch_no)
         archived += batch.rows
     return rows_put_back(run.run_id, plan.phase, len(batches), archived, restored)
@@ -94,26 +96,27 @@ def _any_archived(ledger: Ledger, run_id: str) -> bool:
         return conn.execute(sa.select(sa.func.count()).where(b.run_id == run_id, b.archive.is_not(None))).scalar() > 0
 
 
-def _archived_rows(table: sa.Table, keys: list[sa.Column], archive: sa.Table, run_id: str,
+def _archived_rows(table: sa.Table, keys: list[sa.Column], archive: ArchiveTables, run_id: str,
                    batch_no: int) -> tuple[list[str], sa.Select]:
     """The columns to put back (generated ones compute themselves again) and the SELECT of a
     batch's archived rows whose key is not taken again."""
     names = [c.name for c in table.c if c.computed is None]
-    source = sa.select(*[archive.c[n] for n in names]).where(archive.c[RUN_ID] == run_id, archive.c[BATCH_NO] == batch_no)
+    rows = archive.rows
+    source = sa.select(*[rows.c[n] for n in names]).where(archive.batch_rows(run_id, batch_no))
     if keys:
-        taken = sa.select(sa.literal(1)).select_from(table).where(*[table.c[k.name] == archive.c[k.name] for k in keys])
+        taken = sa.select(sa.literal(1)).select_from(table).where(*[table.c[k.name] == rows.c[k.name] for k in keys])
         source = source.where(~sa.exists(taken))
     return names, source
 
 
-def _insert_from_archive_statement(table: sa.Table, keys: list[sa.Column], archive: sa.Table, run_id: str,
+def _insert_from_archive_statement(table: sa.Table, keys: list[sa.Column], archive: ArchiveTables, run_id: str,
                                    batch_no: int) -> sa.Insert:
     """INSERT INTO t (...) SELECT ... FROM archive WHERE run/batch AND NOT EXISTS (same key in t)."""
     names, source = _archived_rows(table, keys, archive, run_id, batch_no)
     return sa.insert(table).from_select(names, source)
 
 
-def insert_from_archive(conn, table: sa.Table, keys: list[sa.Column], archive: sa.Table, run_id: str,
+def insert_from_archive(conn, table: sa.Table, keys: list[sa.Column], archive: ArchiveTables, run_id: str,
                          batch_no: int) -> int:
     dialect = dialect_for(conn)
     if dialect.refuses_explicit_identity(table):

@@ -4,7 +4,7 @@ equal row by row to the original; a second restore changes nothing."""
 import pytest
 import sqlalchemy as sa
 
-from dbsweep.archive import BATCH_NO, RUN_ID
+from dbsweep.archive import BATCH, RUN_ID
 from dbsweep.errors import BadInput
 from dbsweep.ledger import RESTORED, Ledger
 from dbsweep.restore import restore_run
@@ -31,7 +31,9 @@ def test_archive_then_restore_gives_back_the_table(tmp_path, pg, dbname, mode, k
     if mode == "table":  # archive ∪ survivors = original, no row twice
         assert count(pg, "events__archive") == report.rows
         assert count(pg, "events__archive", "created_at >= now() - interval '7 days'") == 0
-        assert count(pg, f"(SELECT DISTINCT {RUN_ID}, {BATCH_NO} FROM events__archive) b") == report.batches
+        # one stamp per batch, each named once in the batch table with this run
+        assert count(pg, f"(SELECT DISTINCT {BATCH} FROM events__archive) b") == report.batches
+        assert count(pg, "events__archive_batches", f"{RUN_ID} = '{report.run_id}'") == report.batches
     else:
         files = sorted((tmp_path / "arch" / report.run_id).glob("*.parquet"))
         assert len(files) == len([b for b in Ledger(pg).archived_batches(report.run_id)])
@@ -44,6 +46,52 @@ def test_archive_then_restore_gives_back_the_table(tmp_path, pg, dbname, mode, k
 
     again = restore_run(target.engine, report.run_id, tmp_path / "arch")
     assert again.already_restored and again.rows_restored == 0
+    assert snapshot(pg) == original
+
+
+def make_archive_of_an_earlier_dbsweep(engine, archive="events__archive") -> None:
+    """Turn the archive back into the form earlier releases wrote: run, batch and time on every
+    row (NOT NULL, a BRIN on run and batch), no batch table."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"""
+            ALTER TABLE {archive} ADD dbsweep_run_id varchar(32), ADD dbsweep_batch_no int,
+                                  ADD dbsweep_archived_at timestamptz;
+            UPDATE {archive} a SET dbsweep_run_id = b.dbsweep_run_id, dbsweep_batch_no = b.dbsweep_batch_no,
+                                   dbsweep_archived_at = b.dbsweep_archived_at
+            FROM {archive}_batches b WHERE b.dbsweep_batch = a.dbsweep_batch;
+            ALTER TABLE {archive} ALTER dbsweep_run_id SET NOT NULL, ALTER dbsweep_batch_no SET NOT NULL,
+                                  ALTER dbsweep_archived_at SET NOT NULL, DROP COLUMN dbsweep_batch;
+            DROP TABLE {archive}_batches;
+            CREATE INDEX ix_events__archive_run ON {archive} USING brin (dbsweep_run_id, dbsweep_batch_no)""")
+
+
+def test_an_archive_from_an_earlier_dbsweep_is_upgraded_and_both_runs_restore(tmp_path, pg, dbname):
+    load_events(pg, old=1500, new=1000)
+    original = snapshot(pg)
+    path = retention_policy(tmp_path, dbname, batch_size=300, extra='archive = "table"')
+    _, first, target = purge(path)
+    make_archive_of_an_earlier_dbsweep(pg)
+    with pg.begin() as conn:  # more rows expire before the next run
+        shifted = conn.exec_driver_sql("UPDATE events SET created_at = created_at - interval '30 days' "
+                                       "WHERE mod(id, 5) = 0 RETURNING id").scalars().all()
+    expired = snapshot(pg, "events")
+    _, second, _ = purge(path)
+    assert second.rows == len([r for r in expired if r[0] % 5 == 0])
+
+    with pg.connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("events__archive")}
+    assert columns == {"id", "payload", "created_at", BATCH}  # the old stamp moved to the batch table
+    assert count(pg, "events__archive_batches", f"{RUN_ID} = '{first.run_id}'") == first.batches
+    assert count(pg, "events__archive_batches", f"{RUN_ID} = '{second.run_id}'") == second.batches
+    assert count(pg, "events__archive") == first.rows + second.rows
+    assert count(pg, "events__archive", f"{BATCH} IS NULL") == 0
+
+    restore_run(target.engine, second.run_id, tmp_path)
+    assert snapshot(pg) == expired
+    restore_run(target.engine, first.run_id, tmp_path)
+    with pg.begin() as conn:
+        conn.execute(sa.text("UPDATE events SET created_at = created_at + interval '30 days' WHERE id = ANY(:ids)"),
+                     {"ids": shifted})
     assert snapshot(pg) == original
 
 
@@ -124,3 +172,33 @@ def test_archive_keeps_values_arrow_has_no_type_for(tmp_path, pg, dbname, mode):
 
         files = sorted((tmp_path / "arch").rglob("*.parquet"))
         assert len(files) == 2 and all(str(pq.read_schema(f).field("until").type) == "string" for f in files)
+
+
+def test_parquet_batches_larger_than_a_piece_are_whole_and_exact(tmp_path, pg, dbname):
+    """A batch's rows reach Arrow a megabyte at a time (parsed on a worker while the DELETE still
+    sends): batches of several pieces, rows with newlines and quotes anywhere, and an 'infinity'
+    deep in the second batch (a piece after the first fails: the batch rolls back, the run goes on
+    as text) come back exactly, and each file holds exactly its batch's rows."""
+    import pyarrow.parquet as pq
+
+    with pg.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE events (id bigint PRIMARY KEY, payload text, until timestamptz, "
+                             "created_at timestamptz NOT NULL)")
+        conn.exec_driver_sql("""INSERT INTO events SELECT g, repeat(md5(g::text), 3) || CASE WHEN mod(g, 7) = 0
+                                THEN E'\\nline "two", ' || g ELSE '' END, now() - make_interval(days => mod(g, 50)),
+                                now() - interval '30 days' FROM generate_series(1, 60000) g""")
+        conn.exec_driver_sql("UPDATE events SET until = 'infinity' WHERE id = 47000")
+        conn.exec_driver_sql("INSERT INTO events VALUES (60001, 'new', NULL, now())")
+        conn.exec_driver_sql("CREATE TABLE original AS SELECT * FROM events")
+    path = retention_policy(tmp_path, dbname, batch_size=30000, extra='archive = "parquet"', archive_dir="arch")
+    plan, report, target = purge(path)
+    assert report.rows == 60000 and count(pg, "events") == 1
+    batches = Ledger(pg).archived_batches(report.run_id)
+    files = [tmp_path / "arch" / b.archive for b in batches]
+    assert [pq.read_metadata(f).num_rows for f in files] == [b.rows for b in batches] == [30000, 30000]
+    assert all(pq.read_metadata(f).num_row_groups > 1 for f in files)  # more than one piece each
+    assert str(pq.read_schema(files[1]).field("until").type) == "string"
+    restore_run(target.engine, report.run_id, tmp_path / "arch")
+    with pg.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM ((SELECT * FROM original EXCEPT ALL SELECT * FROM events) "
+                                    "UNION ALL (SELECT * FROM events EXCEPT ALL SELECT * FROM original)) d")).scalar() == 0

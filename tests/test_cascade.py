@@ -307,8 +307,8 @@ def test_a_child_added_after_its_table_was_done_keeps_its_parent(tmp_path, pg, d
 
 def _parents_per_batch(engine) -> list[int]:
     with engine.connect() as conn:
-        return list(conn.execute(sa.text("SELECT count(*) FROM contacts__archive GROUP BY dbsweep_batch_no "
-                                         "ORDER BY dbsweep_batch_no")).scalars())
+        return list(conn.execute(sa.text("SELECT count(*) FROM contacts__archive GROUP BY dbsweep_batch "
+                                         "ORDER BY dbsweep_batch")).scalars())
 
 
 @pytest.mark.parametrize("cap", [None, 40])

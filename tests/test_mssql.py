@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from sqlalchemy.dialects.mssql import pymssql
 
-from dbsweep.archive import archive_table_for
+from dbsweep.archive import ArchiveTables, archive_batches_for, archive_table_for
 from dbsweep.dialects.mssql import (
     DEPENDENT_OBJECTS,
     INBOUND_FOREIGN_KEYS,
@@ -59,14 +59,18 @@ def test_lock_timeout():
 def test_delete_top_with_brackets_and_output_into_the_archive():
     table = orders_table()
     archive = archive_table_for(table)
-    text = sql(delete_statement(MSSQL, table, retention_window(table), 500, archive, {"dbsweep_run_id": "r1",
-                                                                                       "dbsweep_batch_no": 3}))
+    text = sql(delete_statement(MSSQL, table, retention_window(table), 500, archive, {"dbsweep_batch": 42}))
     # SQLAlchemy brackets every name that needs it (spaces, capitals, reserved words)
     assert text.startswith("DELETE TOP (500) FROM dbo.[FACT_ORDER_LIST] OUTPUT deleted.id, deleted.[AAG ORDER NUMBER], "
                            "deleted.[ORDER_TYPE], deleted.sync_state, deleted.action_type, deleted.[UPDATED AT], "
-                           ":dbsweep_run_id, :dbsweep_batch_no, SYSUTCDATETIME() ")
+                           ":dbsweep_batch ")
     assert ("INTO dbo.[FACT_ORDER_LIST__archive] (id, [AAG ORDER NUMBER], [ORDER_TYPE], sync_state, "
-            "action_type, [UPDATED AT], dbsweep_run_id, dbsweep_batch_no, dbsweep_archived_at) WHERE ") in text
+            "action_type, [UPDATED AT], dbsweep_batch) WHERE ") in text
+    # the batch is numbered first, in the same transaction: its number comes back by OUTPUT
+    batches = archive_batches_for(archive)
+    numbered = sql(sa.insert(batches).values(dbsweep_run_id="r1", dbsweep_batch_no=3).returning(batches.c.dbsweep_batch))
+    assert numbered == ("INSERT INTO dbo.[FACT_ORDER_LIST__archive_batches] (dbsweep_run_id, dbsweep_batch_no) "
+                        "OUTPUT inserted.dbsweep_batch VALUES (:dbsweep_run_id, :dbsweep_batch_no)")
     where = text[text.index(" WHERE "):]
     assert "dbo.[FACT_ORDER_LIST].[UPDATED AT] < :" in where
     assert "dbo.[FACT_ORDER_LIST].id > :" in where and "dbo.[FACT_ORDER_LIST].id <= :" in where
@@ -140,9 +144,14 @@ def test_restore_insert_skips_existing_keys():
     from dbsweep.restore import _insert_from_archive_statement
 
     table = orders_table()
-    text = sql(_insert_from_archive_statement(table, [table.c.id], archive_table_for(table), "r1", 3))
+    archive = archive_table_for(table)
+    text = sql(_insert_from_archive_statement(table, [table.c.id], ArchiveTables(archive, archive_batches_for(archive)),
+                                              "r1", 3))
     assert text.startswith("INSERT INTO dbo.[FACT_ORDER_LIST] (id, [AAG ORDER NUMBER],")
-    assert "dbsweep_batch_no = :dbsweep_batch_no_1 AND NOT (EXISTS (SELECT" in text
+    assert ("WHERE dbo.[FACT_ORDER_LIST__archive].dbsweep_batch = (SELECT dbo.[FACT_ORDER_LIST__archive_batches]."
+            "dbsweep_batch \nFROM dbo.[FACT_ORDER_LIST__archive_batches] \nWHERE dbo.[FACT_ORDER_LIST__archive_batches]."
+            "dbsweep_run_id = :dbsweep_run_id_1 AND dbo.[FACT_ORDER_LIST__archive_batches].dbsweep_batch_no = "
+            ":dbsweep_batch_no_1) AND NOT (EXISTS (SELECT") in text
     assert "WHERE dbo.[FACT_ORDER_LIST].id = dbo.[FACT_ORDER_LIST__archive].id))" in text
 
 
@@ -162,7 +171,8 @@ def test_restore_into_an_identity_table_turns_identity_insert_on_for_the_insert_
     assert PostgresDialect().refuses_explicit_identity(always)
     assert sql(identity_insert_statement(MSSQL, table, True)) == "SET IDENTITY_INSERT dbo.[FACT_ORDER_LIST] ON"
     assert sql(identity_insert_statement(MSSQL, table, False)) == "SET IDENTITY_INSERT dbo.[FACT_ORDER_LIST] OFF"
-    names, source = _archived_rows(table, [table.c.id], archive_table_for(table), "r1", 3)
+    archive = archive_table_for(table)
+    names, source = _archived_rows(table, [table.c.id], ArchiveTables(archive, archive_batches_for(archive)), "r1", 3)
     insert = sql(sa.insert(table).from_select(names, source))
     assert insert.startswith("INSERT INTO dbo.[FACT_ORDER_LIST] (id, [ORDER_TYPE]) SELECT "
                              "dbo.[FACT_ORDER_LIST__archive].id, ")  # the archived ids go back as they were

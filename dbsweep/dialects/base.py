@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ..archive import ARCHIVED_AT, BATCH_NO, RUN_ID, NoArchive
+from ..archive import ARCHIVED_AT, BATCH, BATCH_NO, RUN_ID, ArchiveTables, NoArchive
 from ..errors import BadInput
 from ..keys import after_key, up_to_key
 
@@ -248,20 +248,23 @@ class Dialect:
         """Delete and return the deleted rows (whole), in the caller's transaction."""
         return conn.execute(stmt.returning(*table.c)).all()
 
-    def delete_into_archive(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table, archive: sa.Table,
+    def open_archive_batch(self, conn: sa.Connection, archive: ArchiveTables, stamp: dict) -> int:
+        """Number this ledger batch in the archive's batch table, in the caller's transaction."""
+        batches = archive.batches
+        return conn.execute(sa.insert(batches).values({RUN_ID: stamp[RUN_ID], BATCH_NO: stamp[BATCH_NO]})
+                            .returning(batches.c[BATCH])).scalar_one()
+
+    def delete_into_archive(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table, archive: ArchiveTables,
                             stamp: dict) -> int:
-        """Delete and copy the deleted rows into `archive`, in the caller's transaction. Portable
-        form: DELETE ... RETURNING, then one multi-row INSERT."""
+        """Delete and copy the deleted rows into the archive, in the caller's transaction. Portable
+        form: DELETE ... RETURNING, then the batch numbered, then one multi-row INSERT."""
         rows = conn.execute(stmt.returning(*table.c)).all()
         if rows:
-            now = sa.func.now() if self.name != "sqlite" else sa.func.current_timestamp()
-            archived_at = conn.execute(sa.select(now)).scalar()
-            conn.execute(sa.insert(archive), [
-                {**dict(zip(table.c.keys(), row)), **stamp, ARCHIVED_AT: archived_at} for row in rows
-            ])
+            batch = self.open_archive_batch(conn, archive, stamp)
+            conn.execute(sa.insert(archive.rows), [{**dict(zip(table.c.keys(), row)), BATCH: batch} for row in rows])
         return len(rows)
 
 
 def saved_columns(archive: sa.Table) -> list[str]:
-    """The copied columns of an archive or previous-values table (not its run/batch/time stamp)."""
-    return [c.name for c in archive.c if c.name not in (RUN_ID, BATCH_NO, ARCHIVED_AT)]
+    """The copied columns of an archive or previous-values table (not its stamp)."""
+    return [c.name for c in archive.c if c.name not in (RUN_ID, BATCH_NO, ARCHIVED_AT, BATCH)]

@@ -11,7 +11,7 @@ import contextlib
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect as SqlDialect
 
-from ..archive import ARCHIVED_AT, BATCH_NO, RUN_ID
+from ..archive import ARCHIVED_AT, BATCH, BATCH_NO, RUN_ID
 from .base import Dialect, saved_columns
 
 
@@ -32,13 +32,15 @@ def _split_where(stmt, without_where, sql_dialect: SqlDialect) -> tuple[str, str
     return head.string, full.string[len(head.string):], dict(full.params)
 
 
-def _output(prefix: str, columns: list[str], into: sa.Table | None, sql_dialect: SqlDialect) -> str:
+def _output(prefix: str, columns: list[str], into: sa.Table | None, sql_dialect: SqlDialect,
+            stamp: dict[str, str] | None = None) -> str:
+    """OUTPUT <prefix>.columns [INTO table (columns, stamp columns)]; `stamp`: column -> value SQL."""
     prep = sql_dialect.identifier_preparer
     values = [f"{prefix}.{prep.quote(c)}" for c in columns]
     if into is None:
         return " OUTPUT " + ", ".join(values)
-    values += [":dbsweep_run_id", ":dbsweep_batch_no", "SYSUTCDATETIME()"]
-    targets = ", ".join(prep.quote(c) for c in [*columns, RUN_ID, BATCH_NO, ARCHIVED_AT])
+    values += list(stamp.values())
+    targets = ", ".join(prep.quote(c) for c in [*columns, *stamp])
     return f" OUTPUT {', '.join(values)} INTO {prep.format_table(into)} ({targets})"
 
 
@@ -50,11 +52,11 @@ def delete_statement(sql_dialect: SqlDialect, table: sa.Table, where, top: int |
     if top is not None:
         head = head.replace("DELETE FROM ", f"DELETE TOP ({int(top)}) FROM ", 1)
     columns = list(table.c.keys())
-    output = _output("deleted", columns, archive, sql_dialect) if archive is not None else ""
+    output = _output("deleted", columns, archive, sql_dialect, {BATCH: ":dbsweep_batch"}) if archive is not None else ""
     if output_rows:
         output += _output("deleted", columns, None, sql_dialect)
     if archive is not None:
-        params.update(dbsweep_run_id=stamp[RUN_ID], dbsweep_batch_no=stamp[BATCH_NO])
+        params.update(dbsweep_batch=stamp[BATCH])
     return sa.text(head + output + tail).bindparams(**params)
 
 
@@ -64,7 +66,9 @@ def update_statement(sql_dialect: SqlDialect, table: sa.Table, previous: sa.Tabl
     head, tail, params = _split_where(sa.update(table).where(where).values(targets),
                                       sa.update(table).values(targets), sql_dialect)
     params.update(dbsweep_run_id=stamp[RUN_ID], dbsweep_batch_no=stamp[BATCH_NO])
-    return sa.text(head + _output("deleted", saved_columns(previous), previous, sql_dialect) + tail).bindparams(**params)
+    saved = {RUN_ID: ":dbsweep_run_id", BATCH_NO: ":dbsweep_batch_no", ARCHIVED_AT: "SYSUTCDATETIME()"}
+    return sa.text(head + _output("deleted", saved_columns(previous), previous, sql_dialect, saved) + tail
+                   ).bindparams(**params)
 
 
 def identity_insert_statement(sql_dialect: SqlDialect, table: sa.Table, on: bool) -> sa.TextClause:
@@ -148,7 +152,9 @@ class MssqlDialect(Dialect):
         return conn.execute(delete_statement(conn.dialect, table, stmt.whereclause, output_rows=True)).all()
 
     def delete_into_archive(self, conn, stmt, table, archive, stamp):
-        return conn.execute(delete_statement(conn.dialect, table, stmt.whereclause, None, archive, stamp)).rowcount
+        batch = self.open_archive_batch(conn, archive, stamp)
+        return conn.execute(delete_statement(conn.dialect, table, stmt.whereclause, None, archive.rows,
+                                             {BATCH: batch})).rowcount
 
     def update_saving_previous(self, conn, table, previous, keys, targets, where, stamp):
         return conn.execute(update_statement(conn.dialect, table, previous, targets, where, stamp)).rowcount

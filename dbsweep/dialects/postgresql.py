@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from ..archive import ARCHIVED_AT, BATCH_NO, RUN_ID
+from ..archive import ARCHIVED_AT, BATCH, BATCH_NO, RUN_ID, ArchiveTables
 from ..keys import after_key, up_to_key
 from ..redact import redact
 from .base import NO_ARCHIVE, BatchOutcome, Dialect, saved_columns
@@ -120,10 +120,14 @@ class PostgresDialect(Dialect):
         return prep.format_table(table)
 
     def delete_into_archive(self, conn, stmt, table, archive, stamp):
-        """One statement: WITH gone AS (DELETE ... RETURNING *), kept AS (INSERT INTO archive
-        SELECT ... FROM gone RETURNING 1) SELECT count(*) FROM kept."""
-        gone, kept = _archived_delete(stmt, table, archive, stamp, "")
-        return conn.execute(sa.select(sa.func.count()).select_from(kept).add_cte(gone)).scalar()
+        """One statement: WITH opened AS (INSERT INTO batches ... RETURNING number), gone AS (DELETE
+        ... RETURNING *), kept AS (INSERT INTO archive SELECT gone.*, number ... RETURNING 1)
+        SELECT count(*) FROM kept."""
+        ctes, kept = _archived_delete(stmt, table, archive, stamp, "")
+        query = sa.select(sa.func.count()).select_from(kept)
+        for cte in ctes[:-1]:
+            query = query.add_cte(cte)
+        return conn.execute(query).scalar()
 
     def delete_some_each(self, conn, parts) -> list[int]:
         """delete_some on several tables in one statement, one round trip: `parts` are (table,
@@ -145,7 +149,7 @@ class PostgresDialect(Dialect):
         return stmt.returning(sa.literal_column("1").label("one")).cte(f"gone{suffix}")
 
     @staticmethod
-    def archived_delete_cte(stmt: sa.Delete, table: sa.Table, archive: sa.Table, stamp: dict, suffix: str):
+    def archived_delete_cte(stmt: sa.Delete, table: sa.Table, archive: ArchiveTables, stamp: dict, suffix: str):
         return _archived_delete(stmt, table, archive, stamp, suffix)
 
     def update_saving_previous(self, conn, table, previous, keys, targets, where, stamp):
@@ -173,16 +177,22 @@ class PostgresDialect(Dialect):
         keys = sa.bindparam("dbsweep_keys", list(values), type_=postgresql.ARRAY(key.type))
         return lambda pointer: pointer == sa.any_(keys)
 
-    def delete_returning_csv(self, conn, stmt, table) -> bytes:
-        """COPY (DELETE … RETURNING *) TO STDOUT as CSV, in the caller's transaction, timestamps in UTC."""
+    def delete_returning_csv(self, conn, stmt, table, piece_bytes: int):
+        """COPY (DELETE … RETURNING *) TO STDOUT as CSV, in the caller's transaction, timestamps in
+        UTC: yields the rows as they arrive, in pieces of about `piece_bytes` holding whole rows
+        (the server sends one row per message)."""
         compiled = stmt.returning(*table.c).compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
         conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
-        out = bytearray()
+        piece = bytearray()
         with conn.connection.driver_connection.cursor() as cursor:
             with cursor.copy(f"COPY ({compiled.string}) TO STDOUT (FORMAT csv)", compiled.params) as copy:
-                for data in copy:
-                    out += data
-        return bytes(out)
+                for row in copy:
+                    piece += row
+                    if len(piece) >= piece_bytes:
+                        yield bytes(piece)
+                        piece.clear()
+        if piece:
+            yield bytes(piece)
 
     def insert_select_overriding_identity(self, conn, table, names, source):
         compiled = source.compile(dialect=conn.dialect)
@@ -493,17 +503,19 @@ def _bound_value(bound: str, side: str) -> str | None:
     return text[1:-1].replace("''", "'")
 
 
-def _archived_delete(stmt: sa.Delete, table: sa.Table, archive: sa.Table, stamp: dict, suffix: str):
-    """The CTEs `gone` (DELETE ... RETURNING *) and `kept` (INSERT INTO archive SELECT ... FROM gone
-    RETURNING 1): a delete and its archive in one statement."""
+def _archived_delete(stmt: sa.Delete, table: sa.Table, archive: ArchiveTables, stamp: dict, suffix: str):
+    """The CTEs `opened` (the batch numbered in the archive's batch table), `gone` (DELETE ...
+    RETURNING *) and `kept` (INSERT INTO archive SELECT gone.*, the number RETURNING 1): a delete
+    and its archive in one statement. Returns (all three, kept)."""
+    batches = archive.batches
+    opened = (sa.insert(batches).values({RUN_ID: stamp[RUN_ID], BATCH_NO: stamp[BATCH_NO]})
+              .returning(batches.c[BATCH]).cte(f"opened{suffix}"))
     gone = stmt.returning(*table.c).cte(f"gone{suffix}")
-    copied = sa.select(
-        *[gone.c[name] for name in table.c.keys()],
-        sa.literal(stamp[RUN_ID], sa.String), sa.literal(stamp[BATCH_NO], sa.Integer), sa.func.now(),
-    )
-    kept = (sa.insert(archive).from_select([*table.c.keys(), RUN_ID, BATCH_NO, ARCHIVED_AT], copied)
+    copied = sa.select(*[gone.c[name] for name in table.c.keys()], opened.c[BATCH]).select_from(
+        gone.join(opened, sa.true()))
+    kept = (sa.insert(archive.rows).from_select([*table.c.keys(), BATCH], copied)
             .returning(sa.literal_column("1")).cte(f"kept{suffix}"))
-    return gone, kept
+    return [opened, gone, kept], kept
 
 
 def _insert_overriding(conn, table: sa.Table, names: list[str]) -> str:

@@ -482,7 +482,7 @@ class ArchiveSet(Change):
 
     @property
     def ref(self) -> str:
-        return json.dumps({"cascade": [a.archive.fullname for a in self.archives]})
+        return json.dumps({"cascade": [a.ref for a in self.archives]})
 
 
 def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
@@ -508,6 +508,7 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
 
 def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     """Newest batch first; in each, the parents before their children (foreign keys need them)."""
+    from ..archive import open_archive
     from ..restore import insert_from_archive, rows_put_back
 
     step = plan.steps[0]
@@ -518,7 +519,8 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     with engine.connect() as conn:
         tables = reflect_all(conn, step.spec)
         order = [tables[step.spec["parent"]["table"]], *(tables[c["table"]] for c in step.spec["children"])]
-        archives = reflect_tables(conn, [archive_table_for(table).fullname for table in order]).values()
+        archives = [open_archive(conn, archive_table_for(table).fullname) for table in order]
+        conn.commit()  # the indexes a restore reads by
     for batch in reversed(batches):
         with engine.begin() as conn:
             for table, archive in zip(order, archives):

@@ -563,7 +563,7 @@ class _Recorded(Change):
 def _removed_rows(conn, table: sa.Table, step: Step, run_ids: list[str]) -> sa.FromClause | None:
     """The rows the plan's runs removed from `table`: their archive rows, or the rows of a
     rebuild's backup that the rule made duplicates and that are gone from the table."""
-    from ..archive import RUN_ID, archive_table_for
+    from ..archive import archive_table_for, open_archive
 
     if step.walk == DROP_BACKUP:
         return None
@@ -581,8 +581,8 @@ def _removed_rows(conn, table: sa.Table, step: Step, run_ids: list[str]) -> sa.F
     archive = archive_table_for(table)
     if not sa.inspect(conn).has_table(archive.name, schema=archive.schema):
         return None
-    archive = reflect_table(conn, f"{table.schema}.{archive.name}" if table.schema else archive.name)
-    return sa.select(archive).where(archive.c[RUN_ID].in_(run_ids or [""])).subquery("removed_rows")
+    archive = open_archive(conn, archive.fullname, to_restore=False)
+    return sa.select(archive.rows).where(archive.runs_rows(run_ids)).subquery("removed_rows")
 
 
 def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
@@ -621,6 +621,7 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     """Drop the constraint the run added (saying so), then put back every removed row: from the
     archive (in_place) or from the backup (rebuild), one transaction per batch; an unfinished
     rebuild's shadow, log and trigger are dropped instead. Safe to run twice."""
+    from ..archive import open_archive
     from ..dialects import dialect_for
     from ..restore import RestoreReport, insert_from_archive
 
@@ -670,7 +671,7 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
         with engine.begin() as conn:
             table = reflect_table(conn, batch.table_name)
             keys = [table.c[k] for k in steps[batch.table_name].key]
-            restored += insert_from_archive(conn, table, keys, reflect_table(conn, batch.archive), run.run_id,
+            restored += insert_from_archive(conn, table, keys, open_archive(conn, batch.archive), run.run_id,
                                             batch.batch_no)
             ledger.mark_restored(conn, run.run_id, batch.batch_no)
     said.append(f"put back {restored:,} rows")

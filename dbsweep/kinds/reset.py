@@ -11,7 +11,7 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ..archive import BATCH_NO, RUN_ID, Change, archive_table_for, ensure_table
+from ..archive import BATCH_NO, RUN_ID, Change, ensure_table, stamped_copy_table
 from ..catalog import check_value, column, reflect_table
 from ..dialects import Dialect
 from ..errors import BadInput
@@ -230,8 +230,8 @@ class ResetChange(Change):
 
 def previous_table_for(table: sa.Table, spec: dict) -> sa.Table:
     keys = list(table.primary_key.columns)
-    return archive_table_for(table, keys + [table.c[n] for n in spec["columns"] if n not in [k.name for k in keys]],
-                             suffix=PREVIOUS_SUFFIX, looked_up=True)
+    return stamped_copy_table(table, keys + [table.c[n] for n in spec["columns"] if n not in [k.name for k in keys]],
+                              PREVIOUS_SUFFIX)
 
 
 def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
