@@ -59,7 +59,7 @@ def test_all_targets_in_parallel_and_one_unreachable(tmp_path):
     logs = sorted(Path(os.environ["DBSWEEP_HOME"]).glob("fleet/testpol-*/down.log"))
     assert logs and "cannot connect" in logs[-1].read_text() and "secret" not in logs[-1].read_text()
     for name, engine in engines.items():  # each database purged exactly, whatever the others did
-        assert (ids(engine, "events"), ids(engine, "seen")) == keep[name]
+        assert (ids(engine, "events"), ids(engine, "seen")) == keep[name], summary
         with engine.connect() as conn:
             runs = conn.execute(sa.text("SELECT phase, started_at, finished_at FROM dbsweep.runs ORDER BY started_at")).all()
         assert [r.phase for r in runs] == ["events", "seen"]
