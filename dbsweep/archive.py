@@ -30,8 +30,9 @@ class Change:
     row records of it (an archive, a file, a moved table)."""
 
     ref: str | None = None
-    # a bare DELETE and nothing else: a dialect may fold the batch's key search into the same statement
-    plain_delete: bool = False
+    # it can be written as CTEs of one statement (delete_cte): a dialect may then fold the batch's
+    # key search into that statement too
+    one_statement: bool = False
 
     def begin_batch(self, run_id: str, batch_no: int) -> None:
         self.run_id = run_id
@@ -46,7 +47,7 @@ class Change:
 
 
 class NoArchive(Change):
-    plain_delete = True
+    one_statement = True
 
     def begin_batch(self, run_id: str, batch_no: int) -> None:
         self.run_id, self.ref = run_id, None
@@ -127,6 +128,8 @@ def open_archive(conn: sa.Connection, archive_name: str, to_restore: bool = True
 
 
 class TableArchive(Change):
+    one_statement = True
+
     def __init__(self, dialect, archive: ArchiveTables):
         self.dialect, self.archive = dialect, archive
         self.ref = archive.rows.fullname
@@ -148,8 +151,7 @@ class TableArchive(Change):
         return self.dialect.delete_into_archive(conn, stmt, table, self.archive, self.stamp)
 
     def delete_cte(self, dialect, stmt: sa.Delete, table: sa.Table, suffix: str) -> tuple[list, Any]:
-        ctes, kept = dialect.archived_delete_cte(stmt, table, self.archive, self.stamp, suffix)
-        return ctes, kept
+        return dialect.archived_delete_cte(stmt, table, self.archive, self.stamp, suffix)
 
 
 def upgrade_stamped_archive(conn: sa.Connection, rows: sa.Table, batches: sa.Table) -> None:

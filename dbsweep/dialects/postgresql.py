@@ -121,13 +121,11 @@ class PostgresDialect(Dialect):
 
     def delete_into_archive(self, conn, stmt, table, archive, stamp):
         """One statement: WITH opened AS (INSERT INTO batches ... RETURNING number), gone AS (DELETE
-        ... RETURNING *), kept AS (INSERT INTO archive SELECT gone.*, number ... RETURNING 1)
-        SELECT count(*) FROM kept."""
-        ctes, kept = _archived_delete(stmt, table, archive, stamp, "")
-        query = sa.select(sa.func.count()).select_from(kept)
-        for cte in ctes[:-1]:
-            query = query.add_cte(cte)
-        return conn.execute(query).scalar()
+        ... RETURNING *) INSERT INTO archive SELECT gone.*, (SELECT number FROM opened) FROM gone;
+        counted by the INSERT's own row count (a RETURNING to count would cost a quarter more)."""
+        opened, gone, archiving = _archived_delete(stmt, table, archive, stamp, "")
+        # SQLAlchemy 2.1 keeps an INSERT's row count only when asked to
+        return conn.execute(archiving.add_cte(opened).add_cte(gone).execution_options(preserve_rowcount=True)).rowcount
 
     def delete_some_each(self, conn, parts) -> list[int]:
         """delete_some on several tables in one statement, one round trip: `parts` are (table,
@@ -150,7 +148,11 @@ class PostgresDialect(Dialect):
 
     @staticmethod
     def archived_delete_cte(stmt: sa.Delete, table: sa.Table, archive: ArchiveTables, stamp: dict, suffix: str):
-        return _archived_delete(stmt, table, archive, stamp, suffix)
+        """The CTEs of delete_into_archive, the archive's INSERT one of them too, RETURNING 1 to be
+        counted by the statement that holds them: (the three, the INSERT's)."""
+        opened, gone, archiving = _archived_delete(stmt, table, archive, stamp, suffix)
+        kept = archiving.returning(sa.literal_column("1")).cte(f"kept{suffix}")
+        return [opened, gone, kept], kept
 
     def update_saving_previous(self, conn, table, previous, keys, targets, where, stamp):
         """One statement, the rows locked once: WITH old AS (SELECT ... FOR UPDATE), saved AS
@@ -226,9 +228,10 @@ class PostgresDialect(Dialect):
 
     def delete_batch(self, conn, table, keys, selection, after, last, size, sink=NO_ARCHIVE):
         """One statement: pick the next `size` selected rows in key order, delete them by ctid
-        (a TID scan, whatever plan the batch query gets) and return the count and the last key.
-        An archived batch takes the portable two-statement path, whose DELETE the archive wraps."""
-        if not sink.plain_delete:
+        (a TID scan, whatever plan the batch query gets), archive them when the sink writes to a
+        table, and return the count and the last key. A sink that cannot be one statement's CTEs
+        (Parquet) takes the portable two-statement path, whose DELETE it wraps."""
+        if not sink.one_statement:
             return super().delete_batch(conn, table, keys, selection, after, last, size, sink)
         window = [selection, up_to_key(keys, last)]
         if after is not None:
@@ -237,17 +240,17 @@ class PostgresDialect(Dialect):
             sa.select(ROW_LOCATOR.label("row_locator"), *keys).where(*window).order_by(*keys).limit(size).cte("batch")
         )
         locators = sa.func.array(sa.select(batch.c.row_locator).scalar_subquery())
-        gone = (
-            sa.delete(table).where(ROW_LOCATOR == sa.any_(locators), selection)
-            .returning(sa.literal_column("1").label("one")).cte("gone")
-        )
+        ctes, counted = sink.delete_cte(self, sa.delete(table).where(ROW_LOCATOR == sa.any_(locators), selection),
+                                        table, "")
         batch_keys = [batch.c[k.name] for k in keys]
         last_row = sa.select(*batch_keys).order_by(*[k.desc() for k in batch_keys]).limit(1).subquery("last_row")
         stmt = sa.select(
-            sa.select(sa.func.count()).select_from(gone).scalar_subquery().label("n_deleted"),
+            sa.select(sa.func.count()).select_from(counted).scalar_subquery().label("n_deleted"),
             sa.select(sa.func.count()).select_from(batch).scalar_subquery().label("n_seen"),
             *last_row.c,
         )
+        for cte in ctes:
+            stmt = stmt.add_cte(cte)
         row = conn.execute(stmt).first()
         if row is None:
             return BatchOutcome(rows=0, last_key=None)
@@ -504,18 +507,16 @@ def _bound_value(bound: str, side: str) -> str | None:
 
 
 def _archived_delete(stmt: sa.Delete, table: sa.Table, archive: ArchiveTables, stamp: dict, suffix: str):
-    """The CTEs `opened` (the batch numbered in the archive's batch table), `gone` (DELETE ...
-    RETURNING *) and `kept` (INSERT INTO archive SELECT gone.*, the number RETURNING 1): a delete
-    and its archive in one statement. Returns (all three, kept)."""
+    """The CTEs `opened` (the batch numbered in the archive's batch table) and `gone` (DELETE ...
+    RETURNING *), and the INSERT INTO archive SELECT gone.*, the number FROM gone that reads them:
+    a delete and its archive in one statement."""
     batches = archive.batches
     opened = (sa.insert(batches).values({RUN_ID: stamp[RUN_ID], BATCH_NO: stamp[BATCH_NO]})
               .returning(batches.c[BATCH]).cte(f"opened{suffix}"))
     gone = stmt.returning(*table.c).cte(f"gone{suffix}")
-    copied = sa.select(*[gone.c[name] for name in table.c.keys()], opened.c[BATCH]).select_from(
-        gone.join(opened, sa.true()))
-    kept = (sa.insert(archive.rows).from_select([*table.c.keys(), BATCH], copied)
-            .returning(sa.literal_column("1")).cte(f"kept{suffix}"))
-    return [opened, gone, kept], kept
+    number = sa.select(opened.c[BATCH]).scalar_subquery()
+    copied = sa.select(*[gone.c[name] for name in table.c.keys()], number)
+    return opened, gone, sa.insert(archive.rows).from_select([*table.c.keys(), BATCH], copied)
 
 
 def _insert_overriding(conn, table: sa.Table, names: list[str]) -> str:
