@@ -46,6 +46,7 @@ class RunOptions:
     archive_dir: Path | None = None
     max_replica_lag_s: float | None = None
     max_waiting_sessions: int | None = None
+    max_active_sessions: int | None = None
     throttle_query: str | None = None
     throttle_max: float | None = None
     max_duty: float | None = None
@@ -101,6 +102,9 @@ class Executor:
         if options.max_waiting_sessions is not None:
             self.load.append(LoadThrottle(self._probe(self.dialect.waiting_sessions), options.max_waiting_sessions,
                                           self.rules, poll_s=0.2))
+        if options.max_active_sessions is not None:
+            self.load.append(LoadThrottle(self._probe(self.dialect.active_sessions), options.max_active_sessions,
+                                          self.rules, poll_s=0.1))
         if options.throttle_query is not None:
             query = options.throttle_query
             self.load.append(LoadThrottle(self._probe(lambda conn: self.dialect.throttle_value(conn, query)),

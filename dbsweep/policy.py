@@ -119,6 +119,7 @@ class PhaseBase(Strict):
     max_runtime: Duration | None = None
     max_replica_lag: Duration | None = None  # pause (after committing) while a replica lags more than this
     max_waiting_sessions: int | None = Field(default=None, ge=0)  # pause while more sessions wait on locks
+    max_active_sessions: int | None = Field(default=None, ge=0)  # pause while more sessions run a statement
     throttle_query: str | None = None  # SQL returning one number, run read-only after each batch...
     throttle_max: float | None = None  # ...pause while it is above this
     max_duty: float | None = Field(default=None, gt=0, le=1)  # time in batches over wall time, at most

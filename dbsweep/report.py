@@ -88,7 +88,7 @@ def print_run(out: Console, report) -> None:
               f"{report.rows_per_s:,.0f} rows/s, "
               f"batch p50 {report.batch_ms['p50']:.0f} ms, p95 {report.batch_ms['p95']:.0f} ms, max {report.batch_ms['max']:.0f} ms")
     if report.throttled_s:
-        out.print(f"  paused {report.throttled_s:,.1f} s in all for load (waiting sessions, throttle query, max_duty)")
+        out.print(f"  paused {report.throttled_s:,.1f} s in all for load (active or waiting sessions, throttle query, max_duty)")
     if report.replica_pauses:
         out.print(f"  paused {report.replica_pauses:,} times for replica lag, {report.replica_paused_s:,.1f} s in all")
 

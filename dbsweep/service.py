@@ -129,7 +129,8 @@ def run_options(policy: Policy, phase_name: str, **overrides) -> RunOptions:
         lock_timeout_s=cfg.seconds("lock_timeout"), statement_timeout_s=cfg.seconds("statement_timeout"),
         after=list(cfg.after), archive=cfg.archive, archive_dir=policy.archive_dir,
         max_replica_lag_s=cfg.seconds("max_replica_lag"), max_waiting_sessions=cfg.max_waiting_sessions,
-        throttle_query=cfg.throttle_query, throttle_max=cfg.throttle_max, max_duty=cfg.max_duty,
+        max_active_sessions=cfg.max_active_sessions, throttle_query=cfg.throttle_query, throttle_max=cfg.throttle_max,
+        max_duty=cfg.max_duty,
     )
     for key, value in overrides.items():
         if value is not None:

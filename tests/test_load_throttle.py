@@ -85,3 +85,36 @@ def test_a_throttle_query_that_is_not_one_select_is_refused(tmp_path, pg, dbname
     path = retention_policy(tmp_path, dbname, extra='throttle_query = "DELETE FROM events"\nthrottle_max = 0')
     result = run_cli("plan", path)
     assert result.returncode == 2 and "throttle_query must be one SELECT" in result.stderr, result.stderr
+
+
+def test_sessions_running_statements_pause_the_run_and_idle_transactions_do_not(tmp_path, pg, dbname):
+    """max_active_sessions (gh-ost's Threads_running): a session busy in a statement holds the run
+    back until it is done; a session sitting idle in an open transaction is not load."""
+    from dbsweep import service
+    from tests.helpers import plan_and_gate
+
+    load_events(pg, old=3000, new=1000)
+    keep = ids(pg, "events", NEW)
+    path = retention_policy(tmp_path, dbname, batch_size=500, extra="max_active_sessions = 0")
+    idle = pg.connect()
+    idle.execute(sa.text("SELECT 1"))  # an open transaction, idle: not counted
+    policy, target, plan = plan_and_gate(path)
+    def run_a_long_statement():
+        with pg.connect() as conn:
+            conn.execute(sa.text("SELECT pg_sleep(2)"))
+
+    busy = _release_after(0, run_a_long_statement)
+    time.sleep(0.3)
+    try:
+        report = service.apply(policy, target, plan, dry_run=False)
+    finally:
+        busy.join(10)
+    assert ids(pg, "events") == keep
+    assert 1.2 <= report.throttled_s <= 3.0, report.throttled_s  # held back while the statement ran, no longer
+
+    load_events(pg, old=3000, new=1000, table="events_again")
+    again = retention_policy(tmp_path, dbname, batch_size=500, extra="max_active_sessions = 0")
+    again.write_text(again.read_text().replace('table = "events"', 'table = "events_again"'))
+    _, report, _ = purge(again)
+    idle.close()
+    assert report.throttled_s == 0 and ids(pg, "events_again") == ids(pg, "events_again", NEW)

@@ -82,6 +82,11 @@ class Dialect:
         """Other sessions of this database waiting on a lock now (None: the dialect cannot tell)."""
         return None
 
+    def active_sessions(self, conn: sa.Connection) -> int | None:
+        """The most other sessions of this database seen running a statement, over a few quick
+        looks (None: the dialect cannot tell)."""
+        return None
+
     def throttle_value(self, conn: sa.Connection, query: str) -> float | None:
         """A policy's throttle query, in a read-only transaction: its first column of its first row."""
         with conn.begin():
