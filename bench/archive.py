@@ -47,13 +47,14 @@ POLICY = PURGE_POLICY.replace('name = "bench"\n', 'name = "bench"\narchive_dir =
     "{sizing}", "{extra}").replace("{walk}", "")
 
 
-def sweep(engine, policy_dir: Path, table: str, extra: str, now, copy: bool = True):
+def prepared(engine, policy_dir: Path, table: str, extra: str, now, copy: bool = True):
+    """The policy, target and gated plan of a purge of `table`, and a function that runs it."""
     from expectations.runner import gate
 
     if copy:
         fresh_copy(engine, table)
         with engine.begin() as conn:  # each archived run starts from an empty archive
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}__archive")
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}__archive, {table}__archive_batches")
     path = policy_dir / "bench.toml"
     path.write_text(POLICY.format(table=table, extra=extra, archive_dir=policy_dir / "archive"))
     policy = load_policy(path)
@@ -62,7 +63,12 @@ def sweep(engine, policy_dir: Path, table: str, extra: str, now, copy: bool = Tr
     service.record_gate(target, plan, gate(plan))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("CHECKPOINT")
-    return plan, service.apply(policy, target, plan, dry_run=False)
+    return plan, lambda: service.apply(policy, target, plan, dry_run=False)
+
+
+def sweep(engine, policy_dir: Path, table: str, extra: str, now, copy: bool = True):
+    plan, run = prepared(engine, policy_dir, table, extra, now, copy)
+    return plan, run()
 
 
 def by_hand(engine, cutoff, into: str, batches: int = 1) -> tuple[int, float]:
@@ -175,7 +181,7 @@ def main() -> None:
     parser.add_argument("--writer-seconds", type=float, default=3.0)
     parser.add_argument("--throttle-sleep-ms", type=int, nargs="+", default=[100, 200, 400, 1000])
     parser.add_argument("--max-duty", type=float, nargs="+", default=[0.5, 0.3, 0.2])
-    parser.add_argument("--burst-s", type=float, default=0.5, help="the bursty writer's on and off periods")
+    parser.add_argument("--burst-s", type=float, default=0.25, help="the bursty writer's on and off periods")
     parser.add_argument("--writer-only", action="store_true", help="only part 3, the concurrent writer")
     parser.add_argument("--purges-only", action="store_true", help="only part 1, the archived purges")
     args = parser.parse_args()
@@ -247,7 +253,10 @@ def writer_part(engine, url: str, policy_dir: Path, args, console: Console) -> N
     settings += [(f"max_duty = {d:g}", f"max_duty = {d:g}") for d in args.max_duty]
     settings += [("max_waiting_sessions = 0", "max_waiting_sessions = 0"),
                  ("max_active_sessions = 0", "max_active_sessions = 0"),
-                 ("max_active_sessions = 0 + max_duty = 0.5", "max_active_sessions = 0\nmax_duty = 0.5")]
+                 ("max_active_sessions = 0 + max_duty = 0.5", "max_active_sessions = 0\nmax_duty = 0.5"),
+                 ("max_active_sessions = 0 + target_batch_ms = 25", "max_active_sessions = 0\ntarget_batch_ms = 25"),
+                 ("max_active_sessions = 0 + max_duty = 0.5 + target_batch_ms = 25",
+                  "max_active_sessions = 0\nmax_duty = 0.5\ntarget_batch_ms = 25")]
     for title, on_s, off_s in (("a writer that never stops", 0, 0),
                                (f"a writer in bursts ({args.burst_s:g} s on, {args.burst_s:g} s off)", args.burst_s,
                                 args.burst_s)):
@@ -259,8 +268,8 @@ def writer_part(engine, url: str, policy_dir: Path, args, console: Console) -> N
         for label, extra in settings:
             fresh_copy(engine, "swept")
             before, _ = writer_rate(url, "swept", args.writer_seconds, 50_000_000, on_s, off_s)
-            during, (_, report) = writer_rate(url, "swept", lambda e=extra: sweep(engine, policy_dir, "swept", e, utcnow(),
-                                                                                  copy=False), 60_000_000, on_s, off_s)
+            _, run = prepared(engine, policy_dir, "swept", extra, utcnow(), copy=False)
+            during, report = writer_rate(url, "swept", run, 60_000_000, on_s, off_s)  # the run only, not its plan
             after, _ = writer_rate(url, "swept", args.writer_seconds, 70_000_000, on_s, off_s)
             alone = (before + after) / 2  # the writer's rate drifts; bracket the purge
             writers.add_row(label, f"{alone:,.0f}", f"{during:,.0f}", f"{during / alone:.0%}",
