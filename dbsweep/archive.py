@@ -215,7 +215,6 @@ class ParquetArchive(Change):
     def __init__(self, root: Path, table: sa.Table, dialect=None):
         self.root, self.table, self.dialect = root, table, dialect
         self.schema = arrow_schema(table) if dialect is not None and hasattr(dialect, "delete_returning_csv") else None
-        self.worker: ThreadPoolExecutor | None = None
 
     def begin_batch(self, run_id: str, batch_no: int) -> None:
         self.ref = str(Path(run_id) / f"{self.table.fullname}-{batch_no:07d}.parquet")
@@ -231,14 +230,12 @@ class ParquetArchive(Change):
         DELETE ends; it is fsynced before this returns, so before the batch commits."""
         import pyarrow as pa
 
-        if self.worker is None:
-            self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbsweep-parquet")
         path = self.root / self.ref
         with DurableFile(path) as handle:
             writer, pending = ParquetPieces(handle, self.schema), []
             try:
                 for piece in self.dialect.delete_returning_csv(conn, stmt, table, PIECE_BYTES):
-                    pending.append(self.worker.submit(writer.add, piece))
+                    pending.append(PARQUET_WORKER.submit(writer.add, piece))
             finally:  # the worker is done with the file before it is closed, whatever happened
                 wait(pending)
             try:
@@ -289,6 +286,8 @@ def write_parquet(path: Path, table: sa.Table, rows: list) -> None:
     _write_arrow(path, pa.table(columns) if rows else pa.table({k: pa.array([], pa.null()) for k in columns}))
 
 
+# one thread per process, whatever the number of runs: its thread starts on first use and idles after
+PARQUET_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbsweep-parquet")
 # a piece of COPY output parsed and encoded at a time: big enough that Arrow's per-call cost is
 # small, small enough that the last piece (not overlapped with the DELETE) is quick
 PIECE_BYTES = 1 << 20
