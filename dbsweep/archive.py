@@ -140,7 +140,7 @@ class TableArchive(Change):
         batches = archive_batches_for(rows)
         with engine.begin() as conn:
             if sa.inspect(conn).has_table(rows.name, schema=rows.schema):
-                upgrade_stamped_archive(conn, rows, batches)
+                upgrade_stamped_archive(conn, dialect, rows, batches)
         ensure_table(engine, batches, table)
         return cls(dialect, ArchiveTables(ensure_table(engine, rows, table), batches))
 
@@ -154,7 +154,7 @@ class TableArchive(Change):
         return dialect.archived_delete_cte(stmt, table, self.archive, self.stamp, suffix)
 
 
-def upgrade_stamped_archive(conn: sa.Connection, rows: sa.Table, batches: sa.Table) -> None:
+def upgrade_stamped_archive(conn: sa.Connection, dialect, rows: sa.Table, batches: sa.Table) -> None:
     """An archive an earlier dbsweep made stamps every row with its run, batch and time: move
     those to `batches`, number each row's batch, drop the three columns. One transaction."""
     inspector = sa.inspect(conn)
@@ -163,14 +163,12 @@ def upgrade_stamped_archive(conn: sa.Connection, rows: sa.Table, batches: sa.Tab
         return
 
     old = reflect_table(conn, rows.fullname)
-    prep = conn.dialect.identifier_preparer
     batches.create(conn, checkfirst=True)
     conn.execute(sa.insert(batches).from_select(
         [RUN_ID, BATCH_NO, ARCHIVED_AT],
         sa.select(old.c[RUN_ID], old.c[BATCH_NO], sa.func.min(old.c[ARCHIVED_AT]))
         .group_by(old.c[RUN_ID], old.c[BATCH_NO]).order_by(sa.func.min(old.c[ARCHIVED_AT]))))
-    conn.execute(sa.text(f"ALTER TABLE {prep.format_table(old)} ADD {prep.quote(BATCH)} "
-                         f"{sa.BigInteger().compile(dialect=conn.dialect)}"))
+    dialect.add_column(conn, old, sa.Column(BATCH, sa.BigInteger))
     old = reflect_table(conn, rows.fullname)
     b = batches.c
     conn.execute(sa.update(old).values({BATCH: sa.select(b[BATCH]).where(
@@ -178,7 +176,7 @@ def upgrade_stamped_archive(conn: sa.Connection, rows: sa.Table, batches: sa.Tab
     for index in old.indexes:
         index.drop(conn)
     for name in (RUN_ID, BATCH_NO, ARCHIVED_AT):
-        conn.execute(sa.text(f"ALTER TABLE {prep.format_table(old)} DROP COLUMN {prep.quote(name)}"))
+        dialect.drop_column(conn, old, name)
 
 
 def ensure_table(engine: sa.Engine, wanted: sa.Table, source: sa.Table) -> sa.Table:

@@ -104,13 +104,11 @@ class Ledger:
     def _add_missing_columns(self, conn: sa.Connection) -> None:
         """Ledgers made by an earlier dbsweep lack the newer nullable columns: add them."""
         inspector = sa.inspect(conn)
-        prep = conn.dialect.identifier_preparer
         for table in (self.plans, self.runs, self.batches):
             existing = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
             for column in table.c:
                 if column.name not in existing and column.nullable:
-                    kind = column.type.compile(dialect=conn.dialect)
-                    conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} ADD {prep.quote(column.name)} {kind}"))
+                    self.dialect.add_column(conn, table, column)
 
     # plans -----------------------------------------------------------------------------
     def save_plan(self, plan: PhasePlan) -> None:

@@ -74,6 +74,13 @@ def _quoted(part: str) -> str:
 
 # PostgreSQL's lock_timeout and statement_timeout are int milliseconds
 MAX_SERVER_TIMEOUT_MS = 2_147_483_647
+def _plain_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"name {value!r} must be letters, digits, '_' or '-'")
+    return value
+
+
+PlainName = Annotated[str, AfterValidator(_plain_name)]  # a policy's, phase's or target's name
 Duration = Annotated[str, AfterValidator(_checked_duration)]  # text like "7 days", checked on load
 ServerTimeout = Annotated[Duration, AfterValidator(_server_timeout)]
 Where = Annotated[str, AfterValidator(_some_predicate)]  # SQL, checked against the catalog at plan time
@@ -104,7 +111,7 @@ class Expect(Strict):
 class PhaseBase(Strict):
     """Keys every phase kind shares."""
 
-    name: str
+    name: PlainName
     kind: str
     batch_size: int | None = Field(default=None, ge=1, le=1_000_000)
     target_batch_ms: int | None = Field(default=None, ge=10, le=60_000)
@@ -167,13 +174,6 @@ class PhaseBase(Strict):
             raise ValueError("progress_every must be a number of batches (at least 1) or a duration")
         return value
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(f"phase name {value!r} must be letters, digits, '_' or '-'")
-        return value
-
     @field_validator("archive")
     @classmethod
     def _archive(cls, value: str) -> str:
@@ -200,17 +200,10 @@ class PhaseBase(Strict):
 class FleetTarget(Strict):
     """One database of a fleet: its own `url` or `url_env`, or a `database` on the env's server."""
 
-    name: str
+    name: PlainName
     url: str | None = None
     url_env: str | None = None
     database: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _target_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(f"target name {value!r} must be letters, digits, '_' or '-'")
-        return value
 
     @model_validator(mode="after")
     def _one_place(self) -> FleetTarget:
@@ -322,16 +315,9 @@ class Schedules(Strict):
 
 
 class PolicyMeta(Strict):
-    name: str
+    name: PlainName
     description: str = ""
     archive_dir: str | None = None  # Parquet archives; relative to the policy file
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(f"policy name {value!r} must be letters, digits, '_' or '-'")
-        return value
 
 
 class Policy(BaseModel):

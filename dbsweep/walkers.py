@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from .archive import Change
 from .dialects import Dialect
+from .errors import BadInput
 from .keys import from_json, to_json
 from .kinds.common import key_columns
 from .plan import Step
@@ -188,6 +189,9 @@ class StagedWalker(Walker):
         self.ctx, self.table, self.step, self.sink = ctx, table, step, sink
         self.cursor = {k: v for k, v in cursor.items() if k != "step"}
         self.cursor.setdefault("stage", self.stages[0])
+        if self.stage not in self.stages:  # the cursor is read back from the ledger: never trusted
+            raise BadInput(f"ledger cursor of '{step.table}' names stage {self.stage!r}, not one of "
+                           f"{', '.join(self.stages)}")
 
     @property
     def stage(self) -> str:

@@ -222,3 +222,21 @@ def test_a_duplicate_past_the_guard_fails_the_build_which_is_cleaned_up_and_retr
                             ).scalar() == 1
         assert conn.execute(sa.text(f"SELECT count(*) FROM {TABLE} WHERE id = :i"), {"i": moved["id"]}).scalar() == 0  # the newer went
         assert conn.execute(sa.text("SELECT count(*) FROM pg_constraint WHERE conname = :n"), {"n": constraint}).scalar() == 1
+
+
+def test_a_staged_walk_refuses_a_ledger_cursor_naming_a_stage_it_does_not_have():
+    """The cursor is read back from the ledger: a stage not among the walker's own is refused
+    before any method is looked up by its name."""
+    import pytest
+
+    from dbsweep.errors import BadInput
+    from dbsweep.plan import Step
+    from dbsweep.walkers import StagedWalker
+
+    class TwoStages(StagedWalker):
+        stages = ("copy", "swap")
+
+    step = Step(table="public.t", walk="rebuild", key=["id"], rows_selected=1, batch_size=10, spec={})
+    assert TwoStages(None, None, step, None, {"stage": "swap"}).stage == "swap"
+    with pytest.raises(BadInput, match="names stage 'prepare', not one of copy, swap"):
+        TwoStages(None, None, step, None, {"stage": "prepare"})

@@ -78,6 +78,16 @@ class Dialect:
 
     dependent_views = dependent_routines = inbound_foreign_keys
 
+    def add_column(self, conn: sa.Connection, table: sa.Table, column: sa.Column) -> None:
+        """ALTER TABLE t ADD c <type>, nullable and with no default: no rewrite of the table."""
+        prep = conn.dialect.identifier_preparer
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} ADD {prep.quote(column.name)} {kind}"))
+
+    def drop_column(self, conn: sa.Connection, table: sa.Table, name: str) -> None:
+        prep = conn.dialect.identifier_preparer
+        conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} DROP COLUMN {prep.quote(name)}"))
+
     def waiting_sessions(self, conn: sa.Connection) -> int | None:
         """Other sessions of this database waiting on a lock now (None: the dialect cannot tell)."""
         return None
