@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
+from .dialects import dialect_for
 from .errors import BadInput, DbsweepError
 from .policy import Policy
 from .redact import redact, scheme_only
@@ -132,9 +133,7 @@ def target_names(policy: Policy, env: str | None = None) -> list[str]:
     engine = sa.create_engine(server)
     try:
         with engine.connect() as conn:
-            return list(conn.execute(sa.text(
-                "SELECT datname FROM pg_database WHERE datname LIKE :p AND NOT datistemplate AND datallowconn "
-                "ORDER BY 1"), {"p": config.databases_like}).scalars())
+            return dialect_for(conn).databases_like(conn, config.databases_like)
     except sa.exc.DBAPIError as exc:
         first = str(exc.orig).strip().splitlines()
         raise DbsweepError(f"{policy.path}: env {chosen!r}: cannot list the databases on "

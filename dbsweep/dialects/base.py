@@ -122,6 +122,10 @@ class Dialect:
                                       "on_delete": (fk.get("options") or {}).get("ondelete", "NO ACTION").upper()})
         return found
 
+    def databases_like(self, conn: sa.Connection, pattern: str) -> list[str]:
+        """The server's databases whose names match the LIKE pattern (a fleet's targets)."""
+        raise BadInput(f"databases_like is not supported on {self.name}: list the targets")
+
     def default_schema(self, conn: sa.Connection) -> str | None:
         return sa.inspect(conn).default_schema_name
 

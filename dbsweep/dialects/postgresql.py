@@ -436,6 +436,11 @@ class PostgresDialect(Dialect):
             ORDER BY 1"""), {"t": regname, "pattern": rf"(^|[^\w])({words})([^\w]|$)"}).scalars().all()
         return list(rows)
 
+    def databases_like(self, conn, pattern):
+        return list(conn.execute(sa.text(
+            "SELECT datname FROM pg_database WHERE datname LIKE :p AND NOT datistemplate AND datallowconn "
+            "ORDER BY 1"), {"p": pattern}).scalars())
+
     def default_schema(self, conn):
         return conn.execute(sa.text("SELECT current_schema()")).scalar()
 
