@@ -1,11 +1,14 @@
 """Archived purges, the partition fast path, and a concurrent writer, on the embedded PostgreSQL.
 
-    python bench/archive.py [--rows 3000000] [--partition-rows 5000000] [--writer-seconds 3]
+    python bench/archive.py [--rows 3000000] [--repeat 3] [--partition-rows 5000000] [--writer-seconds 3]
 
 1. Archived purge throughput (archive = table, archive = parquet) as a ratio to one plain DELETE
    of the same rows, each on a fresh copy of the same data; and, as the bound an archived purge
    can approach at best, the database's own cost of keeping the rows, written by hand in one
-   statement (into a table; streamed to the client as CSV, as the Parquet path does).
+   statement (into a table; streamed to the client as CSV, as the Parquet path does), in as many
+   key windows as dbsweep's batches, and as the same work dbsweep's archives do (each archived
+   row tagged with its window; one zstd Parquet file per window, fsynced before it commits).
+   Each method runs once per round, in turn; medians over --repeat rounds.
 2. Time to take a whole expired partition of --partition-rows rows (detach + drop, and
    detach + move to the archive schema).
 3. A concurrent writer (single-row INSERT/UPDATE transactions on the purged table, its own
@@ -22,6 +25,7 @@ import argparse
 import multiprocessing as mp
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -71,30 +75,54 @@ def sweep(engine, policy_dir: Path, table: str, extra: str, now, copy: bool = Tr
     return plan, run()
 
 
-def by_hand(engine, cutoff, into: str, batches: int = 1) -> tuple[int, float]:
+def by_hand(engine, cutoff, into: str, batches: int = 1, archive_dir: Path | None = None) -> tuple[int, float]:
     """The database's own cost of keeping the deleted rows, with no ledger or client work: what an
     archived purge can approach at best. into "table": DELETE … RETURNING feeding an INSERT into
     an archive table with no index; "stream": COPY (DELETE … RETURNING *) TO STDOUT, the rows read
     by the client and thrown away. `batches` > 1: the same in that many key windows of equal
-    size, one transaction each, as a batched purge must do it."""
+    size, one transaction each, as a batched purge must do it.
+
+    And the same work as dbsweep's archives, by hand, in the same windows: "tagged", each archive
+    row also carrying the number of its window (from a row per window in a batch table, in the
+    same statement), which an exact restore of one batch or run needs; "parquet", each window's
+    rows streamed, parsed by Arrow, written as one zstd Parquet file and fsynced before the
+    window's transaction commits (no overlap of encoding with the DELETE)."""
     fresh_copy(engine, "by_hand")
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        cursor.execute("CREATE TABLE by_hand__archive AS SELECT * FROM by_hand WITH NO DATA")
+        cursor.execute("CREATE TABLE by_hand__archive AS SELECT *, 0::bigint AS batch FROM by_hand WITH NO DATA"
+                       if into == "tagged" else "CREATE TABLE by_hand__archive AS SELECT * FROM by_hand WITH NO DATA")
+        cursor.execute("CREATE TABLE by_hand__batches (batch bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                       "run text NOT NULL, window_no int NOT NULL, at timestamptz NOT NULL DEFAULT now(), "
+                       "UNIQUE (run, window_no))")
+        cursor.execute("SET TIME ZONE 'UTC'")
         cursor.execute("SELECT id FROM by_hand WHERE created_at < %s ORDER BY id", (cutoff,))
         selected = [r[0] for r in cursor.fetchall()]
         raw.commit()
+        schema = _arrow_schema(engine, "by_hand") if into == "parquet" else None
         step = -(-len(selected) // batches)
         windows = [(selected[i] - 1, selected[min(i + step, len(selected)) - 1]) for i in range(0, len(selected), step)]
         began, rows = time.perf_counter(), 0
-        for low, high in windows:
+        for number, (low, high) in enumerate(windows):
             where = ("created_at < %s AND id > %s AND id <= %s", (cutoff, low, high)) if batches > 1 else \
                 ("created_at < %s", (cutoff,))
             if into == "table":
                 cursor.execute(f"WITH gone AS (DELETE FROM by_hand WHERE {where[0]} RETURNING *) "
                                "INSERT INTO by_hand__archive SELECT * FROM gone", where[1])
                 rows += cursor.rowcount
+            elif into == "tagged":
+                cursor.execute("WITH opened AS (INSERT INTO by_hand__batches (run, window_no) VALUES ('r', %s) "
+                               f"RETURNING batch), gone AS (DELETE FROM by_hand WHERE {where[0]} RETURNING *) "
+                               "INSERT INTO by_hand__archive SELECT gone.*, (SELECT batch FROM opened) FROM gone",
+                               (number, *where[1]))
+                rows += cursor.rowcount
+            elif into == "parquet":
+                with cursor.copy(f"COPY (DELETE FROM by_hand WHERE {where[0]} RETURNING *) TO STDOUT (FORMAT csv)",
+                                 where[1]) as copy:
+                    text = b"".join(bytes(row) for row in copy)
+                rows += cursor.rowcount
+                _parquet_file(archive_dir / f"window-{number:05d}.parquet", text, schema)
             else:
                 with cursor.copy(f"COPY (DELETE FROM by_hand WHERE {where[0]} RETURNING *) TO STDOUT (FORMAT csv)",
                                  where[1]) as copy:
@@ -105,6 +133,30 @@ def by_hand(engine, cutoff, into: str, batches: int = 1) -> tuple[int, float]:
         return rows, time.perf_counter() - began
     finally:
         raw.close()
+
+
+def _arrow_schema(engine, table: str):
+    """The Arrow types dbsweep's Parquet archive gives the table's columns (the same file, by hand)."""
+    from dbsweep.archive import arrow_schema
+    from dbsweep.catalog import reflect_table
+
+    with engine.connect() as conn:
+        return arrow_schema(reflect_table(conn, table))
+
+
+def _parquet_file(path: Path, text: bytes, schema) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = pacsv.read_csv(pa.BufferReader(text), read_options=pacsv.ReadOptions(column_names=schema.names),
+                          convert_options=pacsv.ConvertOptions(column_types=schema, null_values=[""],
+                                                               strings_can_be_null=True))
+    with open(path, "wb") as handle:
+        pq.write_table(rows, handle, compression="zstd", use_dictionary=False)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def partition_drop(engine, policy_dir: Path, rows: int, archive: str, now) -> tuple[float, int, float]:
@@ -179,6 +231,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3_000_000)
     parser.add_argument("--partition-rows", type=int, default=5_000_000)
     parser.add_argument("--writer-seconds", type=float, default=3.0)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of part 1; each method runs once per round, in turn, and its median time is reported")
     parser.add_argument("--throttle-sleep-ms", type=int, nargs="+", default=[100, 200, 400, 1000])
     parser.add_argument("--max-duty", type=float, nargs="+", default=[0.5, 0.3, 0.2])
     parser.add_argument("--burst-s", type=float, default=0.25, help="the bursty writer's on and off periods")
@@ -203,40 +257,89 @@ def main() -> None:
             writer_part(engine, url, policy_dir, args, console)
 
 
-def purges_and_partitions(engine, policy_dir: Path, args, console: Console, now, cutoff) -> None:
-    plain_rows, plain_s, _ = plain_delete(engine, cutoff)
-    plain_rate = plain_rows / plain_s
-    purges = Table(title=f"archived purge of {plain_rows:,} of {args.rows:,} rows, one run")
-    for name in ("method", "rows", "seconds", "rows/s", "ratio to plain DELETE", "longest batch (s)"):
-        purges.add_column(name, justify="left" if name == "method" else "right")
-    purges.add_row("plain DELETE (one statement, no archive)", f"{plain_rows:,}", f"{plain_s:.2f}",
-                   f"{plain_rate:,.0f}", "1.00x", f"{plain_s:.3f}")
-    for label, into in (("by hand: DELETE … RETURNING into a table (bound)", "table"),
-                        ("by hand: COPY (DELETE … RETURNING *) to the client (bound)", "stream")):
-        rows, seconds = by_hand(engine, cutoff, into)
-        purges.add_row(label, f"{rows:,}", f"{seconds:.2f}", f"{rows / seconds:,.0f}",
-                       f"{rows / seconds / plain_rate:.2f}x", f"{seconds:.3f}")
-    batches = 0
+PLAIN = "plain DELETE (one statement, no archive)"
+BOUND_TABLE = "by hand: DELETE … RETURNING into a table (bound)"
+BOUND_STREAM = "by hand: COPY (DELETE … RETURNING *) to the client (bound)"
+WINDOWS_TABLE = "by hand in {n} key windows, one transaction each: into a table"
+WINDOWS_STREAM = "by hand in {n} key windows, one transaction each: to the client"
+SAME_TABLE = "same work by hand, {n} key windows: into a table, each row tagged with its window"
+SAME_PARQUET = "same work by hand, {n} key windows: a zstd Parquet file each, fsynced"
+
+
+def dbsweep_label(mode: str, walk: str, extra: str = "") -> str:
+    return f"dbsweep, archive = {mode}, walk = {walk}{extra}"
+
+
+TABLE_KEY = dbsweep_label("table", "key")
+
+
+def purge_methods(engine, policy_dir: Path, now, cutoff) -> dict:
+    """Each method of part 1 by its label: a function returning (rows, seconds, batches, longest
+    batch s); the by-hand windows take the number of windows."""
+    def plain():
+        rows, seconds, _ = plain_delete(engine, cutoff)
+        return rows, seconds, 1, seconds
+
+    def hand(into: str):
+        def run(windows: int = 1):
+            rows, seconds = by_hand(engine, cutoff, into, windows, policy_dir / "by_hand")
+            return rows, seconds, windows, seconds / windows
+        return run
+
+    def dbsweep(extra: str):
+        def run():
+            _, report = sweep(engine, policy_dir, "swept", extra, now)
+            return report.rows, report.seconds, report.batches, report.batch_ms["max"] / 1000
+        return run
+
+    methods = {PLAIN: plain, BOUND_TABLE: hand("table"), BOUND_STREAM: hand("stream")}
     for walk in ("key", "blocks"):
         for mode in ("none", "table", "parquet"):
-            _, report = sweep(engine, policy_dir, "swept", f'archive = "{mode}"\nwalk = "{walk}"', now)
-            rate = report.rows / report.seconds
-            batches = batches or (report.batches if mode == "table" else 0)
-            purges.add_row(f"dbsweep, archive = {mode}, walk = {walk} ({report.batches} batches)", f"{report.rows:,}",
-                           f"{report.seconds:.2f}", f"{rate:,.0f}", f"{rate / plain_rate:.2f}x",
-                           f"{report.batch_ms['max'] / 1000:.3f}")
+            methods[dbsweep_label(mode, walk)] = dbsweep(f'archive = "{mode}"\nwalk = "{walk}"')
     for mode in ("table", "parquet"):  # what the per-batch commit costs: the same with batches 2.5x as long
-        _, report = sweep(engine, policy_dir, "swept", f'archive = "{mode}"\nwalk = "key"\ntarget_batch_ms = 250', now)
-        rate = report.rows / report.seconds
-        purges.add_row(f"dbsweep, archive = {mode}, walk = key, target_batch_ms = 250 ({report.batches} batches)",
-                       f"{report.rows:,}", f"{report.seconds:.2f}", f"{rate:,.0f}", f"{rate / plain_rate:.2f}x",
-                       f"{report.batch_ms['max'] / 1000:.3f}")
-    for label, into in ((f"by hand in {batches} key windows, one transaction each: into a table", "table"),
-                        (f"by hand in {batches} key windows, one transaction each: to the client", "stream")):
-        rows, seconds = by_hand(engine, cutoff, into, batches)
-        purges.add_row(label, f"{rows:,}", f"{seconds:.2f}", f"{rows / seconds:,.0f}",
-                       f"{rows / seconds / plain_rate:.2f}x", "")
+        methods[dbsweep_label(mode, "key", ", target_batch_ms = 250")] = dbsweep(
+            f'archive = "{mode}"\nwalk = "key"\ntarget_batch_ms = 250')
+    methods.update({WINDOWS_TABLE: hand("table"), WINDOWS_STREAM: hand("stream"), SAME_TABLE: hand("tagged"),
+                    SAME_PARQUET: hand("parquet")})
+    return methods
+
+
+def purges_and_partitions(engine, policy_dir: Path, args, console: Console, now, cutoff) -> None:
+    methods = purge_methods(engine, policy_dir, now, cutoff)
+    windows = 0  # the by-hand windows: as many as dbsweep's key walk into a table took in round one
+    found: dict[str, list[tuple]] = {}
+    for round_no in range(args.repeat):
+        console.print(f"round {round_no + 1} of {args.repeat} ...")
+        for label, run in methods.items():
+            if label.startswith("by hand in") or label.startswith("same work"):
+                outcome = run(windows)
+            else:
+                outcome = run()
+            windows = windows or (outcome[2] if label == TABLE_KEY else 0)
+            found.setdefault(label, []).append(outcome)
+    median = {label: statistics.median(o[1] for o in runs) for label, runs in found.items()}
+    plain_rows = found[PLAIN][0][0]
+    plain_rate = plain_rows / median[PLAIN]
+    purges = Table(title=f"archived purge of {plain_rows:,} of {args.rows:,} rows, median of {args.repeat} rounds")
+    for name in ("method", "rows", "median seconds", "rows/s", "ratio to plain DELETE", "batches", "longest batch (s)"):
+        purges.add_column(name, justify="left" if name == "method" else "right")
+    for label, runs in found.items():
+        rows = runs[0][0]
+        purges.add_row(label.replace("{n}", str(windows)), f"{rows:,}", f"{median[label]:.2f}",
+                       f"{rows / median[label]:,.0f}", f"{rows / median[label] / plain_rate:.2f}x",
+                       "/".join(str(o[2]) for o in runs), f"{max(o[3] for o in runs):.3f}")
     console.print(purges)
+    shares = Table(title=f"dbsweep's archived purges as a share of each bound (median time over median time, "
+                         f"{args.repeat} rounds)")
+    for name in ("dbsweep run", "one statement", f"{windows} windows", "same work by hand"):
+        shares.add_column(name, justify="left" if name == "dbsweep run" else "right")
+    for mode, bound, batched, same in (("table", BOUND_TABLE, WINDOWS_TABLE, SAME_TABLE),
+                                       ("parquet", BOUND_STREAM, WINDOWS_STREAM, SAME_PARQUET)):
+        for walk in ("key", "blocks"):
+            mine = median[dbsweep_label(mode, walk)]
+            shares.add_row(f"archive = {mode}, walk = {walk}", f"{median[bound] / mine:.2f}",
+                           f"{median[batched] / mine:.2f}", f"{median[same] / mine:.2f}")
+    console.print(shares)
 
     if args.purges_only:
         return
