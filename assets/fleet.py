@@ -1,7 +1,8 @@
-"""A policy whose environment is a fleet of databases: each phase's graph is partitioned by
-target (static partitions for a listed fleet, dynamic ones for a discovered fleet, kept current by
-a sensor), so a backfill over the partitions is one Dagster backfill over the fleet. A retention
-phase's backfill graph gets target × time window (multi-partitions)."""
+"""A policy whose environment is a fleet of databases: each phase's graph, and the policy's health,
+statistics and integrity assets, are partitioned by target (static partitions for a listed fleet,
+dynamic ones for a discovered fleet, kept current by a sensor), so a backfill over the partitions
+is one Dagster backfill over the fleet. A retention phase's backfill graph gets target × time
+window (multi-partitions)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,12 @@ def partition_of(context, targets, windows) -> tuple[str | None, tuple | None]:
     if targets is not None:
         return context.partition_key, None
     return None, (context.partition_time_window.start, context.partition_time_window.end)
+
+
+def fleet_target(context) -> str | None:
+    """The target a policy-wide asset (health, statistics, integrity) is materialized for: its
+    partition for a fleet, None for a policy with one database."""
+    return context.partition_key if context.has_partition_key else None
 
 
 def targets_sensor(policy: Policy, partitions: dg.DynamicPartitionsDefinition) -> dg.SensorDefinition:

@@ -10,6 +10,8 @@ from dbsweep.errors import DbsweepError
 from dbsweep.health import PROBLEM, WARN, health_report
 from resources import DbsweepResource
 
+from .fleet import fleet_target
+
 ALERT_DESCRIPTIONS = {
     "rows_due": "Rows a phase's rule would change now stay under the policy's bound.",
     "oldest_row": "No row the rule deletes is older than the retention plus the policy's grace.",
@@ -20,20 +22,21 @@ ALERT_DESCRIPTIONS = {
 }
 
 
-def build_health(policy) -> tuple[dg.AssetsDefinition, dg.JobDefinition]:
+def build_health(policy, targets: dg.PartitionsDefinition | None = None) -> tuple[dg.AssetsDefinition,
+                                                                                  dg.JobDefinition]:
     policy_name = policy.name
     key = dg.AssetKey([policy_name, "health"])
     alerts = [name for name in ALERTS if getattr(policy.alerts, name) is not None]
     specs = [dg.AssetCheckSpec("no_problems", asset=key, description="No health finding is a problem.")]
     specs += [dg.AssetCheckSpec(f"alert_{name}", asset=key, description=ALERT_DESCRIPTIONS[name]) for name in alerts]
 
-    @dg.asset(key=key, group_name=f"{policy_name}_health".replace("-", "_"), check_specs=specs,
+    @dg.asset(key=key, group_name=f"{policy_name}_health".replace("-", "_"), check_specs=specs, partitions_def=targets,
               description=f"Health of {policy_name}'s database: connections, tables, dead tuples, what each retention "
                           "rule has due, blocked and long-running sessions; and its [alerts].")
     def health(context: dg.AssetExecutionContext, dbsweep: DbsweepResource):
         policy_now = dbsweep.policy(policy_name)
-        target = dbsweep.target(policy_now)
         try:
+            target = dbsweep.target(policy_now, fleet_target(context))
             findings = health_report(policy_now, target)
             results = evaluate(policy_now, target)
         except DbsweepError as exc:

@@ -4,11 +4,14 @@ verified again against the database, one check per phase, as `dbsweep verify` do
 import dagster as dg
 
 from dbsweep import service
+from dbsweep.errors import DbsweepError
 from dbsweep.ledger import Ledger
 from resources import DbsweepResource
 
+from .fleet import fleet_target
 
-def build_integrity(policy) -> dg.AssetsDefinition:
+
+def build_integrity(policy, targets: dg.PartitionsDefinition | None = None) -> dg.AssetsDefinition:
     policy_name = policy.name
     key = dg.AssetKey([policy_name, "integrity"])
     specs = [dg.AssetCheckSpec(f"verified_{phase.name}".replace("-", "_"), asset=key,
@@ -16,13 +19,16 @@ def build_integrity(policy) -> dg.AssetsDefinition:
                                            "(Great Expectations verification suite).")
              for phase in policy.phases]
 
-    @dg.asset(key=key, group_name=f"{policy_name}_health".replace("-", "_"), check_specs=specs,
+    @dg.asset(key=key, group_name=f"{policy_name}_health".replace("-", "_"), check_specs=specs, partitions_def=targets,
               description=f"Every phase of {policy_name} verified again: what its latest plan promised still holds.")
     def integrity(context: dg.AssetExecutionContext, dbsweep: DbsweepResource):
         from expectations.runner import verification
 
         policy_now = dbsweep.policy(policy_name)
-        target = dbsweep.target(policy_now)
+        try:
+            target = dbsweep.target(policy_now, fleet_target(context))
+        except DbsweepError as exc:
+            raise dg.Failure(description=str(exc), metadata={"exit_code": exc.exit_code}) from None
         ledger = Ledger(target.engine)
         ledger.ensure()
         summary = {}

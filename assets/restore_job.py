@@ -1,4 +1,7 @@
-"""`dbsweep restore` as a Dagster job, one per policy: undo a run from what it recorded."""
+"""`dbsweep restore` as a Dagster job, one per policy: undo a run from what it recorded. For a
+fleet, the run is looked up in the ledger of the target the config names."""
+
+from typing import Optional
 
 import dagster as dg
 from pydantic import Field
@@ -10,20 +13,27 @@ from resources import DbsweepResource
 
 class RestoreConfig(dg.Config):
     run_id: str = Field(description="The dbsweep run to undo, as `dbsweep status` lists it.")
+    target: Optional[str] = Field(default=None, description="For a fleet: the target (database) the run changed, as "
+                                                            "the partition of its assets names it.")
 
 
-def build_restore_job(policy_name: str) -> dg.JobDefinition:
+def build_restore_job(policy_name: str, targets: dg.PartitionsDefinition | None = None) -> dg.JobDefinition:
     @dg.op(name=f"{policy_name}__restore_run", tags={"dbsweep/policy": policy_name})
     def restore_op(context: dg.OpExecutionContext, config: RestoreConfig, dbsweep: DbsweepResource) -> dg.Output:
         policy = dbsweep.policy(policy_name)
-        target = dbsweep.target(policy)
+        if targets is not None and not config.target:
+            raise dg.Failure(description=f"{policy_name} is a fleet of databases: give the run's target in the "
+                                         "config (target: NAME)", metadata={"exit_code": 2})
         try:
+            target = dbsweep.target(policy, config.target or None)
             report = restore_run(target.engine, config.run_id, policy.archive_dir)
         except DbsweepError as exc:
             raise dg.Failure(description=str(exc), metadata={"exit_code": exc.exit_code}) from None
-        context.log.info(f"run {config.run_id}: {'already restored; ' if report.already_restored else ''}{report.detail}")
+        where = f" on {config.target}" if config.target else ""
+        done = "already restored; " if report.already_restored else ""
+        context.log.info(f"run {config.run_id}{where}: {done}{report.detail}")
         return dg.Output(None, metadata={
-            "run_id": config.run_id, "phase": report.phase, "batches": report.batches,
+            "run_id": config.run_id, "target": config.target or "", "phase": report.phase, "batches": report.batches,
             "rows_archived": report.rows_archived, "rows_restored": report.rows_restored,
             "rows_skipped": report.rows_skipped, "already_restored": report.already_restored,
         })

@@ -9,16 +9,21 @@ from .naming import PhaseNames
 
 
 def phase_schedule(names: PhaseNames, cron: str | None, job, targets: dg.PartitionsDefinition | None = None):
-    """The phase's schedule; for a fleet, each tick asks for one run per target (the run queue
-    keeps one run per database at a time)."""
+    """The phase's schedule (stopped until switched on)."""
     if not cron:
         return None
     run_config = {"ops": {names.apply_op: {"config": {"dry_run": False, "confirm": names.phase}}}}
+    return stopped_schedule(names.schedule, job, cron, run_config, targets)
+
+
+def stopped_schedule(name: str, job, cron: str, run_config: dict, targets: dg.PartitionsDefinition | None):
+    """A schedule created stopped; for a fleet (`targets`), each tick asks for one run per target
+    (the run queue keeps one run per database at a time)."""
     if targets is None:
-        return dg.ScheduleDefinition(name=names.schedule, job=job, cron_schedule=cron, run_config=run_config,
+        return dg.ScheduleDefinition(name=name, job=job, cron_schedule=cron, run_config=run_config,
                                      default_status=dg.DefaultScheduleStatus.STOPPED)
 
-    @dg.schedule(name=names.schedule, job=job, cron_schedule=cron, default_status=dg.DefaultScheduleStatus.STOPPED)
+    @dg.schedule(name=name, job=job, cron_schedule=cron, default_status=dg.DefaultScheduleStatus.STOPPED)
     def every_target(context: dg.ScheduleEvaluationContext):
         dynamic = isinstance(targets, dg.DynamicPartitionsDefinition)
         keys = targets.get_partition_keys(dynamic_partitions_store=context.instance if dynamic else None)
@@ -28,11 +33,13 @@ def phase_schedule(names: PhaseNames, cron: str | None, job, targets: dg.Partiti
     return every_target
 
 
-def purpose_jobs(policy, phase_keys: dict[str, list[dg.AssetKey]]) -> tuple[list, list[dg.ScheduleDefinition]]:
+def purpose_jobs(policy, phase_keys: dict[str, list[dg.AssetKey]],
+                 targets: dg.PartitionsDefinition | None = None) -> tuple[list, list]:
     """The policy's jobs by purpose, each with its schedule when [schedules] gives one (stopped):
     `<policy>__check` (every phase's profile and gate, nothing applied), `<policy>__apply` (the
     phases marked `apply_scheduled`, for real) and `<policy>__integrity_report` (every phase verified
-    again, the health report and the statistics). `phase_keys`: each phase's profile/apply/verified."""
+    again, the health report and the statistics). `phase_keys`: each phase's profile/apply/verified.
+    For a fleet every asset is partitioned by target, and so is each of these jobs' schedule."""
     name = policy.name
     tags = {"dbsweep/policy": name}
     jobs = {
@@ -57,8 +64,6 @@ def purpose_jobs(policy, phase_keys: dict[str, list[dg.AssetKey]]) -> tuple[list
     for purpose, job in jobs.items():
         cron = getattr(policy.schedules, purpose)
         if cron:
-            schedules.append(dg.ScheduleDefinition(
-                name=f"{job.name}__schedule", job=job, cron_schedule=cron,
-                run_config=run_config if purpose == "apply" else {},
-                default_status=dg.DefaultScheduleStatus.STOPPED))
+            schedules.append(stopped_schedule(f"{job.name}__schedule", job, cron,
+                                              run_config if purpose == "apply" else {}, targets))
     return list(jobs.values()), schedules

@@ -3,20 +3,27 @@ Dagster plots them over the asset's materializations."""
 
 import dagster as dg
 
+from dbsweep.errors import DbsweepError
 from dbsweep.ledger import Ledger
 from dbsweep.stats import phase_stats
 from resources import DbsweepResource
 
+from .fleet import fleet_target
 
-def build_stats(policy_name: str) -> tuple[dg.AssetsDefinition, dg.JobDefinition]:
+
+def build_stats(policy_name: str, targets: dg.PartitionsDefinition | None = None) -> tuple[dg.AssetsDefinition,
+                                                                                           dg.JobDefinition]:
     key = dg.AssetKey([policy_name, "stats"])
 
-    @dg.asset(key=key, group_name=f"{policy_name}_health".replace("-", "_"),
+    @dg.asset(key=key, group_name=f"{policy_name}_health".replace("-", "_"), partitions_def=targets,
               description=f"Statistics of {policy_name}'s runs from the ledger: per phase runs, success rate, rows "
                           "changed, last success, median duration and rows/s.")
     def stats(context: dg.AssetExecutionContext, dbsweep: DbsweepResource) -> dg.MaterializeResult:
         policy = dbsweep.policy(policy_name)
-        ledger = Ledger(dbsweep.target(policy).engine)
+        try:
+            ledger = Ledger(dbsweep.target(policy, fleet_target(context)).engine)
+        except DbsweepError as exc:
+            raise dg.Failure(description=str(exc), metadata={"exit_code": exc.exit_code}) from None
         ledger.ensure()
         metadata = {}
         for s in phase_stats(ledger, policy.name, [p.name for p in policy.phases]):

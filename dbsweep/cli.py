@@ -404,12 +404,12 @@ def health(policy_path: PolicyArg, env: EnvOpt = None,
 @guarded
 def restore(run_id: Annotated[str, typer.Argument(help="Run id, as `dbsweep status` lists it.")],
             policy_path: Annotated[Optional[Path], typer.Option("--policy", help="Policy file; default: the policy in ./policies whose database holds the run.")] = None,
-            env: EnvOpt = None):
+            env: EnvOpt = None, target: Annotated[Optional[str], typer.Option("--target", "-t", help="Fleet env: the database the run changed; default: the target whose ledger holds the run.")] = None):
     """Undo a run from what it recorded: archived rows go back (rows whose key exists again are
     skipped and counted), the run is marked restored. Running it twice changes nothing more."""
     from .restore import restore_run
 
-    policy, target = _find_run(run_id, policy_path, env)
+    policy, target = _find_run(run_id, policy_path, env, target)
     report = restore_run(target.engine, run_id, policy.archive_dir)
     if report.already_restored:
         out.print(f"run {run_id} ({report.phase}) was already restored: {report.detail}; nothing changed")
@@ -432,16 +432,24 @@ def abandon(run_id: Annotated[str, typer.Argument(help="Run id, as `dbsweep stat
               f"`dbsweep run` now makes a new plan. Undo what it did with: dbsweep restore {run_id}")
 
 
-def _find_run(run_id: str, policy_path: Path | None, env: str | None) -> tuple[Policy, Target]:
+def _find_run(run_id: str, policy_path: Path | None, env: str | None, target: str | None = None
+              ) -> tuple[Policy, Target]:
+    """The policy and database whose ledger holds the run: of a fleet env, the given target, else
+    each of its targets in turn."""
     from .ledger import Ledger
+    from .target import choose_env, target_names
 
     paths = [policy_path] if policy_path else sorted(Path("policies").glob("*.toml"))
     for path in paths:
-        policy, target = _open(path, env)
-        if Ledger(target.engine).find_run(run_id) is not None:
-            return policy, target
+        policy = load_policy(path)
+        fleet = policy.database.env[choose_env(policy, env)].fleet
+        for name in [target] if target is not None or not fleet else target_names(policy, env):
+            found = connect(policy, env, name)
+            if Ledger(found.engine).find_run(run_id) is not None:
+                return policy, found
+            found.engine.dispose()
     searched = ", ".join(str(p) for p in paths) or "no policies/*.toml here"
-    raise BadInput(f"run {run_id} is not in the ledger of {searched}; pass --policy and --env")
+    raise BadInput(f"run {run_id} is not in the ledger of {searched}; pass --policy and --env (and --target)")
 
 
 @app.command()

@@ -36,14 +36,14 @@ def build_definitions(policy_dir: str | None = None) -> dg.Definitions:
                 jobs.append(built.job)
                 if built.schedule:
                     schedules.append(built.schedule)
-        jobs.append(build_restore_job(policy.name))
-        for asset, job in (build_health(policy), build_stats(policy.name)):
+        jobs.append(build_restore_job(policy.name, targets))
+        for asset, job in (build_health(policy, targets), build_stats(policy.name, targets)):
             assets.append(asset)
             jobs.append(job)
-        assets.append(build_integrity(policy))
+        assets.append(build_integrity(policy, targets))
         phase_keys = {p.name: [PhaseNames(policy.name, p.name, p.kind).key(leaf) for leaf in ("profile", "apply", "verified")]
                       for p in policy.phases}
-        purpose, purpose_schedules = purpose_jobs(policy, phase_keys)
+        purpose, purpose_schedules = purpose_jobs(policy, phase_keys, targets)
         jobs += purpose
         schedules += purpose_schedules
     return dg.Definitions(

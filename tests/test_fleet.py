@@ -118,28 +118,34 @@ def test_bad_fleet_policies_are_one_line_and_exit_2(tmp_path):
 
 
 def test_dagster_partitions_by_target_each_materialized_once(tmp_path):
-    """A listed fleet: each phase's graph is partitioned by target; materializing each partition
-    purges that database only, and the ledger of each shows one run per phase."""
+    """A listed fleet: each phase's graph, and the policy's health, statistics and integrity, are
+    partitioned by target; materializing each partition works on that database only, the ledger
+    of each shows one run per phase, the purpose schedules ask for one run per target, and a run
+    is restored on its own target (by the Dagster job given the target, or by the CLI, which finds
+    the target whose ledger holds it)."""
     import dagster as dg
 
     from pipelines.definitions import build_definitions
 
     prefix = f"g_{uuid.uuid4().hex[:6]}"
     engines = {name: fleet_db(prefix, name, 900, 300) for name in ("one", "two")}
+    before = {name: ids(e, "events") for name, e in engines.items()}
     keep = {name: ids(e, "events", NEW) for name, e in engines.items()}
     targets = ", ".join(f'{{ name = "{n}", database = "{prefix}_{n}" }}' for n in engines)
-    write_policy(tmp_path, PHASES.replace('batch_size = 500\n', 'batch_size = 500\nschedule = "0 3 * * *"\n', 1),
-                 "unused", env_block=f'env.dev = {{ url = "embedded", targets = [{targets}] }}')
+    body = PHASES.replace('batch_size = 500\n', 'batch_size = 500\nschedule = "0 3 * * *"\narchive = "table"\n', 1)
+    path = write_policy(tmp_path, body + '\n[schedules]\ncheck = "0 * * * *"\nintegrity = "0 5 * * 0"\n', "unused",
+                        env_block=f'env.dev = {{ url = "embedded", targets = [{targets}] }}')
     defs = build_definitions(str(tmp_path))
     dg.Definitions.validate_loadable(defs)
     job = defs.resolve_job_def("testpol__events")
     assert sorted(job.partitions_def.get_partition_keys()) == ["one", "two"]
     instance = dg.DagsterInstance.ephemeral()
-    schedule = defs.resolve_schedule_def("testpol__events__schedule")  # one run per target at each tick
-    ticks = schedule.evaluate_tick(dg.build_schedule_context(instance=instance,
-                                                             scheduled_execution_time=datetime(2026, 11, 27, 3),
-                                                             repository_def=defs.get_repository_def()))
-    assert sorted(r.partition_key for r in ticks.run_requests) == ["one", "two"]
+    for name in ("testpol__events__schedule", "testpol__check__schedule", "testpol__integrity_report__schedule"):
+        schedule = defs.resolve_schedule_def(name)  # one run per target at each tick
+        ticks = schedule.evaluate_tick(dg.build_schedule_context(instance=instance,
+                                                                 scheduled_execution_time=datetime(2026, 11, 29, 5),
+                                                                 repository_def=defs.get_repository_def()))
+        assert sorted(r.partition_key for r in ticks.run_requests) == ["one", "two"], name
     assets = list(defs.assets) + list(defs.asset_checks)
     for name in ("one", "two"):
         result = dg.materialize(assets, selection=dg.AssetSelection.groups("testpol_events"), instance=instance,
@@ -152,6 +158,34 @@ def test_dagster_partitions_by_target_each_materialized_once(tmp_path):
             assert conn.execute(sa.text("SELECT count(*) FROM dbsweep.runs WHERE phase = 'events'")).scalar() == 1
     done = instance.get_materialized_partitions(dg.AssetKey(["testpol", "events", "verified"]))
     assert done == {"one", "two"}  # what the UI shows as the targets done
+
+    report = dg.materialize(assets, selection=dg.AssetSelection.groups("testpol_health"), instance=instance,
+                            partition_key="two", resources=defs.resources)
+    assert report.success
+    checks = {e.check_name: e.passed for e in report.get_asset_check_evaluations()}
+    assert checks["verified_events"] and checks["no_problems"], checks
+    metadata = {e.asset_key.path[-1]: e.materialization.metadata for e in report.get_asset_materialization_events()}
+    assert metadata["stats"]["events/runs"].value == 1 and metadata["stats"]["events/rows_changed"].value == len(before["two"] - keep["two"])
+    assert f"{prefix}_two" in metadata["health"]["target"].value
+
+    with engines["two"].connect() as conn:
+        run_two = conn.execute(sa.text("SELECT run_id FROM dbsweep.runs WHERE phase = 'events'")).scalar()
+    restore = defs.resolve_job_def("testpol__restore")
+    unsaid = restore.execute_in_process(instance=instance, raise_on_error=False,
+                                        run_config={"ops": {"testpol__restore_run": {"config": {"run_id": run_two}}}})
+    assert not unsaid.success and ids(engines["two"], "events") == keep["two"]
+    put_back = restore.execute_in_process(instance=instance, run_config={
+        "ops": {"testpol__restore_run": {"config": {"run_id": run_two, "target": "two"}}}})
+    assert put_back.success and ids(engines["two"], "events") == before["two"]
+    assert ids(engines["one"], "events") == keep["one"]  # the other target untouched
+
+    with engines["one"].connect() as conn:
+        run_one = conn.execute(sa.text("SELECT run_id FROM dbsweep.runs WHERE phase = 'events'")).scalar()
+    wrong = run_cli("restore", run_one, "--policy", path, "--target", "two")
+    assert wrong.returncode == 2 and "is not in the ledger" in wrong.stderr and ids(engines["one"], "events") == keep["one"]
+    found = run_cli("restore", run_one, "--policy", path)  # no --target: the target whose ledger holds the run
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert ids(engines["one"], "events") == before["one"]
     for engine in engines.values():
         engine.dispose()
 
