@@ -47,6 +47,7 @@ PolicyArg = Annotated[Path, typer.Argument(help="Policy file (TOML), e.g. polici
 PhaseOpt = Annotated[Optional[list[str]], typer.Option("--phase", "-p", help="Phase name; repeat for several. Default: every phase.")]
 EnvOpt = Annotated[Optional[str], typer.Option("--env", "-e", help="Policy environment (default: DBSWEEP_ENV, else the policy's default_env).")]
 TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="Fleet env: the one database (target) to work on.")]
+RunTargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="Fleet env: the database the run changed; default: the target whose ledger holds the run.")]
 AllTargetsOpt = Annotated[bool, typer.Option("--all-targets", help="Fleet env: the command on every target, each in its own process; a summary table at the end, the worst exit code.")]
 ParallelOpt = Annotated[int, typer.Option("--parallel", min=1, max=64, help="With --all-targets: this many targets at once (never two commands on one database).")]
 FailFastOpt = Annotated[bool, typer.Option("--fail-fast", help="With --all-targets: start no further target once one has failed.")]
@@ -404,7 +405,7 @@ def health(policy_path: PolicyArg, env: EnvOpt = None,
 @guarded
 def restore(run_id: Annotated[str, typer.Argument(help="Run id, as `dbsweep status` lists it.")],
             policy_path: Annotated[Optional[Path], typer.Option("--policy", help="Policy file; default: the policy in ./policies whose database holds the run.")] = None,
-            env: EnvOpt = None, target: Annotated[Optional[str], typer.Option("--target", "-t", help="Fleet env: the database the run changed; default: the target whose ledger holds the run.")] = None):
+            env: EnvOpt = None, target: RunTargetOpt = None):
     """Undo a run from what it recorded: archived rows go back (rows whose key exists again are
     skipped and counted), the run is marked restored. Running it twice changes nothing more."""
     from .restore import restore_run
@@ -421,12 +422,12 @@ def restore(run_id: Annotated[str, typer.Argument(help="Run id, as `dbsweep stat
 @guarded
 def abandon(run_id: Annotated[str, typer.Argument(help="Run id, as `dbsweep status` lists it.")],
             policy_path: Annotated[Optional[Path], typer.Option("--policy", help="Policy file; default: the policy in ./policies whose database holds the run.")] = None,
-            env: EnvOpt = None):
+            env: EnvOpt = None, target: RunTargetOpt = None):
     """Give up an unfinished run (stopped, failed or interrupted): it is never resumed, so the phase
     can be planned and run afresh. What it changed stays recorded and undoable with `dbsweep restore`."""
     from .ledger import Ledger
 
-    _, target = _find_run(run_id, policy_path, env)
+    _, target = _find_run(run_id, policy_path, env, target)
     run = Ledger(target.engine).abandon(run_id, "abandoned by the operator")
     out.print(f"run {run_id} ({run.phase}) abandoned after {run.rows_done:,} rows in {run.batches_done:,} batches; "
               f"`dbsweep run` now makes a new plan. Undo what it did with: dbsweep restore {run_id}")
