@@ -187,6 +187,8 @@ def test_archived_cascade_then_restore_gives_back_every_table(tmp_path, pg, dbna
     from dbsweep.restore import restore_run
 
     nes.create(pg, scale=0.05)
+    with pg.begin() as conn:  # a child table none of the parents have rows in
+        conn.execute(sa.text("DELETE FROM notes WHERE object_type_id = 49"))
     original = full_snapshot(pg)
     path = nes_policy(tmp_path, dbname)
     path.write_text(path.read_text().replace('name = "community"', 'name = "community"\narchive = "table"'))
@@ -196,6 +198,13 @@ def test_archived_cascade_then_restore_gives_back_every_table(tmp_path, pg, dbna
     with pg.connect() as conn:
         archived = sum(conn.execute(sa.text(f"SELECT count(*) FROM {t}__archive")).scalar() for t in ["contacts", *CHILDREN])
     assert archived == report.rows > 0  # every deleted row, in its table's archive
+    with pg.connect() as conn:  # a batch is named in a table's batch table only when it archived rows there
+        empty = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}__archive_batches b WHERE NOT EXISTS "
+                                         f"(SELECT 1 FROM {t}__archive a WHERE a.dbsweep_batch = b.dbsweep_batch)"))
+                 .scalar() for t in ["contacts", *CHILDREN]}
+        named = conn.execute(sa.text(" + ".join(f"(SELECT count(*) FROM {t}__archive_batches)"
+                                                for t in ["contacts", *CHILDREN]).join(["SELECT ", ""]))).scalar()
+    assert set(empty.values()) == {0} and named > 0, empty
     result = restore_run(target.engine, report.run_id, tmp_path)
     assert (result.rows_restored, result.rows_skipped) == (report.rows, 0)
     assert full_snapshot(pg) == original  # row for row, every table

@@ -152,9 +152,14 @@ class MssqlDialect(Dialect):
         return conn.execute(delete_statement(conn.dialect, table, stmt.whereclause, output_rows=True)).all()
 
     def delete_into_archive(self, conn, stmt, table, archive, stamp):
+        """The batch numbered first (its number goes into every OUTPUT row), and taken back when
+        the DELETE found nothing: only batches that archived rows are named in the batch table."""
         batch = self.open_archive_batch(conn, archive, stamp)
-        return conn.execute(delete_statement(conn.dialect, table, stmt.whereclause, None, archive.rows,
+        rows = conn.execute(delete_statement(conn.dialect, table, stmt.whereclause, None, archive.rows,
                                              {BATCH: batch})).rowcount
+        if rows == 0:
+            conn.execute(sa.delete(archive.batches).where(archive.batches.c[BATCH] == batch))
+        return rows
 
     def update_saving_previous(self, conn, table, previous, keys, targets, where, stamp):
         return conn.execute(update_statement(conn.dialect, table, previous, targets, where, stamp)).rowcount

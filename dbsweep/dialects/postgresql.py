@@ -120,12 +120,13 @@ class PostgresDialect(Dialect):
         return prep.format_table(table)
 
     def delete_into_archive(self, conn, stmt, table, archive, stamp):
-        """One statement: WITH opened AS (INSERT INTO batches ... RETURNING number), gone AS (DELETE
-        ... RETURNING *) INSERT INTO archive SELECT gone.*, (SELECT number FROM opened) FROM gone;
-        counted by the INSERT's own row count (a RETURNING to count would cost a quarter more)."""
-        opened, gone, archiving = _archived_delete(stmt, table, archive, stamp, "")
+        """One statement: WITH gone AS (DELETE ... RETURNING *), opened AS (INSERT INTO batches
+        SELECT run, batch WHERE EXISTS (SELECT 1 FROM gone) RETURNING number) INSERT INTO archive
+        SELECT gone.*, (SELECT number FROM opened) FROM gone; counted by the INSERT's own row count
+        (a RETURNING to count would cost a quarter more)."""
+        gone, opened, archiving = _archived_delete(stmt, table, archive, stamp, "")
         # SQLAlchemy 2.1 keeps an INSERT's row count only when asked to
-        return conn.execute(archiving.add_cte(opened).add_cte(gone).execution_options(preserve_rowcount=True)).rowcount
+        return conn.execute(archiving.add_cte(gone).add_cte(opened).execution_options(preserve_rowcount=True)).rowcount
 
     def delete_some_each(self, conn, parts) -> list[int]:
         """delete_some on several tables in one statement, one round trip: `parts` are (table,
@@ -150,9 +151,9 @@ class PostgresDialect(Dialect):
     def archived_delete_cte(stmt: sa.Delete, table: sa.Table, archive: ArchiveTables, stamp: dict, suffix: str):
         """The CTEs of delete_into_archive, the archive's INSERT one of them too, RETURNING 1 to be
         counted by the statement that holds them: (the three, the INSERT's)."""
-        opened, gone, archiving = _archived_delete(stmt, table, archive, stamp, suffix)
+        gone, opened, archiving = _archived_delete(stmt, table, archive, stamp, suffix)
         kept = archiving.returning(sa.literal_column("1")).cte(f"kept{suffix}")
-        return [opened, gone, kept], kept
+        return [gone, opened, kept], kept
 
     def update_saving_previous(self, conn, table, previous, keys, targets, where, stamp):
         """One statement, the rows locked once: WITH old AS (SELECT ... FOR UPDATE), saved AS
@@ -527,16 +528,18 @@ def _bound_value(bound: str, side: str) -> str | None:
 
 
 def _archived_delete(stmt: sa.Delete, table: sa.Table, archive: ArchiveTables, stamp: dict, suffix: str):
-    """The CTEs `opened` (the batch numbered in the archive's batch table) and `gone` (DELETE ...
-    RETURNING *), and the INSERT INTO archive SELECT gone.*, the number FROM gone that reads them:
-    a delete and its archive in one statement."""
+    """The CTEs `gone` (DELETE ... RETURNING *) and `opened` (the batch numbered in the archive's
+    batch table, only when something was deleted), and the INSERT INTO archive SELECT gone.*, the
+    number FROM gone that reads them: a delete and its archive in one statement."""
     batches = archive.batches
-    opened = (sa.insert(batches).values({RUN_ID: stamp[RUN_ID], BATCH_NO: stamp[BATCH_NO]})
-              .returning(batches.c[BATCH]).cte(f"opened{suffix}"))
     gone = stmt.returning(*table.c).cte(f"gone{suffix}")
+    deleted_any = sa.exists(sa.select(sa.literal(1)).select_from(gone))
+    opened = (sa.insert(batches).from_select(
+        [RUN_ID, BATCH_NO], sa.select(sa.literal(stamp[RUN_ID], sa.String), sa.literal(stamp[BATCH_NO], sa.Integer))
+        .where(deleted_any)).returning(batches.c[BATCH]).cte(f"opened{suffix}"))
     number = sa.select(opened.c[BATCH]).scalar_subquery()
     copied = sa.select(*[gone.c[name] for name in table.c.keys()], number)
-    return opened, gone, sa.insert(archive.rows).from_select([*table.c.keys(), BATCH], copied)
+    return gone, opened, sa.insert(archive.rows).from_select([*table.c.keys(), BATCH], copied)
 
 
 def _insert_overriding(conn, table: sa.Table, names: list[str]) -> str:
