@@ -2,8 +2,9 @@
 registers it under its `name`. Service, executor, restore, report, health and the Dagster layer
 talk to kinds only through this class, so a new kind touches nothing else.
 
-Required: `name`, `Config`, `gate_suite`, `verify_suite`, `build_plan`, `selection`, `verify`.
-Everything else has a default that fits a kind deleting selected rows of one table in batches."""
+Required: `name`, `Config`, `build_plan`, `selection`, `verify`, and the kind's two Great
+Expectations suites, `expectations/suites/<name>_gate.json` and `<name>_verify.json`. Everything
+else has a default that fits a kind deleting selected rows of one table in batches."""
 
 from __future__ import annotations
 
@@ -40,8 +41,6 @@ class Kind:
 
     name: ClassVar[str]
     Config: ClassVar[type[PhaseBase]]
-    gate_suite: ClassVar[str]
-    verify_suite: ClassVar[str]
     windowed: ClassVar[bool] = False  # plans can be cut into time windows (backfills, `--window`)
     changes_rows_in_place: ClassVar[bool] = False  # rows stay (reset): the table's row count does not drop
 
@@ -50,6 +49,16 @@ class Kind:
         if cls.name in Kind.registry:
             raise TypeError(f"phase kind {cls.name!r} is defined twice")
         Kind.registry[cls.name] = cls()
+
+    @property
+    def gate_suite(self) -> str:
+        """The suite that gates a plan (judging `gate_rows`)."""
+        return f"{self.name}_gate"
+
+    @property
+    def verify_suite(self) -> str:
+        """The suite that judges `verify`'s rows after a run."""
+        return f"{self.name}_verify"
 
     # required -----------------------------------------------------------------------------
     def build_plan(self, cfg, conn: sa.Connection, dialect: Dialect, now: datetime,

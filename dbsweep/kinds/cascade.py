@@ -36,8 +36,6 @@ from ..walkers import Walker
 from .base import DryRunLine, Kind
 from .common import PlanParts
 
-GATE_SUITE = "cascade_gate"
-VERIFY_SUITE = "cascade_verify"
 NONE = "none"
 
 
@@ -534,8 +532,6 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
 class Cascade(Kind):
     name = "cascade"
     Config = Config
-    gate_suite = GATE_SUITE
-    verify_suite = VERIFY_SUITE
 
     build_plan = staticmethod(build_plan)
     selection = staticmethod(selection)

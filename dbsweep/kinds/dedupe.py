@@ -36,8 +36,6 @@ from ..walkers import KeyWalker, StagedWalker, Walker, table_walker
 from .base import Kind
 from .common import PlanParts
 
-GATE_SUITE = "dedupe_gate"
-VERIFY_SUITE = "dedupe_verify"
 IN_PLACE, REBUILD, AUTO, DROP_BACKUP = "in_place", "rebuild", "auto", "drop_backup"
 CONSTRAINT_ATTEMPTS = 3
 NONE = "none"
@@ -711,8 +709,6 @@ def _put_back_from_backup(engine, ledger, run_id: str, batch_no: int, step: Step
 class Dedupe(Kind):
     name = "dedupe"
     Config = Config
-    gate_suite = GATE_SUITE
-    verify_suite = VERIFY_SUITE
 
     build_plan = staticmethod(build_plan)
     selection = staticmethod(selection)

@@ -29,9 +29,6 @@ from ..walkers import StagedWalker
 from .base import DryRunLine, Kind
 from .common import PlanParts
 
-GATE_SUITE = "merge_gate"
-VERIFY_SUITE = "merge_verify"
-
 
 class Polymorphic(Strict):
     """A child that points with a type column and an id column (not a foreign key)."""
@@ -343,8 +340,6 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
 class Merge(Kind):
     name = "merge"
     Config = Config
-    gate_suite = GATE_SUITE
-    verify_suite = VERIFY_SUITE
 
     build_plan = staticmethod(build_plan)
     selection = staticmethod(selection)

@@ -20,8 +20,6 @@ from ..policy import PhaseBase, Strict, TableName
 from .base import Kind
 from .common import PlanParts, key_columns, walk_step
 
-GATE_SUITE = "reset_gate"
-VERIFY_SUITE = "reset_verify"
 PREVIOUS_SUFFIX = "__previous"
 Scalar = str | int | float | bool | None
 ALWAYS = sa.literal_column("1") == sa.literal_column("1")  # `true` that T-SQL accepts in CASE WHEN
@@ -307,8 +305,6 @@ def _put_back(conn, table: sa.Table, previous: sa.Table, step: Step, run_id: str
 class Reset(Kind):
     name = "reset"
     Config = Config
-    gate_suite = GATE_SUITE
-    verify_suite = VERIFY_SUITE
     changes_rows_in_place = True
 
     build_plan = staticmethod(build_plan)

@@ -22,8 +22,6 @@ from .base import Kind
 from .common import PlanParts, key_columns, walk_step
 from .partitioned import ARCHIVE_SCHEMA, PARTITION, PartitionWalker, partition_steps, reattach_partitions
 
-GATE_SUITE = "retention_gate"
-VERIFY_SUITE = "retention_verify"
 AGE_BUCKETS = [("<1d", 1), ("1-7d", 7), ("7-30d", 30), ("30-90d", 90), ("90d-1y", 365), ("1-2y", 730), (">2y", None)]
 
 
@@ -261,8 +259,6 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
 class Retention(Kind):
     name = "retention"
     Config = Config
-    gate_suite = GATE_SUITE
-    verify_suite = VERIFY_SUITE
     windowed = True
 
     build_plan = staticmethod(build_plan)

@@ -29,8 +29,6 @@ from .base import DryRunLine, Kind
 from .common import PlanParts
 from .partitioned import ARCHIVE_SCHEMA
 
-GATE_SUITE = "retire_gate"
-VERIFY_SUITE = "retire_verify"
 RETIRED = "__retired_"
 CODE_SUFFIXES = {".py", ".sql", ".toml", ".yaml", ".yml", ".json", ".js", ".ts", ".java", ".cs", ".go", ".rb", ".sh",
                  ".ps1", ".md", ".txt", ".cfg", ".ini", ".xml"}
@@ -222,8 +220,6 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
 class Retire(Kind):
     name = "retire"
     Config = Config
-    gate_suite = GATE_SUITE
-    verify_suite = VERIFY_SUITE
 
     build_plan = staticmethod(build_plan)
     selection = staticmethod(selection)
