@@ -11,6 +11,7 @@ from dbsweep.health import PROBLEM, WARN, health_report
 from resources import DbsweepResource
 
 from .fleet import fleet_target
+from .metadata import failure
 
 ALERT_DESCRIPTIONS = {
     "rows_due": "Rows a phase's rule would change now stay under the policy's bound.",
@@ -40,7 +41,7 @@ def build_health(policy, targets: dg.PartitionsDefinition | None = None) -> tupl
             findings = health_report(policy_now, target)
             results = evaluate(policy_now, target)
         except DbsweepError as exc:
-            raise dg.Failure(description=str(exc), metadata={"exit_code": exc.exit_code}) from None
+            raise failure(exc) from None
         frame = pd.DataFrame([vars(f) for f in findings])
         problems = [f for f in findings if f.status == PROBLEM]
         yield dg.MaterializeResult(metadata={

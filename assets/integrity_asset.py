@@ -9,6 +9,7 @@ from dbsweep.ledger import Ledger
 from resources import DbsweepResource
 
 from .fleet import fleet_target
+from .metadata import failure
 
 
 def build_integrity(policy, targets: dg.PartitionsDefinition | None = None) -> dg.AssetsDefinition:
@@ -28,7 +29,7 @@ def build_integrity(policy, targets: dg.PartitionsDefinition | None = None) -> d
         try:
             target = dbsweep.target(policy_now, fleet_target(context))
         except DbsweepError as exc:
-            raise dg.Failure(description=str(exc), metadata={"exit_code": exc.exit_code}) from None
+            raise failure(exc) from None
         ledger = Ledger(target.engine)
         ledger.ensure()
         summary = {}

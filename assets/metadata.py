@@ -1,11 +1,18 @@
-"""Dagster metadata of a phase's assets, from the engine's plan and reports."""
+"""Dagster metadata of a phase's assets, from the engine's plan and reports; and the failure a
+dbsweep refusal or error becomes."""
 
 from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
 
+from dbsweep.errors import DbsweepError
 from dbsweep.report import human_bytes
+
+
+def failure(exc: DbsweepError, **metadata) -> dg.Failure:
+    """The step fails with dbsweep's one line and the exit code the CLI would give."""
+    return dg.Failure(description=str(exc), metadata={"exit_code": exc.exit_code, **metadata})
 
 
 def profile_metadata(plan, target, frame: pd.DataFrame, window) -> dict:

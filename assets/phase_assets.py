@@ -18,7 +18,7 @@ from dbsweep.kinds import kind_named
 from resources import DbsweepResource
 
 from .fleet import combined, partition_of
-from .metadata import apply_metadata, dry_run_metadata, profile_metadata
+from .metadata import apply_metadata, dry_run_metadata, failure, profile_metadata
 from .naming import DRY_RUN_TAG, PhaseNames
 from .progress_log import progress_logger
 from .schedules import phase_schedule
@@ -62,10 +62,6 @@ def build_backfill(policy_name: str, phase, targets: dg.PartitionsDefinition | N
     graph = PhaseGraph(PhaseNames(policy_name, phase.name, phase.kind, "backfill"), phase,
                        WINDOWS[backfill.window](start_date=backfill.start.isoformat()), targets)
     return PhaseAssets(graph.assets(), [graph.gate()], graph.job(), None)
-
-
-def _fail(exc: DbsweepError) -> dg.Failure:
-    return dg.Failure(description=str(exc), metadata={"exit_code": exc.exit_code, "refused": str(exc)})
 
 
 def _plan_id(profile: pd.DataFrame) -> str:
@@ -115,7 +111,7 @@ class PhaseGraph:
                 target = dbsweep.target(policy, name)
                 plan = service.make_plan(policy, phase.name, target, window=window)
             except DbsweepError as exc:
-                raise _fail(exc) from None
+                raise failure(exc, refused=str(exc)) from None
             frame = pd.DataFrame(plan.profile).assign(plan_id=plan.plan_id, target=name or "")
             return dg.Output(frame, metadata=profile_metadata(plan, target, frame, window))
 
@@ -165,7 +161,7 @@ class PhaseGraph:
                                        on_progress=progress_logger(context, phase.progress_every),
                                        max_rows=config.max_rows, batch_size=config.batch_size)
             except DbsweepError as exc:
-                raise _fail(exc) from None
+                raise failure(exc, refused=str(exc)) from None
             if config.dry_run:
                 context.log_event(dg.AssetObservation(
                     asset_key=key, metadata=dry_run_metadata(report), tags={DRY_RUN_TAG: "true"},

@@ -6,9 +6,11 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from dbsweep.errors import DbsweepError
+from dbsweep.errors import BadInput, DbsweepError
 from dbsweep.restore import restore_run
 from resources import DbsweepResource
+
+from .metadata import failure
 
 
 class RestoreConfig(dg.Config):
@@ -22,13 +24,13 @@ def build_restore_job(policy_name: str, targets: dg.PartitionsDefinition | None 
     def restore_op(context: dg.OpExecutionContext, config: RestoreConfig, dbsweep: DbsweepResource) -> dg.Output:
         policy = dbsweep.policy(policy_name)
         if targets is not None and not config.target:
-            raise dg.Failure(description=f"{policy_name} is a fleet of databases: give the run's target in the "
-                                         "config (target: NAME)", metadata={"exit_code": 2})
+            raise failure(BadInput(f"{policy_name} is a fleet of databases: give the run's target in the config "
+                                   "(target: NAME)"))
         try:
             target = dbsweep.target(policy, config.target or None)
             report = restore_run(target.engine, config.run_id, policy.archive_dir)
         except DbsweepError as exc:
-            raise dg.Failure(description=str(exc), metadata={"exit_code": exc.exit_code}) from None
+            raise failure(exc) from None
         where = f" on {config.target}" if config.target else ""
         done = "already restored; " if report.already_restored else ""
         context.log.info(f"run {config.run_id}{where}: {done}{report.detail}")

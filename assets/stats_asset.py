@@ -9,6 +9,7 @@ from dbsweep.stats import phase_stats
 from resources import DbsweepResource
 
 from .fleet import fleet_target
+from .metadata import failure
 
 
 def build_stats(policy_name: str, targets: dg.PartitionsDefinition | None = None) -> tuple[dg.AssetsDefinition,
@@ -23,7 +24,7 @@ def build_stats(policy_name: str, targets: dg.PartitionsDefinition | None = None
         try:
             ledger = Ledger(dbsweep.target(policy, fleet_target(context)).engine)
         except DbsweepError as exc:
-            raise dg.Failure(description=str(exc), metadata={"exit_code": exc.exit_code}) from None
+            raise failure(exc) from None
         ledger.ensure()
         metadata = {}
         for s in phase_stats(ledger, policy.name, [p.name for p in policy.phases]):
