@@ -436,21 +436,31 @@ def abandon(run_id: Annotated[str, typer.Argument(help="Run id, as `dbsweep stat
 def _find_run(run_id: str, policy_path: Path | None, env: str | None, target: str | None = None
               ) -> tuple[Policy, Target]:
     """The policy and database whose ledger holds the run: of a fleet env, the given target, else
-    each of its targets in turn."""
+    each of its targets in turn (one that cannot be reached is passed over, and named if the run
+    is found nowhere)."""
     from .ledger import Ledger
     from .target import choose_env, target_names
 
     paths = [policy_path] if policy_path else sorted(Path("policies").glob("*.toml"))
+    unreachable = []
     for path in paths:
         policy = load_policy(path)
-        fleet = policy.database.env[choose_env(policy, env)].fleet
-        for name in [target] if target is not None or not fleet else target_names(policy, env):
-            found = connect(policy, env, name)
+        searching = target is None and policy.database.env[choose_env(policy, env)].fleet
+        for name in target_names(policy, env) if searching else [target]:
+            try:
+                found = connect(policy, env, name)
+            except DbsweepError:
+                if not searching:
+                    raise
+                unreachable.append(name)
+                continue
             if Ledger(found.engine).find_run(run_id) is not None:
                 return policy, found
             found.engine.dispose()
     searched = ", ".join(str(p) for p in paths) or "no policies/*.toml here"
-    raise BadInput(f"run {run_id} is not in the ledger of {searched}; pass --policy and --env (and --target)")
+    passed_over = f"; not searched, unreachable: target {', '.join(unreachable)}" if unreachable else ""
+    raise BadInput(f"run {run_id} is not in the ledger of {searched}{passed_over}; pass --policy and --env "
+                   "(and --target)")
 
 
 @app.command()

@@ -66,6 +66,13 @@ def test_all_targets_in_parallel_and_one_unreachable(tmp_path):
         assert runs[0].finished_at <= runs[1].started_at  # never two phases on one database at once
     alone = run_cli("status", path, "--target", "b")
     assert alone.returncode == 0 and "target b" in alone.stdout
+    with engines["c"].connect() as conn:  # restore searches the targets for the run; an unreachable one is named
+        run_c = conn.execute(sa.text("SELECT run_id FROM dbsweep.runs WHERE phase = 'events'")).scalar()
+    found = run_cli("restore", run_c, "--policy", path)
+    assert found.returncode == 2 and "recorded no archive" in found.stderr, found.stderr  # found; nothing to put back
+    nowhere = run_cli("restore", "0" * 32, "--policy", path)
+    assert nowhere.returncode == 2 and "not searched, unreachable: target down" in nowhere.stderr, nowhere.stderr
+    assert "secret" not in nowhere.stderr + found.stderr
     for engine in engines.values():
         engine.dispose()
 
