@@ -361,19 +361,24 @@ def stats(policy_path: Annotated[Optional[Path], typer.Argument(help="Policy fil
 @app.command()
 @guarded
 def metrics(policy_path: PolicyArg, env: EnvOpt = None,
+            target: Annotated[Optional[str], typer.Option("--target", "-t", help="Fleet env: one database only; default: every target, each sample labelled with its target.")] = None,
             listen: Annotated[str, typer.Option("--listen", help="HOST:PORT the Prometheus exporter listens on.")] = "127.0.0.1:9187"):
     """Serve Prometheus metrics for the policy (read from the ledger and the database at each
-    scrape) until interrupted."""
+    scrape) until interrupted. On a fleet env, every target's, labelled `target`."""
     import time
 
     from .metrics import serve
+    from .target import choose_env
 
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise BadInput(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:9187")
-    policy, target = _open(policy_path, env)
-    serve(policy, target, host, int(port))
-    out.print(f"serving {policy.name} metrics on http://{listen}/metrics (Ctrl-C stops)")
+    policy = load_policy(policy_path)
+    chosen = choose_env(policy, env)
+    whole_fleet = target is None and policy.database.env[chosen].fleet
+    serve(policy, None if whole_fleet else connect(policy, chosen, target), host, int(port), chosen)
+    what = f"{policy.name} metrics" + (" of every fleet target" if whole_fleet else "")
+    out.print(f"serving {what} on http://{listen}/metrics (Ctrl-C stops)")
     while True:
         time.sleep(3600)
 

@@ -19,85 +19,128 @@ from .observers import RunObserver
 from .policy import Policy
 from .redact import redact
 from .stats import phase_stats
-from .target import Target
+from .target import Target, connect, target_names
+
+# name -> (family, help, labels after `policy` (and `target`, for a fleet))
+FAMILIES = {
+    "dbsweep_rows_changed": (CounterMetricFamily, "Rows changed (deleted, updated, moved) by runs not undone since",
+                             ["phase", "table"]),
+    "dbsweep_run_duration_seconds": (GaugeMetricFamily, "Median duration of the phase's finished runs", ["phase"]),
+    "dbsweep_last_success_timestamp_seconds": (GaugeMetricFamily, "When the phase's last successful run finished",
+                                               ["phase"]),
+    "dbsweep_runs": (GaugeMetricFamily, "Runs started, by outcome", ["phase", "outcome"]),
+    "dbsweep_table_size_bytes": (GaugeMetricFamily, "Table size with indexes and TOAST", ["table"]),
+    "dbsweep_table_rows": (GaugeMetricFamily, "Rows in the table (exact)", ["table"]),
+    "dbsweep_dead_tuples": (GaugeMetricFamily, "Dead tuples, from the statistics", ["table"]),
+}
 
 
 class DbsweepCollector:
     """Every scrape: rows changed, run durations and last successes from the ledger; size, rows
     and dead tuples of the policy's tables; what each kind measures (retention: rows due and the
-    oldest row's age, the seed's favourite)."""
+    oldest row's age, the seed's favourite).
 
-    def __init__(self, policy: Policy, target: Target):
-        self.policy, self.target = policy, target
+    Given no target, the policy's env is a fleet: its targets are listed again at every scrape (a
+    discovered fleet grows), every sample also names its `target`, and `dbsweep_target_up` is 0 for
+    a target that could not be read (its line on stderr), so one database down hides no other."""
+
+    def __init__(self, policy: Policy, target: Target | None = None, env: str | None = None):
+        self.policy, self.target, self.env = policy, target, env
+        self.fleet: dict[str, Target] = {}
 
     def describe(self):
         return []  # collected live at scrape time only; nothing to register ahead
 
     def collect(self):
-        yield from self._ledger()
-        yield from self._database()
+        if self.target is not None:
+            yield from _families(self.policy.name, None, [((), self._samples(self.target))])
+            return
+        up = GaugeMetricFamily("dbsweep_target_up", "1 when the fleet target could be read at this scrape",
+                               labels=["policy", "target"])
+        read = []
+        for name in target_names(self.policy, self.env):
+            try:
+                read.append(((name,), self._samples(self._target(name))))
+                up.add_metric([self.policy.name, name], 1)
+            except (DbsweepError, sa.exc.DBAPIError) as exc:
+                up.add_metric([self.policy.name, name], 0)
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                sys.stderr.write(f"dbsweep metrics: target {name}: {redact(first)}\n")
+        yield up
+        yield from _families(self.policy.name, "target", read)
 
-    def _ledger(self):
-        ledger = Ledger(self.target.engine)
+    def _target(self, name: str) -> Target:
+        if name not in self.fleet:
+            self.fleet[name] = connect(self.policy, self.env, name)
+        return self.fleet[name]
+
+    def _samples(self, target: Target) -> list[tuple[str, list[str], float]]:
+        """(family, labels after policy/target, value) of one database, all read before any is kept."""
+        return [*self._ledger(target), *self._database(target)]
+
+    def _ledger(self, target: Target):
+        ledger = Ledger(target.engine)
         ledger.ensure()
         name = self.policy.name
-        changed = CounterMetricFamily("dbsweep_rows_changed", "Rows changed (deleted, updated, moved) by runs not "
-                                      "undone since", labels=["policy", "phase", "table"])
         for (phase, table), rows in sorted(ledger.rows_by_table(name).items()):
-            changed.add_metric([name, phase, table], rows)
-        duration = GaugeMetricFamily("dbsweep_run_duration_seconds", "Median duration of the phase's finished runs",
-                                     labels=["policy", "phase"])
-        success = GaugeMetricFamily("dbsweep_last_success_timestamp_seconds",
-                                    "When the phase's last successful run finished", labels=["policy", "phase"])
-        runs = GaugeMetricFamily("dbsweep_runs", "Runs started, by outcome", labels=["policy", "phase", "outcome"])
+            yield "dbsweep_rows_changed", [phase, table], rows
         for stats in phase_stats(ledger, name, [p.name for p in self.policy.phases]):
             if stats.median_seconds is not None:
-                duration.add_metric([name, stats.phase], stats.median_seconds)
+                yield "dbsweep_run_duration_seconds", [stats.phase], stats.median_seconds
             if stats.last_success is not None:
-                success.add_metric([name, stats.phase], stats.last_success.timestamp())
-            runs.add_metric([name, stats.phase, "succeeded"], stats.succeeded)
-            runs.add_metric([name, stats.phase, "other"], stats.runs - stats.succeeded)
-            runs.add_metric([name, stats.phase, "refused"], stats.refused)
-        yield from (changed, duration, success, runs)
+                yield "dbsweep_last_success_timestamp_seconds", [stats.phase], stats.last_success.timestamp()
+            yield "dbsweep_runs", [stats.phase, "succeeded"], stats.succeeded
+            yield "dbsweep_runs", [stats.phase, "other"], stats.runs - stats.succeeded
+            yield "dbsweep_runs", [stats.phase, "refused"], stats.refused
 
-    def _database(self):
-        name = self.policy.name
-        size = GaugeMetricFamily("dbsweep_table_size_bytes", "Table size with indexes and TOAST", labels=["policy", "table"])
-        rows = GaugeMetricFamily("dbsweep_table_rows", "Rows in the table (exact)", labels=["policy", "table"])
-        dead = GaugeMetricFamily("dbsweep_dead_tuples", "Dead tuples, from the statistics", labels=["policy", "table"])
-        measured: dict[str, GaugeMetricFamily] = {}
+    def _database(self, target: Target):
         now = datetime.now(timezone.utc)
-        with self.target.engine.connect() as conn:
+        samples = []
+        with target.engine.connect() as conn:
             dialect = dialect_for(conn)
             for qualified in policy_tables(self.policy):
                 try:
                     table = reflect_table(conn, qualified)
                 except DbsweepError:
                     continue  # retired, or not there yet: health says so
-                rows.add_metric([name, qualified], conn.execute(sa.select(sa.func.count()).select_from(table)).scalar())
+                samples.append(("dbsweep_table_rows", [qualified],
+                                conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()))
                 stats = dialect.table_stats(conn, table)
                 if stats is not None:
-                    dead.add_metric([name, qualified], stats[1])
-                    size.add_metric([name, qualified], stats[2])
+                    samples.append(("dbsweep_dead_tuples", [qualified], stats[1]))
+                    samples.append(("dbsweep_table_size_bytes", [qualified], stats[2]))
             for phase in self.policy.phases:
+                kind = kind_named(phase.kind)
                 try:
-                    numbers = kind_named(phase.kind).measures(phase, conn, dialect, now)
+                    numbers = kind.measures(phase, conn, dialect, now)
                 except DbsweepError:
                     continue
                 for metric, value in numbers.items():
-                    family = measured.setdefault(metric, GaugeMetricFamily(
-                        f"dbsweep_{metric}", f"{metric.replace('_', ' ')} (measured by the phase's kind)",
-                        labels=["policy", "phase", "table"]))
-                    family.add_metric([name, phase.name, ", ".join(kind_named(phase.kind).tables(phase))], value)
-        yield from (size, rows, dead, *measured.values())
+                    samples.append((f"dbsweep_{metric}", [phase.name, ", ".join(kind.tables(phase))], value))
+        return samples
 
 
-def serve(policy: Policy, target: Target, host: str, port: int):
-    """An HTTP exporter on host:port for this policy; returns (server, thread)."""
+def _families(policy: str, target_label: str | None, read: list[tuple[tuple, list]]):
+    """The metric families of the samples read, each database's labelled with its target."""
+    families: dict[str, object] = {}
+    for target, samples in read:
+        for name, labels, value in samples:
+            if name not in families:
+                family, text, rest = FAMILIES.get(name) or (
+                    GaugeMetricFamily, f"{name[len('dbsweep_'):].replace('_', ' ')} (measured by the phase's kind)",
+                    ["phase", "table"])
+                families[name] = family(name, text, labels=["policy", *([target_label] if target_label else []), *rest])
+            families[name].add_metric([policy, *target, *labels], value)
+    return list(families.values())
+
+
+def serve(policy: Policy, target: Target | None, host: str, port: int, env: str | None = None):
+    """An HTTP exporter on host:port for this policy (no target: every target of its fleet env);
+    returns (server, thread)."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry()
-    registry.register(DbsweepCollector(policy, target))
+    registry.register(DbsweepCollector(policy, target, env))
     return start_http_server(port, addr=host, registry=registry)
 
 

@@ -1,4 +1,9 @@
-"""Drive the engine the way the CLI does: plan, GE gate, apply."""
+"""Drive the engine the way the CLI does: plan, GE gate, apply; scrape the metrics exporter."""
+
+import socket
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from dbsweep import service
 from dbsweep.policy import load_policy
@@ -20,3 +25,16 @@ def purge(policy_path, phase="purge", **overrides):
     assert plan.gate.passed, plan.gate.summary
     report = service.apply(policy, target, plan, dry_run=False, **overrides)
     return plan, report, target
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    """Every sample the exporter serves: (name, sorted labels) -> value."""
+    text = urllib.request.urlopen(url, timeout=30).read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}

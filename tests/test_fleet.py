@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from dbsweep.embedded import embedded_url
 from tests.conftest import ids, load_events, run_cli, write_policy
+from tests.helpers import free_port, scrape
 
 NEW = "created_at >= now() - interval '7 days'"
 PHASES = """
@@ -73,6 +74,40 @@ def test_all_targets_in_parallel_and_one_unreachable(tmp_path):
     nowhere = run_cli("restore", "0" * 32, "--policy", path)
     assert nowhere.returncode == 2 and "not searched, unreachable: target down" in nowhere.stderr, nowhere.stderr
     assert "secret" not in nowhere.stderr + found.stderr
+    for engine in engines.values():
+        engine.dispose()
+
+
+def test_metrics_of_a_fleet_name_each_target_and_one_down_hides_no_other(tmp_path, capsys):
+    from dbsweep.metrics import serve
+    from dbsweep.policy import load_policy
+
+    prefix = f"m_{uuid.uuid4().hex[:6]}"
+    engines = {name: fleet_db(prefix, name, 400, 100) for name in ("p", "q")}
+    targets = ", ".join(f'{{ name = "{n}", database = "{prefix}_{n}" }}' for n in engines)
+    env = (f'env.dev = {{ url = "embedded", targets = [{targets}, '
+           '{ name = "down", url = "postgresql://nobody:secret@127.0.0.1:1/gone" }] }')
+    path = write_policy(tmp_path, PHASES, "unused", env_block=env)
+    before = {name: len(ids(e, "events")) for name, e in engines.items()}
+    assert run_cli("run", path, "--target", "p", "--phase", "events").returncode == 0
+    purged = before["p"] - len(ids(engines["p"], "events"))
+    port = free_port()
+    server, thread = serve(load_policy(path), None, "127.0.0.1", port)
+    try:
+        samples = scrape(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    up = {dict(labels)["target"]: value for (name, labels), value in samples.items() if name == "dbsweep_target_up"}
+    assert up == {"p": 1, "q": 1, "down": 0}
+    rows = {dict(labels)["target"]: value for (name, labels), value in samples.items()
+            if name == "dbsweep_table_rows" and dict(labels)["table"] == "events"}
+    assert rows == {"p": before["p"] - purged, "q": before["q"]}
+    changed = {dict(labels)["target"]: value for (name, labels), value in samples.items()
+               if name == "dbsweep_rows_changed_total"}
+    assert changed == {"p": purged} and purged > 0
+    said = capsys.readouterr().err
+    assert "target down" in said and "cannot connect" in said and "secret" not in said
     for engine in engines.values():
         engine.dispose()
 

@@ -1,8 +1,6 @@
 """Statistics from the ledger, and the Prometheus exporter scraped over HTTP for a known table."""
 
-import socket
 import time
-import urllib.request
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -14,19 +12,7 @@ from dbsweep.policy import load_policy
 from dbsweep.stats import phase_stats
 from dbsweep.target import connect
 from tests.conftest import count, load_events, retention_policy, run_cli
-from tests.helpers import purge
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _scrape(url: str) -> dict[tuple[str, tuple], float]:
-    text = urllib.request.urlopen(url, timeout=30).read().decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+from tests.helpers import free_port, purge, scrape
 
 
 def test_stats_match_the_ledger(tmp_path, pg, dbname):
@@ -49,11 +35,11 @@ def test_the_exporter_serves_the_known_table_over_http(tmp_path, pg, dbname):
     load_events(pg, old=3000, new=1000)
     path = retention_policy(tmp_path, dbname, batch_size=1000)
     policy = load_policy(path)
-    port = _free_port()
+    port = free_port()
     server, thread = serve(policy, connect(policy), "127.0.0.1", port)
     try:
         url = f"http://127.0.0.1:{port}/metrics"
-        before = _scrape(url)
+        before = scrape(url)
         labels = (("policy", "testpol"), ("table", "events"))
         assert before[("dbsweep_table_rows", labels)] == 4000 and before[("dbsweep_table_size_bytes", labels)] > 0
         phase = (("phase", "purge"), ("policy", "testpol"), ("table", "events"))
@@ -64,7 +50,7 @@ def test_the_exporter_serves_the_known_table_over_http(tmp_path, pg, dbname):
         age = (datetime.now(timezone.utc) - oldest).total_seconds()
         assert abs(before[("dbsweep_oldest_row_age_seconds", phase)] - age) < 60
         purge(path)
-        after = _scrape(url)
+        after = scrape(url)
         assert after[("dbsweep_table_rows", labels)] == 4000 - due and after[("dbsweep_rows_due", phase)] == 0
         assert after[("dbsweep_rows_changed_total", (("phase", "purge"), ("policy", "testpol"), ("table", "events")))] == due
         last = after[("dbsweep_last_success_timestamp_seconds", (("phase", "purge"), ("policy", "testpol")))]
