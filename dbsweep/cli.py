@@ -349,12 +349,15 @@ def report(policy_path: PolicyArg):
 @app.command()
 @guarded
 def stats(policy_path: Annotated[Optional[Path], typer.Argument(help="Policy file; default: every policy in ./policies.")] = None,
-          env: EnvOpt = None):
+          env: EnvOpt = None, target: TargetOpt = None, all_targets: AllTargetsOpt = False,
+          parallel: ParallelOpt = 1, fail_fast: FailFastOpt = False):
     """Per phase, from the ledger: runs, success rate, rows changed, last success, median duration and rows/s."""
     from .report import print_stats
     from .stats import phase_stats
 
-    for policy, target, ledger in _ledgers(policy_path, env):
+    if all_targets:
+        _fan_out(policy_path, env, target, parallel, fail_fast)
+    for policy, target, ledger in _ledgers(policy_path, env, target):
         print_stats(out, policy, target, phase_stats(ledger, policy.name, [p.name for p in policy.phases]))
 
 

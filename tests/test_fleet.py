@@ -67,6 +67,10 @@ def test_all_targets_in_parallel_and_one_unreachable(tmp_path):
         assert runs[0].finished_at <= runs[1].started_at  # never two phases on one database at once
     alone = run_cli("status", path, "--target", "b")
     assert alone.returncode == 0 and "target b" in alone.stdout
+    numbers = run_cli("stats", path, "--target", "c")
+    assert numbers.returncode == 0 and "events" in numbers.stdout, numbers.stdout + numbers.stderr
+    every = run_cli("stats", path, "--all-targets")
+    assert every.returncode == 1 and "fleet summary (4 targets" in every.stdout and "│ down " in every.stdout
     with engines["c"].connect() as conn:  # restore searches the targets for the run; an unreachable one is named
         run_c = conn.execute(sa.text("SELECT run_id FROM dbsweep.runs WHERE phase = 'events'")).scalar()
     found = run_cli("restore", run_c, "--policy", path)
