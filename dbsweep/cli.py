@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -500,6 +501,10 @@ def ui(host: Annotated[str, typer.Option("--host", help="Address the Dagster UI 
 
 
 def main() -> None:
+    # SIGTERM (a service manager, `kill`) ends a command the way Ctrl-C does, so the process exits
+    # normally and gives back its hold on the embedded server, which stops when no one else uses
+    # it; a run in progress still finishes its batch first (it handles the signal itself).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = _invoke()
     finally:
@@ -507,6 +512,10 @@ def main() -> None:
         # 0.7 s, which an operator's Ctrl-C would wait for. Frozen objects are left to the OS.
         gc.freeze()
     sys.exit(code)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _invoke() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -191,7 +192,14 @@ def launch_ui(out: Console, host: str = "127.0.0.1", port: int = 3000, storage: 
     if dagster is None:
         raise DbsweepError("the `dagster` command is not installed in this environment")
     out.print(f"starting dagster dev on http://{host}:{port} (DAGSTER_HOME={home})")
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # started in the background by a script: dagster dev would inherit SIGINT ignored, and it
+        # handles SIGTERM as it handles SIGINT, so nothing could stop it but SIGKILL
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     child = subprocess.Popen([dagster, "dev", "-w", str(workspace), "-h", host, "-p", str(port)], cwd=workspace.parent)
+    # a SIGTERM to this process reaches dagster dev too (a Ctrl-C reaches both by itself); either
+    # way this process waits for it to shut its processes down, then exits normally
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.terminate())
     try:
         return child.wait()
     except KeyboardInterrupt:  # dagster dev got the same Ctrl-C and is shutting its processes down
@@ -200,3 +208,5 @@ def launch_ui(out: Console, host: str = "127.0.0.1", port: int = 3000, storage: 
         except subprocess.TimeoutExpired:
             child.terminate()
             return child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
