@@ -23,6 +23,7 @@ from .plan import PhasePlan, PlanFile
 from .policy import Policy, load_policy
 from .redact import redact
 from .target import Target, connect
+from .throttle import stopped_by_signal
 from .windows import parse_window
 
 
@@ -229,6 +230,11 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
         print_run(out, report)
         if report.state != "finished":
             stopped.append(f"{name}: {report.stop_reason}")
+        if stopped_by_signal(report.stop_reason):  # the operator's stop is for the whole command
+            later = names[names.index(name) + 1:]
+            if later:
+                stopped.append(f"not started: {', '.join(later)}")
+            break
     if stopped:
         raise StoppedEarly("stopped early, resumable with the same command: " + "; ".join(stopped))
 

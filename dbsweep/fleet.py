@@ -2,11 +2,16 @@
 its own (`dbsweep <verb> … --target NAME`), at most `parallel` at a time. Targets are different
 databases, so two of them never share a phase lock; one target's phases run one after another in
 its process. A target that fails is reported on its line and the others go on (unless fail_fast).
-The exit code is the worst (highest) of the targets'."""
+The exit code is the worst (highest) of the targets'.
+
+Ctrl-C reaches every target's process by itself (one process group); SIGTERM to this process is
+passed on to them. Either way the targets running stop as a run does (the batch in progress
+finishes), no waiting target starts, and the summary says which stopped and which were skipped."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +26,8 @@ from rich.table import Table
 
 from .redact import redact
 
-MEANING = {0: "done", 1: "failed", 2: "bad input", 3: "gate refused", 4: "stopped, resumable"}
+MEANING_STOPPED = 4
+MEANING = {0: "done", 1: "failed", 2: "bad input", 3: "gate refused", MEANING_STOPPED: "stopped, resumable"}
 FLEET_FLAGS = {"--all-targets": 0, "--fail-fast": 0, "--parallel": 1}
 
 
@@ -34,6 +40,7 @@ class TargetRun:
     last_line: str = ""
     log: Path | None = None
     started: float = field(default=0.0, repr=False)
+    process: subprocess.Popen | None = field(default=None, repr=False)
 
 
 OUTPUT_FLAGS = ("-o", "--output")
@@ -82,34 +89,58 @@ def run_fleet(out: Console, verb_argv: list[str], targets: list[str], parallel: 
               log_dir: Path) -> int:
     """Run the command once per target; show each target's state as it goes, then a summary."""
     runs = [TargetRun(name) for name in targets]
-    stop = threading.Event()
+    stop, interrupted = threading.Event(), threading.Event()
+    # a target starts, or is skipped, atomically with a stop (reentrant: a signal handler takes it too)
+    started = threading.RLock()
     log_dir.mkdir(parents=True, exist_ok=True)
 
     def one(run: TargetRun) -> None:
-        if stop.is_set():
-            run.state = "skipped (--fail-fast)"
-            return
-        run.state, run.started = "running", time.monotonic()
-        run.log = log_dir / f"{run.name}.log"
-        with open(run.log, "w") as log:
-            done = subprocess.run([sys.executable, "-m", "dbsweep.cli", *child_argv(verb_argv, run.name)],
-                                  stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-        run.code, run.seconds = done.returncode, time.monotonic() - run.started
+        with started:
+            if stop.is_set():
+                run.state = "skipped (interrupted)" if interrupted.is_set() else "skipped (--fail-fast)"
+                return
+            run.state, run.started = "running", time.monotonic()
+            run.log = log_dir / f"{run.name}.log"
+            with open(run.log, "w") as log:
+                run.process = subprocess.Popen([sys.executable, "-m", "dbsweep.cli", *child_argv(verb_argv, run.name)],
+                                               stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        run.code, run.seconds = run.process.wait(), time.monotonic() - run.started
         run.last_line = redact(_last_words(run.log.read_text(errors="replace")))
         run.state = MEANING.get(run.code, f"exit {run.code}")
         if run.code and fail_fast:
             stop.set()
 
-    with Live(_table(runs, "fleet"), console=out, refresh_per_second=4, transient=True) as live:
-        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-            futures = [pool.submit(one, run) for run in runs]
-            while not all(f.done() for f in futures):
-                live.update(_table(runs, "fleet"))
-                time.sleep(0.25)
-            for future in futures:
-                future.result()
+    def halt(forward: int | None) -> None:
+        """No waiting target starts; the running ones get `forward` (None: they had the signal)."""
+        with started:
+            interrupted.set()
+            stop.set()
+            if forward is not None:
+                for run in runs:
+                    if run.process is not None and run.process.poll() is None:
+                        run.process.send_signal(forward)
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: halt(signal.SIGTERM))
+    try:
+        with Live(_table(runs, "fleet"), console=out, refresh_per_second=4, transient=True) as live:
+            with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+                futures = [pool.submit(one, run) for run in runs]
+                while not all(f.done() for f in futures):
+                    try:
+                        live.update(_table(runs, "fleet"))
+                        time.sleep(0.25)
+                    except KeyboardInterrupt:  # Ctrl-C: the targets' processes had it too
+                        if interrupted.is_set():
+                            raise  # a second one: stop waiting for them
+                        halt(None)
+                for future in futures:
+                    future.result()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     out.print(_table(runs, f"fleet summary ({len(runs)} targets, --parallel {parallel}); logs in {log_dir}"))
     codes = [run.code for run in runs if run.code is not None]
+    if interrupted.is_set():
+        codes.append(MEANING_STOPPED)
     return max(codes, default=0)
 
 

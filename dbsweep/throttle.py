@@ -13,6 +13,11 @@ ROW_CAP = "row cap"
 SIGNAL = "signal"
 
 
+def stopped_by_signal(reason: str | None) -> bool:
+    """Whether a run stopped because the operator (Ctrl-C) or a service manager (SIGTERM) said so."""
+    return bool(reason) and reason.startswith(SIGNAL)
+
+
 class BatchSizer:
     """Fixed size, or (with target_ms) sized from the recent rows per second, growing at most GROWTH
     times per batch and kept within [minimum, maximum]. The rate is rows over seconds summed with a

@@ -116,6 +116,54 @@ def test_metrics_of_a_fleet_name_each_target_and_one_down_hides_no_other(tmp_pat
         engine.dispose()
 
 
+def test_sigterm_stops_the_running_target_and_starts_no_waiting_one(tmp_path):
+    """SIGTERM to `run --all-targets` (a service manager's stop): the target running finishes its
+    batch and stops resumable, the waiting targets never start, and no process is left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    prefix = f"t_{uuid.uuid4().hex[:6]}"
+    engines = {name: fleet_db(prefix, name, 3000, 500) for name in ("a", "b", "c")}
+    before = {name: (ids(e, "events"), ids(e, "seen")) for name, e in engines.items()}
+    keep_a = ids(engines["a"], "events", NEW)
+    targets = ", ".join(f'{{ name = "{n}", database = "{prefix}_{n}" }}' for n in engines)
+    path = write_policy(tmp_path, PHASES.replace("batch_size = 500", "batch_size = 100\nsleep_ms = 200"), "unused",
+                        env_block=f'env.dev = {{ url = "embedded", targets = [{targets}] }}')
+    fleet = subprocess.Popen([sys.executable, "-m", "dbsweep.cli", "run", str(path), "--all-targets", "--parallel", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _batches_done(engines["a"]) < 2:
+            assert fleet.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        fleet.send_signal(signal.SIGTERM)
+        out, err = fleet.communicate(timeout=120)
+    assert fleet.returncode == 4, out + err
+    assert "stopped" in out and out.count("skipped") == 2 and "interrupted" in out, out
+    with engines["a"].connect() as conn:
+        states = conn.execute(sa.text("SELECT state FROM dbsweep.runs")).scalars().all()
+    assert states == ["stopped"]
+    assert keep_a <= ids(engines["a"], "events") < before["a"][0]  # part done, nothing it should keep lost
+    for name in ("b", "c"):  # never started: not a row changed, no ledger
+        assert (ids(engines[name], "events"), ids(engines[name], "seen")) == before[name]
+        assert _batches_done(engines[name]) == 0
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(path) in " ".join(p.info["cmdline"] or [])]
+    for engine in engines.values():
+        engine.dispose()
+
+
+def _batches_done(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        if conn.execute(sa.text("SELECT to_regclass('dbsweep.batches')")).scalar() is None:
+            return 0
+        return conn.execute(sa.text("SELECT count(*) FROM dbsweep.batches")).scalar()
+
+
 def test_one_target_unknown_target_and_a_fleet_without_either(tmp_path):
     prefix = f"f_{uuid.uuid4().hex[:6]}"
     engines = {name: fleet_db(prefix, name, 800, 200) for name in ("east", "west")}
