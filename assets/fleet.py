@@ -11,7 +11,7 @@ import os
 import dagster as dg
 
 from dbsweep.policy import Policy
-from dbsweep.target import choose_env, target_names
+from dbsweep.target import choose_env, is_fleet, target_names
 
 TARGET, WINDOW = "target", "window"
 
@@ -19,7 +19,7 @@ TARGET, WINDOW = "target", "window"
 def fleet_env(policy: Policy) -> str | None:
     """The env the code location serves (DBSWEEP_ENV, else the default), when it is a fleet."""
     env = choose_env(policy, os.environ.get("DBSWEEP_ENV"))
-    return env if policy.database.env[env].fleet else None
+    return env if is_fleet(policy, env) else None
 
 
 def target_partitions(policy: Policy) -> dg.PartitionsDefinition | None:

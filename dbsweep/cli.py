@@ -22,7 +22,7 @@ from .errors import BadInput, DbsweepError, GateRefused, StoppedEarly
 from .plan import PhasePlan, PlanFile
 from .policy import Policy, load_policy
 from .redact import redact
-from .target import Target, connect
+from .target import Target, connect, is_fleet
 from .throttle import stopped_by_signal
 from .windows import parse_window
 
@@ -98,7 +98,7 @@ def _fan_out(policy_path: Path | None, env: str | None, target: str | None, para
         raise BadInput("--target and --all-targets do not go together")
     policy = load_policy(policy_path)
     chosen = choose_env(policy, env)
-    if not policy.database.env[chosen].fleet:
+    if not is_fleet(policy, chosen):
         raise BadInput(f"{policy.path}: env {chosen!r} is one database: --all-targets needs 'targets' or 'databases_like'")
     names = target_names(policy, chosen)
     if not names:
@@ -371,7 +371,7 @@ def stats(policy_path: Annotated[Optional[Path], typer.Argument(help="Policy fil
 @app.command()
 @guarded
 def metrics(policy_path: PolicyArg, env: EnvOpt = None,
-            target: Annotated[Optional[str], typer.Option("--target", "-t", help="Fleet env: one database only; default: every target, each sample labelled with its target.")] = None,
+            target: TargetOpt = None,
             listen: Annotated[str, typer.Option("--listen", help="HOST:PORT the Prometheus exporter listens on.")] = "127.0.0.1:9187"):
     """Serve Prometheus metrics for the policy (read from the ledger and the database at each
     scrape) until interrupted. On a fleet env, every target's, labelled `target`."""
@@ -385,7 +385,7 @@ def metrics(policy_path: PolicyArg, env: EnvOpt = None,
         raise BadInput(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:9187")
     policy = load_policy(policy_path)
     chosen = choose_env(policy, env)
-    whole_fleet = target is None and policy.database.env[chosen].fleet
+    whole_fleet = target is None and is_fleet(policy, chosen)
     serve(policy, None if whole_fleet else connect(policy, chosen, target), host, int(port), chosen)
     what = f"{policy.name} metrics" + (" of every fleet target" if whole_fleet else "")
     out.print(f"serving {what} on http://{listen}/metrics (Ctrl-C stops)")
@@ -454,13 +454,13 @@ def _find_run(run_id: str, policy_path: Path | None, env: str | None, target: st
     each of its targets in turn (one that cannot be reached is passed over, and named if the run
     is found nowhere)."""
     from .ledger import Ledger
-    from .target import choose_env, target_names
+    from .target import target_names
 
     paths = [policy_path] if policy_path else sorted(Path("policies").glob("*.toml"))
     unreachable = []
     for path in paths:
         policy = load_policy(path)
-        searching = target is None and policy.database.env[choose_env(policy, env)].fleet
+        searching = target is None and is_fleet(policy, env)
         for name in target_names(policy, env) if searching else [target]:
             try:
                 found = connect(policy, env, name)

@@ -24,10 +24,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .errors import StoppedEarly
 from .redact import redact
 
-MEANING_STOPPED = 4
-MEANING = {0: "done", 1: "failed", 2: "bad input", 3: "gate refused", MEANING_STOPPED: "stopped, resumable"}
+MEANING = {0: "done", 1: "failed", 2: "bad input", 3: "gate refused", StoppedEarly.exit_code: "stopped, resumable"}
 FLEET_FLAGS = {"--all-targets": 0, "--fail-fast": 0, "--parallel": 1}
 
 
@@ -140,7 +140,7 @@ def run_fleet(out: Console, verb_argv: list[str], targets: list[str], parallel: 
     out.print(_table(runs, f"fleet summary ({len(runs)} targets, --parallel {parallel}); logs in {log_dir}"))
     codes = [run.code for run in runs if run.code is not None]
     if interrupted.is_set():
-        codes.append(MEANING_STOPPED)
+        codes.append(StoppedEarly.exit_code)
     return max(codes, default=0)
 
 

@@ -18,6 +18,7 @@ from .ledger import Ledger
 from .observers import RunObserver
 from .policy import Policy
 from .redact import redact
+from .retries import first_line
 from .stats import phase_stats
 from .target import Target, connect, target_names
 
@@ -64,8 +65,7 @@ class DbsweepCollector:
                 up.add_metric([self.policy.name, name], 1)
             except (DbsweepError, sa.exc.DBAPIError) as exc:
                 up.add_metric([self.policy.name, name], 0)
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                sys.stderr.write(f"dbsweep metrics: target {name}: {redact(first)}\n")
+                sys.stderr.write(f"dbsweep metrics: target {name}: {first_line(exc)}\n")
         yield up
         yield from _families(self.policy.name, "target", read)
 

@@ -72,14 +72,14 @@ def _quoted(part: str) -> str:
     return '"' + part.replace('"', '""') + '"'
 
 
-# PostgreSQL's lock_timeout and statement_timeout are int milliseconds
-MAX_SERVER_TIMEOUT_MS = 2_147_483_647
 def _plain_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError(f"name {value!r} must be letters, digits, '_' or '-'")
     return value
 
 
+# PostgreSQL's lock_timeout and statement_timeout are int milliseconds
+MAX_SERVER_TIMEOUT_MS = 2_147_483_647
 PlainName = Annotated[str, AfterValidator(_plain_name)]  # a policy's, phase's or target's name
 Duration = Annotated[str, AfterValidator(_checked_duration)]  # text like "7 days", checked on load
 ServerTimeout = Annotated[Duration, AfterValidator(_server_timeout)]

@@ -43,6 +43,11 @@ def choose_env(policy: Policy, env: str | None) -> str:
     return chosen
 
 
+def is_fleet(policy: Policy, env: str | None = None) -> bool:
+    """Whether the env (chosen as choose_env does) is a fleet of databases rather than one."""
+    return policy.database.env[choose_env(policy, env)].fleet
+
+
 def display_url(url: sa.URL, embedded: bool = False) -> str:
     """A URL fit to print: no password, in the authority or in the query."""
     if embedded:

@@ -39,8 +39,6 @@ def test_a_killed_process_does_not_keep_the_server_running(tmp_path):
 def test_sigterm_to_a_long_running_command_leaves_no_server(tmp_path):
     """`dbsweep metrics` serves until stopped; a SIGTERM (a service manager's stop) ends it like
     Ctrl-C, so it gives back its hold on the embedded server, which then stops."""
-    import urllib.request
-
     from tests.conftest import write_policy
     from tests.helpers import free_port
 
@@ -52,14 +50,7 @@ def test_sigterm_to_a_long_running_command_leaves_no_server(tmp_path):
     served = subprocess.Popen([sys.executable, "-m", "dbsweep.cli", "metrics", str(path), "--listen",
                                f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert served.poll() is None and time.monotonic() < deadline, served.stderr.read() if served.poll() else ""
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-                break
-            except OSError:
-                time.sleep(0.2)
+        _wait_until_it_answers(served, f"http://127.0.0.1:{port}/metrics", 60)
         assert _servers(home)
     finally:
         served.send_signal(signal.SIGTERM)
@@ -77,8 +68,6 @@ def test_sigterm_to_a_long_running_command_leaves_no_server(tmp_path):
 def test_sigterm_to_the_ui_stops_dagster_and_the_server(tmp_path):
     """`dbsweep ui` started in the background by a script (SIGINT ignored, as a shell does), then
     sent SIGTERM: dagster dev shuts its processes down, and the embedded server stops."""
-    import urllib.request
-
     from tests.conftest import ROOT
     from tests.helpers import free_port
 
@@ -89,14 +78,7 @@ def test_sigterm_to_the_ui_stops_dagster_and_the_server(tmp_path):
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert ui.poll() is None and time.monotonic() < deadline
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5).read()
-                break
-            except OSError:
-                time.sleep(0.5)
+        _wait_until_it_answers(ui, f"http://127.0.0.1:{port}/server_info", 180)
     finally:
         ui.send_signal(signal.SIGTERM)
         try:
@@ -120,3 +102,18 @@ def test_sigterm_to_the_ui_stops_dagster_and_the_server(tmp_path):
         process.kill()
     assert stopped, "dbsweep ui did not end within 90 s of SIGTERM"
     assert not remaining, [" ".join(p.info["cmdline"] or [])[:80] for p in remaining]
+
+
+def _wait_until_it_answers(process: subprocess.Popen, url: str, seconds: float) -> None:
+    """Until `url` answers; failing if the process ends first or it takes longer than `seconds`."""
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, f"exited with {process.returncode} before {url} answered"
+        assert time.monotonic() < deadline, f"{url} did not answer within {seconds:g} s"
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            return
+        except OSError:
+            time.sleep(0.2)
