@@ -274,25 +274,27 @@ TABLE_KEY = dbsweep_label("table", "key")
 
 
 def purge_methods(engine, policy_dir: Path, now, cutoff) -> dict:
-    """Each method of part 1 by its label: a function returning (rows, seconds, batches, longest
-    batch s); the by-hand windows take the number of windows."""
-    def plain():
+    """Each method of part 1 by its label: a function of the number of key windows the windowed
+    by-hand methods use (the others ignore it), returning (rows, seconds, batches, longest batch s)."""
+    def plain(windows: int):
         rows, seconds, _ = plain_delete(engine, cutoff)
         return rows, seconds, 1, seconds
 
-    def hand(into: str):
-        def run(windows: int = 1):
+    def hand(into: str, windowed: bool = True):
+        def run(windows: int):
+            windows = windows if windowed else 1
             rows, seconds = by_hand(engine, cutoff, into, windows, policy_dir / "by_hand")
             return rows, seconds, windows, seconds / windows
         return run
 
     def dbsweep(extra: str):
-        def run():
+        def run(windows: int):
             _, report = sweep(engine, policy_dir, "swept", extra, now)
             return report.rows, report.seconds, report.batches, report.batch_ms["max"] / 1000
         return run
 
-    methods = {PLAIN: plain, BOUND_TABLE: hand("table"), BOUND_STREAM: hand("stream")}
+    methods = {PLAIN: plain, BOUND_TABLE: hand("table", windowed=False),
+               BOUND_STREAM: hand("stream", windowed=False)}
     for walk in ("key", "blocks"):
         for mode in ("none", "table", "parquet"):
             methods[dbsweep_label(mode, walk)] = dbsweep(f'archive = "{mode}"\nwalk = "{walk}"')
@@ -311,10 +313,7 @@ def purges_and_partitions(engine, policy_dir: Path, args, console: Console, now,
     for round_no in range(args.repeat):
         console.print(f"round {round_no + 1} of {args.repeat} ...")
         for label, run in methods.items():
-            if label.startswith("by hand in") or label.startswith("same work"):
-                outcome = run(windows)
-            else:
-                outcome = run()
+            outcome = run(windows)
             windows = windows or (outcome[2] if label == TABLE_KEY else 0)
             found.setdefault(label, []).append(outcome)
     median = {label: statistics.median(o[1] for o in runs) for label, runs in found.items()}
