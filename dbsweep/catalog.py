@@ -105,9 +105,12 @@ def reflect_tables(conn: sa.Connection, names: list[str]) -> dict[str, sa.Table]
             for qualified, (schema, name) in found.items()}
 
 
-def column(table: sa.Table, name: str) -> sa.Column:
+def column(table: sa.Table, name: str, key: str | None = None) -> sa.Column:
+    """The column `name` of `table`; `key` is the policy key that named it, for the error line."""
     if name not in table.c:
-        raise BadInput(f"column '{name}' not found in table '{table.fullname}' (columns: {', '.join(table.c.keys())})")
+        said = f"key '{key}': " if key else ""
+        raise BadInput(f"{said}column '{name}' not found in table '{table.fullname}' "
+                       f"(columns: {', '.join(table.c.keys())})")
     return table.c[name]
 
 
@@ -115,12 +118,12 @@ def primary_key(table: sa.Table) -> list[sa.Column]:
     return list(table.primary_key.columns)
 
 
-def time_column(table: sa.Table, name: str) -> sa.Column:
-    """A column a cutoff is compared with: a date or a timestamp, never text or a number."""
-    col = column(table, name)
+def time_column(table: sa.Table, name: str, key: str = "time_column", use: str = "a cutoff is compared with it") -> sa.Column:
+    """A column of moments (`use` says what for): a date or a timestamp, never text or a number."""
+    col = column(table, name, key)
     if not isinstance(col.type, (sa.Date, sa.DateTime)):
-        raise BadInput(f"column '{name}' of table '{table.fullname}' is {col.type}, not a date or timestamp: "
-                       "a cutoff cannot be compared with it")
+        raise BadInput(f"key '{key}': column '{name}' of table '{table.fullname}' is {col.type}, not a date or "
+                       f"timestamp, and {use}")
     return col
 
 

@@ -168,6 +168,9 @@ class Executor:
         """Record why the run ended; a database that went away, or a wait past every retry, ends it
         resumable (exit 4) instead of failed."""
         phase = self.plan.phase
+        if isinstance(exc, StoppedEarly):  # a walker's own resumable stop: the ledger says stopped, as the exit code
+            self._try_set_state(run.run_id, STOPPED, first_line(exc)[:200])
+            return
         if is_unavailable(exc):  # retries ran out: stop resumable, the ledger says where
             reason = f"error: database unavailable ({first_line(exc)})"[:200]
             self._try_set_state(run.run_id, STOPPED, reason)

@@ -108,15 +108,16 @@ class Dialect:
         """Make the current transaction read-only where the database can."""
 
     def referencing_keys(self, conn: sa.Connection, table: sa.Table) -> list[dict]:
-        """Foreign keys of other tables into `table`: name, schema, table, columns, referred_columns,
-        on_delete. Portable form: the inspector, over the default schema and the table's own."""
+        """Foreign keys into `table`, its own self-references included: name, schema, table, columns,
+        referred_columns, on_delete. Portable form: the inspector, over the default schema and the
+        table's own."""
         inspector = sa.inspect(conn)
         found = []
         for schema in dict.fromkeys([table.schema, None]):
             for (source_schema, source), fks in inspector.get_multi_foreign_keys(schema=schema).items():
                 for fk in fks:
                     same = fk["referred_table"] == table.name and (fk.get("referred_schema") or table.schema) == table.schema
-                    if same and source != table.name:
+                    if same:
                         found.append({"name": fk["name"], "schema": source_schema, "table": source,
                                       "columns": fk["constrained_columns"], "referred_columns": fk["referred_columns"],
                                       "on_delete": (fk.get("options") or {}).get("ondelete", "NO ACTION").upper()})

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ..errors import BadInput, GateRefused
-from .postgresql import PostgresDialect
+from ..errors import GateRefused
 
 
 def _q(conn, name: str) -> str:
@@ -27,24 +26,6 @@ def qualified(conn, name: str) -> str:
     """A reflected table's `fullname` (schema.name) as SQL."""
     schema, _, table = name.rpartition(".")
     return f"{_q(conn, schema)}.{_q(conn, table)}" if schema else _q(conn, table)
-
-
-def foreign_key_children(conn: sa.Connection, table: sa.Table) -> list[dict]:
-    """Every foreign key into `table`, its own self-reference included: (child table, column)."""
-    schema = table.schema or PostgresDialect().default_schema(conn)
-    rows = conn.execute(sa.text("""
-        SELECT con.conname, n.nspname, c.relname, array_length(con.conkey, 1) AS width,
-               (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = con.conrelid AND a.attnum = con.conkey[1]) AS col
-        FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE con.contype = 'f' AND con.confrelid = to_regclass(:t) AND con.conparentid = 0
-        ORDER BY 2, 3, 1"""), {"t": f"{_q(conn, schema)}.{_q(conn, table.name)}"}).all()
-    out = []
-    for row in rows:
-        if row.width != 1:
-            raise BadInput(f"foreign key {row.conname} on {row.relname} has {row.width} columns: merge re-points "
-                           "single-column foreign keys")
-        out.append({"constraint": row.conname, "table": f"{row.nspname}.{row.relname}", "column": row.col})
-    return out
 
 
 def unique_sets(conn: sa.Connection, table: str, column: str) -> list[list[str]]:
@@ -194,7 +175,7 @@ def collisions_sql(conn, spec: dict, child: dict, mapping: str) -> str:
     key, fk = _q(conn, spec["tables"][child["table"]]["key"]), _q(conn, child["column"])
     others = [_q(conn, col) for col in child["unique"] if col != child["column"]]
     cols = "".join(f", c.{o}" for o in others)
-    not_null = " AND ".join([f"c.{o} IS NOT NULL" for o in others] or ["true"])
+    not_null = " AND ".join([f"c.{o} IS NOT NULL" for o in others] or ["true"]) + _only_type(conn, child, "c.")
     table = qualified(conn, child["table"])
     return f"""
         SELECT {key} AS loser, first AS survivor FROM (
@@ -223,14 +204,33 @@ def group_counts(conn, spec: dict) -> tuple[int, int, int, int]:
     return groups, rows, largest, rows - groups
 
 
-def child_counts(conn, spec: dict, child: dict) -> tuple[int, int]:
-    """Rows of a direct child that will move, and how many of them collide on its unique key."""
-    losers = f"({losers_sql(conn, spec)})"
-    moving = conn.execute(sa.text(f"SELECT count(*) FROM {qualified(conn, child['table'])} c JOIN {losers} m "
-                                  f"ON c.{_q(conn, child['column'])} = m.loser{_only_type(conn, child, 'c.')}")).scalar()
-    if not child.get("unique"):
-        return moving, 0
-    return moving, conn.execute(sa.text(f"SELECT count(*) FROM ({collisions_sql(conn, spec, child, losers)}) x")).scalar()
+def planned_changes(conn, spec: dict, table: str, mapping: str, out: dict[int, list[int]] | None = None) -> dict[int, list[int]]:
+    """What merging the losers of `mapping` into `table` will change, counted read-only at every
+    level, as `merge_into` does it: per child (its index in spec["children"]) [rows pointing at a
+    loser, rows of those that collide on the child's unique key]. Colliding rows of an
+    on_conflict = "merge" child are merged one level down, so their own children count too."""
+    out = {} if out is None else out
+    for index, child in enumerate(spec["children"]):
+        if child["parent"] != table:
+            continue
+        moving = conn.execute(sa.text(
+            f"SELECT count(*) FROM {qualified(conn, child['table'])} c JOIN {mapping} m "
+            f"ON c.{_q(conn, child['column'])} = m.loser{_only_type(conn, child, 'c.')}")).scalar()
+        collide = 0
+        if child.get("unique") and moving:
+            collisions = f"({collisions_sql(conn, spec, child, mapping)})"
+            collide = conn.execute(sa.text(f"SELECT count(*) FROM {collisions} x")).scalar()
+            if collide and child["on_conflict"] == "merge":
+                planned_changes(conn, spec, child["table"], collisions, out)
+        counted = out.setdefault(index, [0, 0])
+        counted[0] += moving
+        counted[1] += collide
+    return out
+
+
+def top_losers(conn, spec: dict) -> str:
+    """Every loser of the top level with its survivor, as a subquery (the plan's view of the map)."""
+    return f"({losers_sql(conn, spec)})"
 
 
 def pointing_at(conn, child: dict, keys: set) -> int:
@@ -270,15 +270,20 @@ def top_map(batch: Batch, after: list | None, upto: list) -> str:
 def merge_into(batch: Batch, table: str, mapping: str) -> int:
     """Merge the losers of `mapping` into their survivors in `table`: children first (collisions
     one level down), then the pointers, then the losers. Returns the losers deleted."""
-    spec = batch.spec
+    move_children(batch, table, mapping)
+    return _delete_losers(batch, table, mapping)
+
+
+def move_children(batch: Batch, table: str, mapping: str) -> None:
+    """Every row pointing at a loser of `mapping` (locked first) moved to its survivor, journaled;
+    a move that would collide on the child's unique key is resolved by its `on_conflict`."""
     batch.lock_losers(table, mapping)
-    for child in spec["children"]:
+    for child in batch.spec["children"]:
         if child["parent"] != table:
             continue
-        if child["kind"] == "fk" and child.get("unique"):
+        if child.get("unique"):
             _resolve_collisions(batch, child, mapping)
         _repoint(batch, child, mapping)
-    return _delete_losers(batch, table, mapping)
 
 
 def _resolve_collisions(batch: Batch, child: dict, mapping: str) -> None:
@@ -352,7 +357,8 @@ def undo_batch(conn: sa.Connection, spec: dict, journal: str, run_id: str, batch
         if step.action == "delete":
             cols = ", ".join(_q(conn, c) for c in t["insertable"])
             inserted += conn.execute(sa.text(f"""
-                INSERT INTO {target} ({cols}) SELECT {', '.join(f'r.{_q(conn, c)}' for c in t['insertable'])}
+                INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE
+                SELECT {', '.join(f'r.{_q(conn, c)}' for c in t['insertable'])}
                 FROM {journal} j CROSS JOIN LATERAL jsonb_populate_record(NULL::{target}, j.row_data) r
                 WHERE j.run_id = :r AND j.batch_no = :b AND j.step = :s
                 ON CONFLICT DO NOTHING"""), params).rowcount
@@ -376,21 +382,11 @@ def journal_counts(conn: sa.Connection, journal: str, run_ids: list[str]) -> dic
     return {(r[0], r[1]): [r[2], r[3]] for r in rows}
 
 
-def moved_or_merged(conn: sa.Connection, journal: str, run_ids: list[str], root: str, child: dict) -> int:
-    """Rows of a direct child that pointed at a top-level loser and were re-pointed or merged
-    away. A batch's top-level losers are its last statement's deletes (inner merges come first)."""
+def journal_by_column(conn: sa.Connection, journal: str, run_ids: list[str]) -> dict[str, int]:
+    """Changes in the journal of these runs per "action table column" (column empty for deletes)."""
     if not run_ids:
-        return 0
-    return conn.execute(sa.text(f"""
-        WITH last AS (SELECT run_id, batch_no, max(step) AS step FROM {journal} WHERE run_id = ANY(:runs)
-                      GROUP BY 1, 2),
-             losers AS (SELECT j.key ->> :root_key AS id FROM {journal} j JOIN last USING (run_id, batch_no, step)
-                        WHERE j.action = 'delete' AND j.table_name = :root)
-        SELECT count(*) FROM {journal} j WHERE j.run_id = ANY(:runs) AND j.table_name = :child AND (
-            (j.action = 'repoint' AND j.column_name = :col AND j.old_value ->> 0 IN (SELECT id FROM losers))
-            OR (j.action = 'delete' AND j.row_data ->> :col IN (SELECT id FROM losers)
-                AND (:type_col = '' OR j.row_data ->> :type_col = :type_value)))"""),
-        {"runs": run_ids, "root": root, "root_key": child["root_key"], "child": child["table"], "col": child["column"],
-         "type_col": child.get("type_column") or "", "type_value": str(child.get("type_value") or "")}).scalar()
-
-
+        return {}
+    rows = conn.execute(sa.text(
+        f"SELECT action, table_name, coalesce(column_name, ''), count(*) FROM {journal} WHERE run_id = ANY(:runs) "
+        "GROUP BY 1, 2, 3"), {"runs": run_ids}).all()
+    return {f"{r[0]} {r[1]} {r[2]}": int(r[3]) for r in rows}

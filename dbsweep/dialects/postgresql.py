@@ -398,8 +398,7 @@ class PostgresDialect(Dialect):
                    CASE con.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' WHEN 'd' THEN 'SET DEFAULT'
                         WHEN 'r' THEN 'RESTRICT' ELSE 'NO ACTION' END AS on_delete
             FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE con.contype = 'f' AND con.confrelid = to_regclass(:t) AND con.conrelid <> con.confrelid
-              AND con.conparentid = 0
+            WHERE con.contype = 'f' AND con.confrelid = to_regclass(:t) AND con.conparentid = 0
             ORDER BY 2, 3, 1"""), {"t": self._regname(conn, table)}).all()
         return [{"name": r.conname, "schema": r.nspname, "table": r.relname, "columns": list(r.columns),
                  "referred_columns": list(r.referred), "on_delete": r.on_delete} for r in rows]

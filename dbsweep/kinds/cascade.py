@@ -168,9 +168,9 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         raise BadInput(f"cascade parent '{p.table}' needs a single-column primary key")
     key = keys[0]
     if p.type_column:
-        check_value(conn, column(parent, p.type_column), p.type_value, "parent.type_value")
+        check_value(conn, column(parent, p.type_column, "parent.type_column"), p.type_value, "parent.type_value")
     for name in p.activity_columns:
-        time_column(parent, name)
+        time_column(parent, name, "parent.activity_columns", "activity is compared with inactive_for")
     where = checked_where(p.where, parent, dialect.name) if p.where is not None else {"where": None}
     cutoff = now - parse_duration(p.inactive_for) if p.inactive_for else None
     spec = {
@@ -185,14 +185,14 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
     key = parent.c[key.name]
     for link_cfg in [*cfg.children, *cfg.activity]:
         table = tables[link_cfg.table]
-        for name in (link_cfg.fk_column, link_cfg.type_column, link_cfg.id_column,
-                     getattr(link_cfg, "time_column", None)):
-            if name:
-                column(table, name)
+        for key_name in ("fk_column", "type_column", "id_column", "time_column"):
+            if getattr(link_cfg, key_name, None):
+                column(table, getattr(link_cfg, key_name), f"{link_cfg.table}: {key_name}")
         if link_cfg.type_column:
             check_value(conn, table.c[link_cfg.type_column], link_cfg.type_value, f"{link_cfg.table}: type_value")
         if getattr(link_cfg, "time_column", None):
-            time_column(table, link_cfg.time_column)
+            time_column(table, link_cfg.time_column, f"{link_cfg.table}: time_column",
+                        "activity is compared with inactive_for")
     chosen = parent_selection(tables, spec)
     selected = sa.select(key).where(chosen)
     profile, blockers = [], uncovered_foreign_keys(conn, tables, cfg)

@@ -232,9 +232,9 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
     for rule in cfg.tables:
         table = reflect_table(conn, rule.table)
         for name in rule.natural_key:
-            column(table, name)
+            column(table, name, "natural_key")
         if rule.time_column is not None:
-            time_column(table, rule.time_column)
+            time_column(table, rule.time_column, use=f"keep = \"{rule.keep}\" orders rows by it")
         key = [c.name for c in primary_key(table)]
         if not key:
             raise BadInput(f"table '{table.fullname}' has no primary key: dedupe needs one to tell duplicates apart "

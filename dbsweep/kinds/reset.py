@@ -165,17 +165,17 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
             if name in keys:
                 raise BadInput(f"{rule.label(index)}: set writes primary-key column '{name}'; a reset changes state, "
                                "never a row's identity")
-            check_value(conn, column(table, name), value, f"{rule.label(index)}: set")
+            check_value(conn, column(table, name, f"{rule.label(index)}: set"), value, f"{rule.label(index)}: set")
         if rule.match != "otherwise":
             for cond in rule.match if isinstance(rule.match, list) else [rule.match]:
-                col = column(table, cond.column)
+                col = column(table, cond.column, f"{rule.label(index)}: match")
                 for value in [cond.equals] if "equals" in cond.model_fields_set else (cond.in_ or []):
                     check_value(conn, col, value, f"{rule.label(index)}: match")
     rules = [rule.model_dump(by_alias=True, exclude_unset=True) for rule in cfg.rules]
     spec = {"rules": rules, "columns": sorted({n for r in cfg.rules for n in r.set})}
     if cfg.verify_query:
         for name in cfg.verify_query.where:
-            column(table, name)
+            column(table, name, "verify_query.where")
         spec["verify_query"] = cfg.verify_query.model_dump()
     probe = Step(table=table.fullname, walk="key", rows_selected=0, batch_size=cfg.start_batch_size, spec=spec)
     changes = selection(table, probe)

@@ -8,12 +8,14 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import model_validator
 
+from .. import inbound
 from ..archive import NoArchive, archive_table_for
 from ..catalog import column, reflect_table, split_name, time_column
 from ..dialects import Dialect
 from ..durations import parse_duration
 from ..errors import BadInput, DbsweepError
 from ..findings import WARN, Finding, age
+from ..inbound import InboundKey
 from ..keys import from_json, up_to_key
 from ..plan import PhasePlan, Step, as_utc
 from ..policy import Duration, PhaseBase, Strict, TableName, Where
@@ -78,6 +80,7 @@ def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
         referrer = sa.table(keep["table"], sa.column(keep["column"]), schema=keep["schema"])
         clauses.append(~sa.exists(sa.select(sa.literal(1)).select_from(referrer)
                                   .where(referrer.c[keep["column"]] == table.c[keep["refers_to"]])))
+    clauses += inbound.unreferenced(table, step.spec.get("guard", []))  # referenced since the plan: kept
     return sa.and_(*clauses)
 
 
@@ -90,7 +93,7 @@ def _keep_rules(conn: sa.Connection, table: sa.Table, references: list[str]) -> 
         if not dot or not qualified:
             raise BadInput(f"keep_if_referenced_by {reference!r}: expected table.column")
         referrer = reflect_table(conn, qualified)
-        column(referrer, name)
+        column(referrer, name, "keep_if_referenced_by")
         target = None
         for fk in sa.inspect(conn).get_foreign_keys(referrer.name, schema=referrer.schema):
             if fk["constrained_columns"] == [name] and fk["referred_table"] == table.name:
@@ -105,26 +108,15 @@ def _keep_rules(conn: sa.Connection, table: sa.Table, references: list[str]) -> 
     return rules
 
 
-def _referenced(conn: sa.Connection, dialect: Dialect, table: sa.Table, chosen, keep: list[dict]) -> list[str]:
-    """Foreign keys into the table that selected rows are still the target of: deleting them would
-    fail (NO ACTION, RESTRICT) or reach into the other table (CASCADE, SET NULL) beyond what the
-    gate sees. Each is a blocker, unless keep_if_referenced_by keeps those rows."""
+def _guarded_keys(conn: sa.Connection, dialect: Dialect, table: sa.Table, keep: list[dict]) -> list[InboundKey]:
+    """The foreign keys into the table that keep_if_referenced_by does not already keep rows for."""
     kept = {(k["schema"], k["table"], k["column"]) for k in keep}
-    found = []
-    for fk in dialect.referencing_keys(conn, table):
-        if len(fk["columns"]) == 1 and ({(fk["schema"], fk["table"], fk["columns"][0]),
-                                          (None, fk["table"], fk["columns"][0])} & kept):
-            continue
-        referrer = sa.table(fk["table"], *(sa.column(c) for c in fk["columns"]), schema=fk["schema"])
-        points_here = sa.and_(*(referrer.c[c] == table.c[r] for c, r in zip(fk["columns"], fk["referred_columns"])))
-        hits = conn.execute(sa.select(sa.func.count()).select_from(table).where(
-            chosen, sa.exists(sa.select(sa.literal(1)).select_from(referrer).where(points_here)))).scalar()
-        if hits:
-            name = f"{fk['schema']}.{fk['table']}" if fk["schema"] else fk["table"]
-            found.append(f"foreign key {fk['name']} on {name}({', '.join(fk['columns'])}) ON DELETE {fk['on_delete']}: "
-                         f"{hits:,} selected rows are referenced; keep them with keep_if_referenced_by = "
-                         f"[\"{name}.{fk['columns'][0]}\"]")
-    return found
+    return [fk for fk in inbound.keys_into(conn, dialect, table)
+            if not (len(fk.columns) == 1 and {(fk.schema, fk.table, fk.columns[0]), (None, fk.table, fk.columns[0])} & kept)]
+
+
+def _keep_hint(fk: InboundKey) -> str:
+    return f"keep them with keep_if_referenced_by = [\"{fk.where}.{fk.columns[0]}\"]"
 
 
 def _rule(cfg: Config, conn: sa.Connection, dialect: Dialect, table: sa.Table, now: datetime):
@@ -135,8 +127,9 @@ def _rule(cfg: Config, conn: sa.Connection, dialect: Dialect, table: sa.Table, n
     if cutoff > now:
         raise BadInput(f"cutoff {cutoff.isoformat()} is in the future")
     where = checked_where(cfg.where, table, dialect.name) if cfg.where is not None else {"where": None}
-    spec = {"time_column": time_col.name, "cutoff": cutoff.isoformat(), **where,
-            "keep": _keep_rules(conn, table, cfg.keep_if_referenced_by)}
+    keep = _keep_rules(conn, table, cfg.keep_if_referenced_by)
+    spec = {"time_column": time_col.name, "cutoff": cutoff.isoformat(), **where, "keep": keep,
+            "guard": [fk.spec() for fk in _guarded_keys(conn, dialect, table, keep)]}
     return time_col, cutoff, spec
 
 
@@ -190,13 +183,15 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         "cutoff": cutoff,
         "est_bytes": int(table_bytes * fraction) if table_bytes is not None else None,
     }
-    profile["blockers"] = "; ".join(_referenced(conn, dialect, table, chosen, spec["keep"])) or "none"
+    guarded = [InboundKey.from_spec(k) for k in spec["guard"]]
+    unguarded = selection(table, probe.model_copy(update={"spec": {**spec, "guard": []}}))
+    profile["blockers"] = "; ".join(inbound.blockers(conn, table, unguarded, guarded, "selected rows", _keep_hint)) or "none"
     if window is not None:
         profile["window"] = " to ".join(spec["window"])
     if cfg.archive == "table":  # the name dbsweep derives, shown before anything is written there
         profile["writes"] = archive_table_for(table).fullname
     steps = None
-    if cfg.partition_fast_path and not cfg.keep_if_referenced_by and window is None:  # a kept row may sit anywhere
+    if cfg.partition_fast_path and not spec["keep"] and not spec["guard"] and window is None:  # a kept row may sit anywhere
         steps = partition_steps(conn, dialect, table, time_col, cutoff, spec, cfg.start_batch_size, selection,
                                 cfg.walk)
         if steps is not None:
