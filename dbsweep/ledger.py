@@ -44,7 +44,7 @@ def _tables(schema: str | None) -> tuple[sa.Table, sa.Table, sa.Table]:
         sa.Column("phase", sa.String(200), nullable=False),
         sa.Column("env", sa.String(100), nullable=False),
         sa.Column("state", sa.String(20), nullable=False),
-        sa.Column("stop_reason", sa.String(200)),
+        sa.Column("stop_reason", sa.Text),  # dbsweep's own words (a restore's summary): never too long to keep
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True)),
@@ -105,10 +105,12 @@ class Ledger:
         """Ledgers made by an earlier dbsweep lack the newer nullable columns: add them."""
         inspector = sa.inspect(conn)
         for table in (self.plans, self.runs, self.batches):
-            existing = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+            existing = {c["name"]: c["type"] for c in inspector.get_columns(table.name, schema=table.schema)}
             for column in table.c:
                 if column.name not in existing and column.nullable:
                     self.dialect.add_column(conn, table, column)
+                elif isinstance(column.type, sa.Text) and getattr(existing.get(column.name), "length", None):
+                    self.dialect.widen_to_text(conn, table, column)  # an earlier release's varchar(200)
 
     # plans -----------------------------------------------------------------------------
     def save_plan(self, plan: PhasePlan) -> None:

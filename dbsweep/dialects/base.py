@@ -84,6 +84,12 @@ class Dialect:
         kind = column.type.compile(dialect=conn.dialect)
         conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} ADD {prep.quote(column.name)} {kind}"))
 
+    def widen_to_text(self, conn: sa.Connection, table: sa.Table, column: sa.Column) -> None:
+        """ALTER a column of a bounded string type to the unbounded one (`column.type`)."""
+        prep = conn.dialect.identifier_preparer
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} ALTER COLUMN {prep.quote(column.name)} TYPE {kind}"))
+
     def drop_column(self, conn: sa.Connection, table: sa.Table, name: str) -> None:
         prep = conn.dialect.identifier_preparer
         conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} DROP COLUMN {prep.quote(name)}"))

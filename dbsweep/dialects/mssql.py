@@ -116,6 +116,12 @@ def create_schema_statement(sql_dialect: SqlDialect, schema: str) -> sa.TextClau
 
 class MssqlDialect(Dialect):
     name = "mssql"
+
+    def widen_to_text(self, conn, table, column):
+        prep = conn.dialect.identifier_preparer
+        kind = column.type.compile(dialect=conn.dialect)
+        nullable = "NULL" if column.nullable else "NOT NULL"
+        conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} ALTER COLUMN {prep.quote(column.name)} {kind} {nullable}"))
     range_walk = False  # every batch is DELETE TOP (n) over a key window found first
 
     def unique_index(self, table, name, columns, nulls_equal, concurrently=False):

@@ -9,6 +9,9 @@ from .base import Dialect
 
 class SqliteDialect(Dialect):
     name = "sqlite"
+
+    def widen_to_text(self, conn, table, column):
+        """SQLite never enforces a string's length: nothing to widen."""
     ledger_schema = None
 
     def ensure_schema(self, conn, schema):

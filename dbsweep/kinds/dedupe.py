@@ -22,22 +22,25 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import Field, model_validator
 
-from ..archive import Change, make_archive
-from ..catalog import column, dated_copies, primary_key, reflect_table, time_column
-from ..dialects import Dialect
+from .. import inbound
+from ..archive import make_archive
+from ..catalog import column, primary_key, reflect_table, time_column
+from ..dialects import Dialect, pg_merge
 from ..durations import parse_duration
-from ..errors import BadInput, StoppedEarly
-from ..keys import after_key, from_json, to_json
-from ..ledger import NOT_UNDOABLE_KEY
+from ..errors import BadInput
+from ..keys import to_json
 from ..names import MAX_IDENTIFIER_BYTES, derived
 from ..plan import PhasePlan, Step
 from ..policy import Duration, PhaseBase, ServerTimeout, Strict, TableName
-from ..walkers import KeyWalker, StagedWalker, Walker, table_walker
+from ..walkers import Walker
 from .base import Kind
+from .children import canonical, journal_name, table_facts
+from .children import children as find_children
 from .common import PlanParts
+from .dedupe_in_place import InPlaceWalker, Repointing, StageSink, guard_name
+from .dedupe_rebuild import DropBackupWalker, RebuildWalker, Recorded, backups, put_back_from_backup, rebuild_blockers, rebuild_names
+from .dedupe_rule import AUTO, DROP_BACKUP, IN_PLACE, REBUILD, duplicate_map, is_duplicate, precedes, rule_order, same_key, selection
 
-IN_PLACE, REBUILD, AUTO, DROP_BACKUP = "in_place", "rebuild", "auto", "drop_backup"
-CONSTRAINT_ATTEMPTS = 3
 NONE = "none"
 
 
@@ -51,6 +54,9 @@ class TableRule(Strict):
     nulls: Literal["distinct", "equal"] = "distinct"  # SQL's rule, or NULL parts count as equal
     constraint: str | None = None  # the unique constraint added afterwards; derived when not given
     strategy: Literal["auto", "in_place", "rebuild"] = AUTO
+    # a row another table points at (a foreign key): the gate refuses, or its children move to the kept row
+    referenced: Literal["refuse", "repoint"] = "refuse"
+    on_conflict: dict[str, Literal["merge", "rename", "fail"]] = {}  # a moved child's unique-key collision
 
     @model_validator(mode="after")
     def _rule(self) -> TableRule:
@@ -84,37 +90,49 @@ class Config(PhaseBase):
         return self
 
 
-# the rule, as SQL ---------------------------------------------------------------------------
-def rule_order(spec: dict) -> list[tuple[str, bool]]:
-    """The kept row comes first in this order: (column, descending) pairs, the key last."""
-    head = [] if spec["time_column"] is None else [(spec["time_column"], spec["keep"] == "newest")]
-    return head + [(name, False) for name in spec["key"]]
+def _once_each(conn, cfg: Config) -> dict[str, sa.Table]:
+    """The rules' tables as the catalog resolves them: two spellings of one table are refused."""
+    found: dict[str, str] = {}
+    tables = {}
+    for rule in cfg.tables:
+        table = reflect_table(conn, rule.table)
+        name = canonical(conn, table)
+        if name in found:
+            raise BadInput(f"key 'tables': {rule.table!r} and {found[name]!r} are the same table ({name})")
+        found[name], tables[rule.table] = rule.table, table
+    return tables
 
 
-def same_key(a: sa.FromClause, b: sa.FromClause, spec: dict) -> sa.ColumnElement:
-    if spec["nulls"] == "equal":
-        return sa.and_(*(a.c[c].is_not_distinct_from(b.c[c]) for c in spec["natural_key"]))
-    return sa.and_(*(a.c[c] == b.c[c] for c in spec["natural_key"]))
-
-
-def precedes(a: sa.FromClause, b: sa.FromClause, order: list[tuple[str, bool]]) -> sa.ColumnElement:
-    """Row a comes before row b in the rule's order (expanded: SQL Server has no row comparison)."""
-    clauses = []
-    for i, (name, desc) in enumerate(order):
-        equal_prefix = [a.c[n] == b.c[n] for n, _ in order[:i]]
-        clauses.append(sa.and_(*equal_prefix, a.c[name] > b.c[name] if desc else a.c[name] < b.c[name]))
-    return sa.or_(*clauses)
-
-
-def is_duplicate(row: sa.FromClause, others: sa.FromClause, spec: dict) -> sa.ColumnElement:
-    """A row is a duplicate when another row of its natural key comes before it: the kept row has
-    none, so deleting duplicates in any order, in any batches, never changes which row is kept."""
-    return sa.exists(sa.select(sa.literal(1)).select_from(others)
-                     .where(same_key(others, row, spec), precedes(others, row, rule_order(spec))).correlate_except(others))
-
-
-def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
-    return is_duplicate(table, table.alias("dbsweep_k"), step.spec)
+def _references(conn, dialect: Dialect, table: sa.Table, rule: TableRule, spec: dict) -> list[str]:
+    """Foreign keys into the table (dbsweep.inbound): each is a guard of every batch; duplicates
+    they point at are blockers, unless referenced = "repoint" moves those rows to the kept row
+    (merge's journaled re-point), when collisions the policy leaves at "fail" are."""
+    keys = inbound.keys_into(conn, dialect, table)
+    spec["guard"] = [k.spec() for k in keys]
+    if rule.referenced == "refuse" or not keys:
+        doomed = is_duplicate(table, table.alias("dbsweep_k"), spec)
+        return inbound.blockers(conn, table, doomed, keys, "duplicate rows",
+                                lambda key: "set referenced = \"repoint\" to move them to the row that stays")
+    if dialect.name != "postgresql":
+        raise BadInput(f"key 'referenced': \"repoint\" needs PostgreSQL (its journal keeps rows as jsonb), not {dialect.name}")
+    if len(spec["key"]) != 1:
+        raise BadInput(f"key 'referenced': \"repoint\" needs a single-column primary key on '{table.fullname}'")
+    root = canonical(conn, table)
+    kids = find_children(conn, dialect, table, rule.on_conflict, [])
+    repoint = {"table": root, "key": spec["key"], "children": kids, "journal": journal_name(table.name, "__dedupe_journal"),
+               "tables": table_facts(conn, [root, *dict.fromkeys(c["table"] for c in kids)])}
+    spec["repoint"] = repoint
+    mapping = duplicate_map(table, spec).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+    planned = pg_merge.planned_changes(conn, repoint, root, f"({mapping})")
+    found = []
+    for index, child in enumerate(kids):
+        moving, collisions = planned.get(index, [0, 0])
+        spec.setdefault("moves", []).append({"table": child["table"], "column": child["column"], "rows": moving,
+                                             "collisions": collisions, "on_conflict": child["on_conflict"]})
+        if collisions and child["on_conflict"] == "fail":
+            found.append(f"{collisions:,} rows of {child['table']} would collide on ({', '.join(child['unique'])}) once "
+                         f"moved to the kept row; set on_conflict for it to \"merge\" or \"rename\"")
+    return found
 
 
 # discovery -----------------------------------------------------------------------------------
@@ -191,20 +209,6 @@ def _strategy(rule: TableRule, dialect: Dialect, fraction: float, threshold: flo
     return REBUILD, f"duplicates are {fraction:.1%} of the table: copying what stays writes less than deleting"
 
 
-BACKUP = "__dedupe_"
-STAMP = "%Y%m%d%H%M"
-
-
-def rebuild_names(table: sa.Table, now: datetime) -> dict:
-    return {"shadow": derived(table.name, "__dedupe_new"), "log": derived(table.name, "__dedupe_log"),
-            "capture": derived(table.name, "__dedupe_capture"), "backup": derived(table.name, f"{BACKUP}{now:{STAMP}}")}
-
-
-def backups(conn: sa.Connection, table: sa.Table) -> list[tuple[str, datetime]]:
-    """A table's rebuild backups, oldest first, with the moment each was made (from its name)."""
-    return dated_copies(conn, table.schema, table.name, BACKUP, STAMP)
-
-
 def _backup_rows(conn, cfg: Config, table: sa.Table, spec: dict, now: datetime) -> tuple[list[Step], list[dict]]:
     """Backups past keep_backup become steps that drop them (shown in the plan, never silent);
     younger ones are listed with the moment they become due."""
@@ -215,7 +219,8 @@ def _backup_rows(conn, cfg: Config, table: sa.Table, spec: dict, now: datetime) 
         qualified = f"{table.schema}.{name}" if table.schema else name
         size = conn.execute(sa.select(sa.func.count()).select_from(reflect_table(conn, qualified))).scalar()
         row = {"table": qualified, "rows_total": size, "distinct_keys": None, "rows_selected": 0, "largest_group": 0,
-               "ambiguous_rows": 0, "fraction_selected": 0.0, "already_unique": NONE, "constraint": spec["constraint"]}
+               "ambiguous_rows": 0, "fraction_selected": 0.0, "already_unique": NONE, "constraint": spec["constraint"],
+               "blockers": NONE}
         if now >= due:
             rows.append({**row, "strategy": "drop backup", "detail": f"drop backup {name}",
                          "why": f"made {made:%Y-%m-%d %H:%M} UTC; keep_backup {cfg.keep_backup} has passed"})
@@ -229,8 +234,9 @@ def _backup_rows(conn, cfg: Config, table: sa.Table, spec: dict, now: datetime) 
 
 def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime, window=None) -> PlanParts:
     steps, profile = [], []
+    tables = _once_each(conn, cfg)
     for rule in cfg.tables:
-        table = reflect_table(conn, rule.table)
+        table = tables[rule.table]
         for name in rule.natural_key:
             column(table, name, "natural_key")
         if rule.time_column is not None:
@@ -254,9 +260,10 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         profile += kept_backups
         if already == f"constraint {constraint}" and (dropping or kept_backups):
             continue  # deduplicated by an earlier run of this phase: only its backups are left to look after
+        referenced = _references(conn, dialect, table, rule, spec)
         counts = _profile(conn, table, rule)
         fraction = counts["rows_selected"] / counts["rows_total"] if counts["rows_total"] else 0.0
-        blockers = _rebuild_blockers(conn, dialect, table)
+        blockers = rebuild_blockers(conn, dialect, table)
         strategy, why = _strategy(rule, dialect, fraction, cfg.rebuild_above, blockers)
         helper = _index_serving(conn, table, rule.natural_key, order)
         bytes_now = dialect.table_bytes(conn, table)
@@ -272,6 +279,9 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
                  "lock_timeout_swap_s": cfg.seconds("swap_lock_timeout"),
                  "plan_last_key": last}  # rows after it arrived after the plan: the final pass's
         if strategy == REBUILD:
+            if spec.get("repoint"):
+                raise BadInput(f"table '{rule.table}': referenced = \"repoint\" moves rows batch by batch: use "
+                               "strategy \"in_place\" or \"auto\"")
             spec["names"] = rebuild_names(table, now)
         steps.append(Step(table=table.fullname, walk=strategy, key=key, first_key=first, last_key=last,
                           rows_selected=counts["rows_selected"], batch_size=cfg.start_batch_size, spec=spec))
@@ -282,7 +292,10 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
             "already_unique": already, "constraint": constraint,
             "helper_index": spec["helper_index"] or f"uses {helper}",
             "writes": spec["names"]["backup"] if strategy == REBUILD else derived(table.name, "__archive"),
-            "detail": f"{strategy}: {why}; largest group {counts['largest_group']:,}", "est_bytes": estimate,
+            "detail": f"{strategy}: {why}; largest group {counts['largest_group']:,}" + "".join(
+                f"; {m['rows']:,} rows of {m['table']} ({m['column']}) move to the kept row, {m['collisions']:,} "
+                f"collide → {m['on_conflict']}" for m in spec.get("moves", [])),
+            "est_bytes": estimate, "blockers": "; ".join(referenced) or NONE,
         })
     rows = sum(p["rows_selected"] for p in profile)
     return PlanParts(steps=steps, profile=profile, expect={
@@ -292,269 +305,16 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
     })
 
 
-def _rebuild_blockers(conn, dialect: Dialect, table: sa.Table) -> list[str] | None:
-    if dialect.name != "postgresql":
-        return None
-    from ..dialects import pg_rebuild
-
-    return pg_rebuild.blockers(conn, table)
-
-
-# apply -----------------------------------------------------------------------------------
-class StageSink(Change):
-    """The archive for batches that delete; nothing recorded for the DDL stages."""
-
-    def __init__(self, inner: Change):
-        self.inner, self.recording = inner, True
-
-    def begin_batch(self, run_id: str, batch_no: int) -> None:
-        self.run_id = run_id
-        self.inner.begin_batch(run_id, batch_no)
-
-    @property
-    def ref(self):
-        return self.inner.ref if self.recording else None
-
-    @ref.setter
-    def ref(self, value):
-        self.inner.ref = value
-
-    def apply(self, conn, stmt, table):
-        return self.inner.apply(conn, stmt, table)
-
-
-class Staged(StagedWalker):
-    def batch(self, conn, size, exact=False):
-        self.sink.recording = self.stage not in self.outside  # DDL stages record no archive
-        return super().batch(conn, size, exact)
-
-    def _helper(self, conn, size, exact):
-        """The index that makes a key's kept row one probe away, built CONCURRENTLY (writers go on)."""
-        name = self.step.spec["helper_index"]
-        if name is not None:
-            dialect = self.ctx.dialect
-            with self.ctx.engine.connect() as check:
-                state = dialect.index_state(check, self.table, name)
-            if state == "invalid":  # a build killed half way
-                dialect.drop_index(self.ctx.engine, self.table, name)
-            if state != "valid":
-                spec = self.step.spec
-                columns = [self.table.c[c] for c in spec["natural_key"]]
-                columns += [self.table.c[c].desc() if desc else self.table.c[c] for c, desc in rule_order(spec)]
-                dialect.build_index(self.ctx.engine, sa.Index(name, *columns), self.ctx.options.lock_timeout_s)
-        return 0, self.next_stage()
-
-
-class InPlaceWalker(Staged):
-    stages = ("helper", "delete", "guard", "late", "constraint", "cleanup")
-    outside = frozenset({"helper", "guard", "constraint", "cleanup"})
-
-    def __init__(self, ctx, table, step, sink, cursor, selection):
-        super().__init__(ctx, table, step, sink, cursor)
-        self.selection = selection
-        self.inner: Walker | None = None  # the primary-key walk of stage "delete"
-
-    def _delete(self, conn, size, exact):
-        if self.step.last_key is None:  # an empty table at plan time
-            return 0, self.next_stage()
-        if self.inner is None:
-            keyed = self.step.model_copy(update={"walk": "key"})
-            self.inner = table_walker(self.ctx, self.table, keyed, self.selection, self.sink, self.cursor)
-        rows, cursor = self.inner.batch(conn, size, exact)
-        return rows, self.next_stage() if cursor is None else {"stage": "delete", **cursor}
-
-    def advance(self, cursor: dict, rows: int, size: int) -> None:
-        if self.inner is not None and cursor.get("stage") == "delete":
-            self.inner.advance(cursor, rows, size)
-        super().advance(cursor, rows, size)
-
-    def _guard(self, conn, size, exact):
-        """From here on a new duplicate is refused (as the constraint will refuse it), so the final
-        pass is final and the concurrent build is not raced by a writer that keeps duplicating."""
-        with self.ctx.engine.begin() as tx:
-            self.ctx.dialect.set_session_timeouts(tx, self.step.spec["lock_timeout_swap_s"], 60, local=True)
-            spec = self.step.spec
-            self.ctx.dialect.guard_key(tx, self.table, guard_name(self.table), spec["natural_key"], spec["key"],
-                                       spec["nulls"] == "equal")
-        return 0, self.next_stage()
-
-    def _late(self, conn, size, exact):
-        """Rows that arrived after the plan (or, after a failed constraint build, the whole table)."""
-        keys = [self.table.c[k] for k in self.step.key]
-        upto = self.cursor.get("upto")
-        if upto is None:
-            start = self.cursor.get("from", self.step.spec["plan_last_key"])
-            later = sa.select(*keys)
-            if start is not None:
-                later = later.where(after_key(keys, from_json(keys, start)))
-            last = conn.execute(later.order_by(*[k.desc() for k in keys]).limit(1)).first()
-            if last is None:
-                return 0, self._to_constraint()
-            upto, self.cursor["after"] = to_json(last), start
-        late = self.step.model_copy(update={"first_key": self.cursor.get("after"), "last_key": upto})
-        rows, cursor = KeyWalker(self.ctx.dialect, self.table, self.selection, late, self.sink,
-                                 self.cursor.get("after")).batch(conn, size, exact)
-        if cursor is None:
-            return rows, self._to_constraint()
-        return rows, {**self.cursor, "stage": "late", "upto": upto, "after": cursor["after"]}
-
-    def _to_constraint(self) -> dict:
-        return {"stage": "constraint", "attempt": self.cursor.get("attempt", 1)}
-
-    def _constraint(self, conn, size, exact):
-        """CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT … USING INDEX under a short lock.
-        A duplicate written in between makes the build fail: its invalid index is dropped, the
-        whole table is swept once more, and the build tried again, a bounded number of times."""
-        spec, dialect, engine = self.step.spec, self.ctx.dialect, self.ctx.engine
-        name = spec["constraint"]
-        with engine.connect() as check:
-            state = dialect.index_state(check, self.table, name)
-        if state == "invalid":
-            dialect.drop_index(engine, self.table, name)
-        if state != "valid":
-            index = dialect.unique_index(self.table, name, spec["natural_key"], spec["nulls"] == "equal")
-            try:
-                dialect.build_index(engine, index, self.ctx.options.lock_timeout_s)
-            except sa.exc.IntegrityError as exc:
-                attempt = self.cursor.get("attempt", 1)
-                if attempt >= CONSTRAINT_ATTEMPTS:
-                    raise StoppedEarly(f"table '{self.table.fullname}': the unique index {name} failed {attempt} times "
-                                       f"on new duplicates ({str(exc.orig).splitlines()[0]}); run again to resume") from None
-                return 0, {"stage": "late", "from": None, "attempt": attempt + 1}
-        with engine.begin() as tx:
-            dialect.set_session_timeouts(tx, spec["lock_timeout_swap_s"], 60, local=True)
-            if _constraint_named(tx, self.table, name) is None:
-                dialect.constraint_using_index(tx, self.table, name, spec["natural_key"])
-            dialect.drop_key_guard(tx, self.table, guard_name(self.table))
-        return 0, self.next_stage()
-
-    def _cleanup(self, conn, size, exact):
-        name = self.step.spec["helper_index"]
-        if name is not None:
-            self.ctx.dialect.drop_index(self.ctx.engine, self.table, name)
-        return 0, None
-
-
-def guard_name(table: sa.Table) -> str:
-    return derived(table.name, "__dedupe_guard")
-
-
-def _constraint_named(conn, table: sa.Table, name: str) -> str | None:
-    for uc in sa.inspect(conn).get_unique_constraints(table.name, schema=table.schema):
-        if uc["name"] == name:
-            return name
-    return None
-
-
-class RebuildWalker(Staged):
-    stages = ("prepare", "helper", "copy", "nulls", "build", "catchup", "swap", "count")
-    outside = frozenset({"helper"})
-
-    def __init__(self, ctx, table, step, sink, cursor):
-        super().__init__(ctx, table, step, sink, cursor)
-        from ..dialects import pg_rebuild
-
-        self.sql = pg_rebuild
-        self.names = pg_rebuild.RebuildNames(**step.spec["names"])
-        with ctx.engine.connect() as conn:
-            self.columns = pg_rebuild.copied_columns(conn, table)
-            self.types = pg_rebuild.column_types(conn, table)
-
-    def can_stop_within(self, rows_left: int | None) -> bool:
-        return rows_left is None or rows_left >= self.step.rows_selected  # the swap takes every duplicate at once
-
-    def _prepare(self, conn, size, exact):
-        if not sa.inspect(conn).has_table(self.names.shadow, schema=self.table.schema):
-            self.sql.create_shadow(conn, self.table, self.names, self.step.key, self.step.spec["natural_key"])
-        return 0, self.next_stage()
-
-    def _copy(self, conn, size, exact):
-        spec = self.step.spec
-        _, last = self.sql.copy_kept(conn, self.table, self.names.shadow, spec["natural_key"], rule_order(spec),
-                                     self.columns, self.types, self.cursor.get("after"), size)
-        return 0, self.next_stage() if last is None else {"stage": "copy", "after": to_json(last)}
-
-    def _nulls(self, conn, size, exact):
-        spec = self.step.spec
-        if not any(self.table.c[c].nullable for c in spec["natural_key"]):
-            return 0, self.next_stage()  # NOT NULL key columns: no row to look for
-        self.sql.copy_null_keys(conn, self.table, self.names.shadow, spec["natural_key"], rule_order(spec),
-                                self.columns, spec["nulls"] == "equal")
-        return 0, self.next_stage()
-
-    def _build(self, conn, size, exact):
-        """The shadow gets the old table's indexes and constraints, and the new unique one."""
-        spec = self.step.spec
-        pairs = self.sql.clone_structure(conn, self.table, self.names, [spec["helper_index"]])
-        shadow = sa.Table(self.names.shadow, sa.MetaData(), *(sa.Column(c) for c in spec["natural_key"]),
-                          schema=self.table.schema)
-        conn.execute(sa.schema.CreateIndex(
-            self.ctx.dialect.unique_index(shadow, spec["constraint"], spec["natural_key"], spec["nulls"] == "equal")))
-        self.ctx.dialect.constraint_using_index(conn, shadow, spec["constraint"], spec["natural_key"])
-        return 0, self.next_stage(pairs=pairs)
-
-    def _replay(self, conn, limit):
-        spec = self.step.spec
-        return self.sql.consume_log(conn, self.table, self.names, self.step.key, spec["natural_key"], rule_order(spec),
-                                    self.columns, spec["nulls"] == "equal", limit)
-
-    def _catchup(self, conn, size, exact):
-        """Replay what writers did meanwhile, until what is left is small enough for the swap."""
-        consumed = self._replay(conn, size)
-        return 0, {**self.cursor} if consumed >= size else self.next_stage(pairs=self.cursor["pairs"])
-
-    def _swap(self, conn, size, exact):
-        self.ctx.dialect.set_session_timeouts(conn, self.step.spec["lock_timeout_swap_s"],
-                                              self.ctx.options.statement_timeout_s, local=True)
-        self.sql.swap(conn, self.table, self.names, [tuple(p) for p in self.cursor["pairs"]],
-                      lambda: self._replay(conn, None))
-        return 0, self.next_stage()
-
-    def _count(self, conn, size, exact):
-        """The rows the swap left behind: the backup's rows whose key the new table does not hold."""
-        backup = sa.Table(self.names.backup, sa.MetaData(), *(sa.Column(k) for k in self.step.key),
-                          schema=self.table.schema)
-        now = sa.Table(self.table.name, sa.MetaData(), *(sa.Column(k) for k in self.step.key), schema=self.table.schema)
-        gone = conn.execute(sa.select(sa.func.count()).select_from(backup).where(~sa.exists(
-            sa.select(sa.literal(1)).select_from(now).where(*(now.c[k] == backup.c[k] for k in self.step.key)))
-        )).scalar()
-        self.ctx.dialect.analyze(conn, now)
-        self.sink.ref = json.dumps({"rebuild": self.table.fullname, "backup": self.names.backup})
-        return gone, None
-
-
-class DropBackupWalker(Walker):
-    """One batch: drop a rebuild's backup whose keep_backup has passed (not undoable, and recorded so)."""
-
-    def __init__(self, table: sa.Table, step: Step, sink: Change):
-        self.table, self.step, self.sink = table, step, sink
-
-    def batch(self, conn, size, exact=False):
-        name = self.step.spec["backup"]
-        if sa.inspect(conn).has_table(name, schema=self.table.schema):
-            backup = reflect_table(conn, f"{self.table.schema}.{name}" if self.table.schema else name)
-            conn.execute(sa.schema.DropTable(backup))
-        self.sink.ref = json.dumps({"dropped_backup": name, NOT_UNDOABLE_KEY: False})
-        return 0, None
-
-    def advance(self, cursor, rows, size):
-        self.done = True
-
-
 def walker(ctx, table: sa.Table, step: Step, cursor: dict) -> Walker:
     if step.walk == DROP_BACKUP:
-        return DropBackupWalker(table, step, _Recorded())
-    archive = StageSink(make_archive("table", ctx.engine, ctx.dialect, table, ctx.archive_dir))
+        return DropBackupWalker(table, step, Recorded())
+    archive = make_archive("table", ctx.engine, ctx.dialect, table, ctx.archive_dir)
+    if step.spec.get("repoint"):
+        archive = Repointing(archive, table, step.spec)
+    archive = StageSink(archive)
     if step.walk == REBUILD:
-        return RebuildWalker(ctx, table, step, StageSink(_Recorded()), cursor)
+        return RebuildWalker(ctx, table, step, StageSink(Recorded()), cursor)
     return InPlaceWalker(ctx, table, step, archive, cursor, selection(table, step))
-
-
-class _Recorded(Change):
-    """A rebuild's only record: the swap's, written by the walker itself."""
-
-    def begin_batch(self, run_id: str, batch_no: int) -> None:
-        self.run_id, self.ref = run_id, None
 
 
 # verify and undo ------------------------------------------------------------------------------
@@ -624,7 +384,7 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     from ..restore import RestoreReport, insert_from_archive
 
     dialect = dialect_for(engine)
-    said, restored = [], 0
+    said, restored, moved_back = [], 0, 0
     batches = list(reversed(ledger.archived_batches(run.run_id)))
     dropped = [json.loads(b.archive)["dropped_backup"] for b in batches if '"dropped_backup"' in b.archive]
     if dropped:
@@ -663,47 +423,23 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     for batch in batches:
         if batch.archive.startswith("{"):
             record = json.loads(batch.archive)
-            restored += _put_back_from_backup(engine, ledger, run.run_id, batch.batch_no, steps[record["rebuild"]],
+            restored += put_back_from_backup(engine, ledger, run.run_id, batch.batch_no, steps[record["rebuild"]],
                                               record["backup"])
             continue
         with engine.begin() as conn:
             table = reflect_table(conn, batch.table_name)
-            keys = [table.c[k] for k in steps[batch.table_name].key]
+            step = steps[batch.table_name]
+            keys = [table.c[k] for k in step.key]
             restored += insert_from_archive(conn, table, keys, open_archive(conn, batch.archive), run.run_id,
                                             batch.batch_no)
+            repoint = step.spec.get("repoint")
+            if repoint and sa.inspect(conn).has_table(repoint["journal"], schema=table.schema):  # children back after
+                journal = pg_merge.journal_table(conn, repoint["table"], repoint["journal"])  # the rows they point at
+                moved_back += pg_merge.undo_batch(conn, repoint, journal, run.run_id, batch.batch_no)[1]
             ledger.mark_restored(conn, run.run_id, batch.batch_no)
-    said.append(f"put back {restored:,} rows")
+    said.append(f"put back {restored:,} rows" + (f", and {moved_back:,} rows pointing at them" if moved_back else ""))
     return RestoreReport(run.run_id, plan.phase, len(batches), run.rows_done, restored, run.rows_done - restored,
                          detail="; ".join(said))
-
-
-RESTORE_CHUNK = 50_000
-
-
-def _put_back_from_backup(engine, ledger, run_id: str, batch_no: int, step: Step, backup_name: str) -> int:
-    """Insert the backup's rows whose key the table lacks, in chunks of the backup's key order,
-    each its own transaction (a rerun skips what is back); the last marks the batch restored."""
-    restored, after = 0, None
-    while True:
-        with engine.begin() as conn:
-            table = reflect_table(conn, step.table)
-            if not sa.inspect(conn).has_table(backup_name, schema=table.schema):
-                raise BadInput(f"the backup {backup_name} of {step.table} is gone (dropped after keep_backup): "
-                               "nothing to restore from")
-            backup = reflect_table(conn, f"{table.schema}.{backup_name}" if table.schema else backup_name)
-            keys = [backup.c[k] for k in step.key]
-            lower = [] if after is None else [after_key(keys, after)]
-            chunk = conn.execute(sa.select(*keys).where(*lower).order_by(*keys).limit(RESTORE_CHUNK)).all()
-            if not chunk:
-                ledger.mark_restored(conn, run_id, batch_no)
-                return restored
-            upper = list(chunk[-1])
-            names = [c.name for c in table.c if c.computed is None]
-            source = sa.select(*(backup.c[n] for n in names)).where(
-                *lower, sa.not_(after_key(keys, upper)),
-                ~sa.exists(sa.select(sa.literal(1)).select_from(table).where(*(table.c[k] == backup.c[k] for k in step.key))))
-            restored += conn.execute(sa.insert(table).from_select(names, source)).rowcount
-            after = upper
 
 
 class Dedupe(Kind):
