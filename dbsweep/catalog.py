@@ -53,9 +53,13 @@ def split_name(qualified: str) -> tuple[str | None, str]:
 
 def _readings(qualified: str) -> list[tuple[str | None, str]]:
     """Every way an unquoted name can be read: split at its last dot first, then at the others,
-    then whole (a table whose name holds a dot)."""
-    if _quoted_parts(qualified) is not None:
-        return [split_name(qualified)]
+    then whole (a table whose name holds a dot). A name with a quote that is no SQL quoting (a
+    table named `we"ird`, as a plan stores it) is read unquoted."""
+    try:
+        if _quoted_parts(qualified) is not None:
+            return [split_name(qualified)]
+    except BadInput:
+        pass
     parts = qualified.split(".")
     splits = [(".".join(parts[:i]), ".".join(parts[i:])) for i in range(len(parts) - 1, 0, -1)]
     return splits + [(None, qualified)]
@@ -63,14 +67,14 @@ def _readings(qualified: str) -> list[tuple[str | None, str]]:
 
 def _existing(inspector, qualified: str) -> tuple[str | None, str]:
     """(schema, name) of a table that exists, else the one-line error naming it."""
-    schema, name = split_name(qualified)
-    if not name:
-        raise BadInput(f"empty table name {qualified!r}")
     found = [(s, n) for s, n in _readings(qualified) if n and inspector.has_table(n, schema=s)]
     if len(found) > 1:
         raise BadInput(f"table name {qualified!r} can be read {len(found)} ways; quote its parts, e.g. "
                        f'"{found[0][0]}"."{found[0][1]}"')
     if not found:
+        schema, name = split_name(qualified)  # the quote error, if the name is no table as written either
+        if not name:
+            raise BadInput(f"empty table name {qualified!r}")
         where = f"schema '{schema}'" if schema else "the default schema"
         raise BadInput(f"table '{qualified}' not found in {where} of the target database")
     return found[0]

@@ -15,6 +15,7 @@ from ..archive import BATCH_NO, RUN_ID, Change, ensure_table, stamped_copy_table
 from ..catalog import check_value, column, reflect_table
 from ..dialects import Dialect
 from ..errors import BadInput
+from ..names import derived
 from ..plan import PhasePlan, Step
 from ..policy import PhaseBase, Strict, TableName
 from .base import Kind
@@ -108,8 +109,35 @@ class Config(PhaseBase):
         return self
 
 
-def _condition(table: sa.Table, cond: Condition) -> sa.ColumnElement:
-    col = table.c[cond.column]
+def written_matches(rules: list[dict]) -> list[str]:
+    """Columns a rule sets that a rule's match reads: a row the run changes could match another
+    rule afterwards, so matching reads what those columns held before dbsweep reset them."""
+    matched = set()
+    for raw in rules:
+        rule = Rule.model_validate(raw)
+        if rule.match != "otherwise":
+            matched |= {c.column for c in (rule.match if isinstance(rule.match, list) else [rule.match])}
+    return sorted(matched & {name for raw in rules for name in raw["set"]})
+
+
+def as_before(table: sa.Table, spec: dict, saved: bool = True) -> dict[str, sa.ColumnElement]:
+    """What each matched column held before any reset not undone since: the value saved in
+    `<table>__previous` when there is one (the frozen state the rules judge), else the value now.
+    `saved`: whether that table exists yet (before the first run it does not)."""
+    values = {c.name: c for c in table.c}
+    if not saved or not spec.get("frozen"):
+        return values
+    keys = list(table.primary_key.columns)
+    previous = previous_table_for(table, spec).alias("dbsweep_before")
+    for name in spec["frozen"]:
+        first = (sa.select(previous.c[name]).where(*(previous.c[k.name] == k for k in keys))
+                 .order_by(previous.c[RUN_ID], previous.c[BATCH_NO]).limit(1))
+        values[name] = sa.case((sa.exists(first), first.scalar_subquery()), else_=table.c[name])
+    return values
+
+
+def _condition(table: sa.Table, cond: Condition, values: dict | None = None) -> sa.ColumnElement:
+    col = (values or table.c)[cond.column]
     if "is_null" in cond.model_fields_set:
         return col.is_(None) if cond.is_null else col.is_not(None)
     if "in_" in cond.model_fields_set:
@@ -117,8 +145,8 @@ def _condition(table: sa.Table, cond: Condition) -> sa.ColumnElement:
     return col == cond.equals
 
 
-def rule_predicates(table: sa.Table, rules: list[dict]) -> list[sa.ColumnElement]:
-    """Each rule's own match (not yet first-match-wins)."""
+def rule_predicates(table: sa.Table, rules: list[dict], values: dict | None = None) -> list[sa.ColumnElement]:
+    """Each rule's own match (not yet first-match-wins), on `values` (default: the columns now)."""
     out = []
     for raw in rules:
         rule = Rule.model_validate(raw)
@@ -126,7 +154,7 @@ def rule_predicates(table: sa.Table, rules: list[dict]) -> list[sa.ColumnElement
             out.append(ALWAYS)
         else:
             conds = rule.match if isinstance(rule.match, list) else [rule.match]
-            out.append(sa.and_(*(_condition(table, c) for c in conds)))
+            out.append(sa.and_(*(_condition(table, c, values) for c in conds)))
     return out
 
 
@@ -137,10 +165,10 @@ def first_match(predicates: list[sa.ColumnElement]) -> list[sa.ColumnElement]:
     return [sa.and_(matched[i] == 1, *(m == 0 for m in matched[:i])) for i in range(len(matched))]
 
 
-def targets(table: sa.Table, rules: list[dict]) -> dict[str, sa.ColumnElement]:
+def targets(table: sa.Table, rules: list[dict], values: dict | None = None) -> dict[str, sa.ColumnElement]:
     """Per column set by any rule: CASE over the rules in order, the column itself where a matching
     rule leaves it alone, and where no rule matches."""
-    predicates = rule_predicates(table, rules)
+    predicates = rule_predicates(table, rules, values)
     columns = sorted({name for raw in rules for name in raw["set"]})
     out = {}
     for name in columns:
@@ -151,9 +179,11 @@ def targets(table: sa.Table, rules: list[dict]) -> dict[str, sa.ColumnElement]:
     return out
 
 
-def selection(table: sa.Table, step: Step) -> sa.ColumnElement:
+def selection(table: sa.Table, step: Step, saved: bool = True) -> sa.ColumnElement:
     """Rows whose value differs from the one their rule gives them."""
-    return sa.or_(*(table.c[name].is_distinct_from(target) for name, target in targets(table, step.spec["rules"]).items()))
+    values = as_before(table, step.spec, saved)
+    return sa.or_(*(table.c[name].is_distinct_from(target)
+                    for name, target in targets(table, step.spec["rules"], values).items()))
 
 
 def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime,
@@ -172,14 +202,15 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
                 for value in [cond.equals] if "equals" in cond.model_fields_set else (cond.in_ or []):
                     check_value(conn, col, value, f"{rule.label(index)}: match")
     rules = [rule.model_dump(by_alias=True, exclude_unset=True) for rule in cfg.rules]
-    spec = {"rules": rules, "columns": sorted({n for r in cfg.rules for n in r.set})}
+    spec = {"rules": rules, "columns": sorted({n for r in cfg.rules for n in r.set}), "frozen": written_matches(rules)}
     if cfg.verify_query:
         for name in cfg.verify_query.where:
             column(table, name, "verify_query.where")
         spec["verify_query"] = cfg.verify_query.model_dump()
     probe = Step(table=table.fullname, walk="key", rows_selected=0, batch_size=cfg.start_batch_size, spec=spec)
-    changes = selection(table, probe)
-    applies = first_match(rule_predicates(table, rules))
+    saved = _saved(conn, table, spec)
+    changes = selection(table, probe, saved)
+    applies = first_match(rule_predicates(table, rules, as_before(table, spec, saved)))
 
     def count_if(condition):
         return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
@@ -206,6 +237,11 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
     })
 
 
+def _saved(conn, table: sa.Table, spec: dict) -> bool:
+    previous = previous_table_for(table, spec)
+    return sa.inspect(conn).has_table(previous.name, schema=previous.schema)
+
+
 def key_columns_possible(table: sa.Table) -> bool:
     return bool(list(table.primary_key.columns))
 
@@ -215,7 +251,7 @@ class ResetChange(Change):
 
     def __init__(self, dialect: Dialect, table: sa.Table, previous: sa.Table, keys: list[sa.Column], spec: dict):
         self.dialect, self.table, self.previous, self.keys = dialect, table, previous, keys
-        self.targets = targets(table, spec["rules"])
+        self.targets = targets(table, spec["rules"], as_before(table, spec))
 
     def begin_batch(self, run_id: str, batch_no: int) -> None:
         self.run_id, self.ref = run_id, self.previous.fullname
@@ -228,8 +264,11 @@ class ResetChange(Change):
 
 def previous_table_for(table: sa.Table, spec: dict) -> sa.Table:
     keys = list(table.primary_key.columns)
-    return stamped_copy_table(table, keys + [table.c[n] for n in spec["columns"] if n not in [k.name for k in keys]],
-                              PREVIOUS_SUFFIX)
+    previous = stamped_copy_table(table, keys + [table.c[n] for n in spec["columns"] if n not in [k.name for k in keys]],
+                                  PREVIOUS_SUFFIX)
+    if spec.get("frozen"):  # matching looks a row's saved values up by its key
+        sa.Index(derived(f"ix_{table.name}", f"{PREVIOUS_SUFFIX}_key"), *(previous.c[k.name] for k in keys))
+    return previous
 
 
 def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
@@ -237,7 +276,7 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
     step = plan.steps[0]
     table = reflect_table(conn, step.table)
     rules = step.spec["rules"]
-    applies = first_match(rule_predicates(table, rules))
+    applies = first_match(rule_predicates(table, rules, as_before(table, step.spec, _saved(conn, table, step.spec))))
     rows = []
     for i, (raw, where) in enumerate(zip(rules, applies)):
         wrong = sa.or_(*(table.c[k].is_distinct_from(sa.literal(v, table.c[k].type)) for k, v in raw["set"].items()))
@@ -299,7 +338,10 @@ def put_back_statement(table: sa.Table, previous: sa.Table, step: Step, run_id: 
 
 
 def _put_back(conn, table: sa.Table, previous: sa.Table, step: Step, run_id: str, batch_no: int) -> int:
-    return conn.execute(put_back_statement(table, previous, step, run_id, batch_no)).rowcount
+    """The batch's values back; its saved rows go (they describe a reset that is undone now)."""
+    rows = conn.execute(put_back_statement(table, previous, step, run_id, batch_no)).rowcount
+    conn.execute(sa.delete(previous).where(previous.c[RUN_ID] == run_id, previous.c[BATCH_NO] == batch_no))
+    return rows
 
 
 class Reset(Kind):
