@@ -61,15 +61,15 @@ def _rule_for(on_conflict: dict, child: sa.Table) -> str:
     return on_conflict.get(child.fullname) or on_conflict.get(child.name) or "fail"
 
 
-def _unique(conn, child: sa.Table, pointer: str, rule: str) -> tuple[list[str] | None, str | None]:
+def _unique(conn, child: sa.Table, pointer: str, rule: str, kept: str | None = None) -> tuple[list[str] | None, str | None]:
     """The child's first unique key over the pointer (where moving it can collide), and the text
-    column a rename changes."""
+    column a rename changes (never `kept`, a polymorphic child's type column)."""
     uniques = pg_merge.unique_sets(conn, canonical(conn, child), pointer)
     if not uniques:
         return None, None
     if rule != "rename":
         return uniques[0], None
-    text = [c for c in uniques[0] if c != pointer and isinstance(child.c[c].type, sa.String)]
+    text = [c for c in uniques[0] if c not in (pointer, kept) and isinstance(child.c[c].type, sa.String)]
     if not text:
         raise BadInput(f"on_conflict '{child.name}' = \"rename\": its unique ({', '.join(uniques[0])}) has no "
                        "text column to rename")
@@ -101,7 +101,7 @@ def children(conn, dialect: Dialect, root: sa.Table, on_conflict: dict, polymorp
             column(child, poly.type_column, "polymorphic.type_column")
             column(child, poly.id_column, "polymorphic.id_column")
             rule = _rule_for(on_conflict, child)
-            unique, rename = _unique(conn, child, poly.id_column, rule)
+            unique, rename = _unique(conn, child, poly.id_column, rule, poly.type_column)
             found.append({"kind": "poly", "table": canonical(conn, child), "column": poly.id_column,
                           "type_column": poly.type_column, "type_value": poly.type_value, "parent": parent_name,
                           "unique": unique, "on_conflict": rule, "rename_column": rename})

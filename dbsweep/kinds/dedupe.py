@@ -104,11 +104,12 @@ def _once_each(conn, cfg: Config) -> dict[str, sa.Table]:
 
 
 def _references(conn, dialect: Dialect, table: sa.Table, rule: TableRule, spec: dict) -> list[str]:
-    """Foreign keys into the table (dbsweep.inbound): each is a guard of every batch; duplicates
-    they point at are blockers, unless referenced = "repoint" moves those rows to the kept row
-    (merge's journaled re-point), when collisions the policy leaves at "fail" are."""
+    """Foreign keys into the table (dbsweep.inbound): duplicates they point at are blockers, and
+    each key a guard of every batch; unless referenced = "repoint" moves those rows to the kept row
+    (merge's journaled re-point, the duplicates locked first, so a child written meanwhile waits
+    and is moved or refused), when collisions the policy leaves at "fail" are the blockers."""
     keys = inbound.keys_into(conn, dialect, table)
-    spec["guard"] = [k.spec() for k in keys]
+    spec["guard"] = [k.spec() for k in keys] if rule.referenced == "refuse" else []
     if rule.referenced == "refuse" or not keys:
         doomed = is_duplicate(table, table.alias("dbsweep_k"), spec)
         return inbound.blockers(conn, table, doomed, keys, "duplicate rows",
@@ -282,7 +283,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
             if spec.get("repoint"):
                 raise BadInput(f"table '{rule.table}': referenced = \"repoint\" moves rows batch by batch: use "
                                "strategy \"in_place\" or \"auto\"")
-            spec["names"] = rebuild_names(table, now)
+            spec["names"] = rebuild_names(conn, table, now)
         steps.append(Step(table=table.fullname, walk=strategy, key=key, first_key=first, last_key=last,
                           rows_selected=counts["rows_selected"], batch_size=cfg.start_batch_size, spec=spec))
         estimate = int(bytes_now * counts["distinct_keys"] / counts["rows_total"]) if bytes_now and counts["rows_total"] else bytes_now

@@ -6,7 +6,7 @@ run once `keep_backup` has passed."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -27,9 +27,14 @@ BACKUP = "__dedupe_"
 STAMP = "%Y%m%d%H%M"
 
 
-def rebuild_names(table: sa.Table, now: datetime) -> dict:
+def rebuild_names(conn: sa.Connection, table: sa.Table, now: datetime) -> dict:
+    """The shadow, log, trigger and backup names; the backup stamped with the first minute from
+    `now` whose name is free (a backup kept from an earlier run in the same minute has it)."""
+    moment = now.replace(second=0, microsecond=0)
+    while sa.inspect(conn).has_table(derived(table.name, f"{BACKUP}{moment:{STAMP}}"), schema=table.schema):
+        moment += timedelta(minutes=1)
     return {"shadow": derived(table.name, "__dedupe_new"), "log": derived(table.name, "__dedupe_log"),
-            "capture": derived(table.name, "__dedupe_capture"), "backup": derived(table.name, f"{BACKUP}{now:{STAMP}}")}
+            "capture": derived(table.name, "__dedupe_capture"), "backup": derived(table.name, f"{BACKUP}{moment:{STAMP}}")}
 
 
 def backups(conn: sa.Connection, table: sa.Table) -> list[tuple[str, datetime]]:
