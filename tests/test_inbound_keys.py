@@ -29,7 +29,7 @@ def load_items(engine: sa.Engine, on_delete: str = "CASCADE", unique_notes: bool
             FROM generate_series(1, 400) g""")
         conn.exec_driver_sql(f"""CREATE TABLE "Sales".notes (id int PRIMARY KEY, "Item Id" bigint
                                  REFERENCES {ITEMS} (id) ON DELETE {on_delete}, title text NOT NULL{unique})""")
-        conn.exec_driver_sql(f'INSERT INTO "Sales".notes SELECT g, g * 3, \'note \' || mod(g, 4) FROM generate_series(1, 120) g')
+        conn.exec_driver_sql('INSERT INTO "Sales".notes SELECT g, g * 3, \'note \' || mod(g, 4) FROM generate_series(1, 120) g')
         conn.exec_driver_sql(f"""CREATE TABLE "Sales".tags (id int PRIMARY KEY, item bigint NOT NULL
                                  REFERENCES {ITEMS} (id) ON DELETE {on_delete}, tag text)""")
         conn.exec_driver_sql('INSERT INTO "Sales".tags SELECT g, g * 5, \'t\' FROM generate_series(1, 70) g')

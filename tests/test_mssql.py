@@ -141,7 +141,7 @@ def test_retire_reads_the_sys_catalog_and_renames_with_sp_rename():
 
 
 def test_restore_insert_skips_existing_keys():
-    from dbsweep.restore import _insert_from_archive_statement
+    from dbsweep.undo import _insert_from_archive_statement
 
     table = orders_table()
     archive = archive_table_for(table)
@@ -160,7 +160,7 @@ def test_restore_into_an_identity_table_turns_identity_insert_on_for_the_insert_
     SQLAlchemy turns it on by itself only for INSERT ... VALUES naming the column, not for the
     INSERT ... SELECT a table-archive restore sends: dbsweep turns it on, then off."""
     from dbsweep.dialects.postgresql import PostgresDialect
-    from dbsweep.restore import _archived_rows
+    from dbsweep.undo import _archived_rows
 
     table = sa.Table("FACT_ORDER_LIST", sa.MetaData(), sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
                      sa.Column("ORDER_TYPE", sa.String(20)), schema="dbo")  # as SQLAlchemy reflects an IDENTITY

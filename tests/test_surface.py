@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from dbsweep.errors import BadInput
 from dbsweep.kinds import Kind, all_kinds, kind_named
-from dbsweep.policy import PhaseBase
+from dbsweep.phase_config import PhaseBase
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "dagster_surface.json"
 SUITES = Path(__file__).resolve().parents[1] / "expectations" / "suites"

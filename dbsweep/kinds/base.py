@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from ..dialects import Dialect
 from ..errors import BadInput
 from ..plan import PhasePlan, Step
-from ..policy import PhaseBase
+from ..phase_config import PhaseBase
 from .common import PlanParts
 
 
@@ -106,7 +106,7 @@ class Kind:
 
     def restore(self, engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir: Path):
         """Undo a run: put its archived rows back."""
-        from ..restore import restore_archived
+        from ..undo import restore_archived
 
         return restore_archived(engine, ledger, run, plan, archive_dir)
 

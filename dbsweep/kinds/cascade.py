@@ -29,7 +29,7 @@ from ..durations import parse_duration
 from ..errors import BadInput
 from ..keys import from_json, to_json
 from ..plan import PhasePlan, Step
-from ..policy import Duration, PhaseBase, Strict, TableName, Where
+from ..phase_config import Duration, PhaseBase, Strict, TableName, Where
 from ..predicate import checked_where, where_clause
 from ..throttle import BatchSizer
 from ..walkers import Walker
@@ -507,7 +507,7 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
 def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     """Newest batch first; in each, the parents before their children (foreign keys need them)."""
     from ..archive import open_archive
-    from ..restore import insert_from_archive, rows_put_back
+    from ..undo import insert_from_archive, rows_put_back
 
     step = plan.steps[0]
     batches = ledger.archived_batches(run.run_id)

@@ -31,7 +31,7 @@ from ..errors import BadInput
 from ..keys import to_json
 from ..names import MAX_IDENTIFIER_BYTES, derived
 from ..plan import PhasePlan, Step
-from ..policy import Duration, PhaseBase, ServerTimeout, Strict, TableName
+from ..phase_config import Duration, PhaseBase, ServerTimeout, Strict, TableName
 from ..walkers import Walker
 from .base import Kind
 from .children import canonical, journal_name, table_facts
@@ -382,7 +382,7 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     rebuild's shadow, log and trigger are dropped instead. Safe to run twice."""
     from ..archive import open_archive
     from ..dialects import dialect_for
-    from ..restore import RestoreReport, insert_from_archive
+    from ..undo import RestoreReport, insert_from_archive
 
     dialect = dialect_for(engine)
     said, restored, moved_back = [], 0, 0

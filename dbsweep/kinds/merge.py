@@ -23,7 +23,7 @@ from ..dialects import Dialect, pg_merge
 from ..errors import BadInput, StoppedEarly
 from ..names import MAX_IDENTIFIER_BYTES
 from ..plan import PhasePlan, Step
-from ..policy import PhaseBase, Strict, TableName, Where
+from ..phase_config import PhaseBase, Strict, TableName, Where
 from ..predicate import check_where, checked_where
 from ..walkers import StagedWalker
 from .base import DryRunLine, Kind
@@ -275,7 +275,7 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     """Drop the constraint the run built (saying so), then replay the journal backwards, newest
     batch first, one transaction per batch marked restored in it: safe to run twice."""
     from ..dialects import dialect_for
-    from ..restore import RestoreReport
+    from ..undo import RestoreReport
 
     spec = plan.steps[0].spec
     dialect = dialect_for(engine)

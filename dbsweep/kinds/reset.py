@@ -17,7 +17,7 @@ from ..dialects import Dialect
 from ..errors import BadInput
 from ..names import derived
 from ..plan import PhasePlan, Step
-from ..policy import PhaseBase, Strict, TableName
+from ..phase_config import PhaseBase, Strict, TableName
 from .base import Kind
 from .common import PlanParts, key_columns, walk_step
 
@@ -311,7 +311,7 @@ def _verify_query(conn, table: sa.Table, applies, rules: list[dict], query: dict
 
 def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     """Put the saved previous values back, newest batch first, one transaction per batch."""
-    from ..restore import RestoreReport
+    from ..undo import RestoreReport
 
     step = plan.steps[0]
     restored = batches = 0

@@ -18,7 +18,7 @@ from ..findings import WARN, Finding, age
 from ..inbound import InboundKey
 from ..keys import from_json, up_to_key
 from ..plan import PhasePlan, Step, as_utc
-from ..policy import Duration, PhaseBase, Strict, TableName, Where
+from ..phase_config import Duration, PhaseBase, Strict, TableName, Where
 from ..predicate import checked_where, where_clause
 from .base import Kind
 from .common import PlanParts, key_columns, walk_step
@@ -278,7 +278,7 @@ class Retention(Kind):
         return super().walker(ctx, table, step, cursor)
 
     def restore(self, engine, ledger, run, plan, archive_dir):
-        from ..restore import restore_archived, rows_put_back
+        from ..undo import restore_archived, rows_put_back
 
         partitions, whole_rows = reattach_partitions(engine, ledger, run)
         rows = restore_archived(engine, ledger, run, plan, archive_dir)

@@ -23,7 +23,7 @@ from ..errors import BadInput, GateRefused
 from ..ledger import NOT_UNDOABLE_KEY, Ledger
 from ..names import derived
 from ..plan import PhasePlan, Step
-from ..policy import Duration, PhaseBase, TableName
+from ..phase_config import Duration, PhaseBase, TableName
 from ..walkers import Walker
 from .base import DryRunLine, Kind
 from .common import PlanParts
@@ -194,7 +194,7 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
 def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     """Rename back, or move back from dbsweep_archive; a plain drop cannot be undone and is refused
     before anything changes."""
-    from ..restore import RestoreReport
+    from ..undo import RestoreReport
 
     batches = list(reversed(ledger.archived_batches(run.run_id)))
     records = [json.loads(b.archive) for b in batches]
