@@ -1,7 +1,12 @@
-"""Reading a file a user names (a policy, a plan): every way it can be unreadable is one line."""
+"""Reading a file a user names (a policy, a plan): every way it can be unreadable is one line; and
+writing dbsweep's own files so that readers never see half of one."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import BadInput
@@ -19,3 +24,31 @@ def read_text(path: str | Path, what: str) -> str:
         raise BadInput(f"{path}: {what} not readable (permission denied)") from None
     except UnicodeDecodeError:
         raise BadInput(f"{path}: not a {what} (not UTF-8 text)") from None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` whole: the text goes to a file beside it, flushed, then renamed over it, so a
+    reader in another process sees the old file or the new one, never a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(partial, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
+
+
+@contextmanager
+def exclusively(path: Path):
+    """Hold an exclusive lock on `<path>.lock` (processes and threads alike) for a read-modify-write
+    of `path` that others may be doing at the same moment."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _THREADS, open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+_THREADS = threading.Lock()  # flock excludes other open files, threading the threads of this process

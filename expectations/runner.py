@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dbsweep.files import exclusively, write_atomically
 from dbsweep.kinds import kind_named
 from dbsweep.plan import GateVerdict, PhasePlan, utcnow
 
@@ -115,10 +116,13 @@ def latest_reports(policy: str) -> dict:
 
 
 def _remember(plan: PhasePlan, what: str, verdict: GateVerdict) -> GateVerdict:
-    latest = latest_reports(plan.policy)
-    latest.setdefault(plan.phase, {})[what] = verdict.report
-    reports_dir(plan.policy).mkdir(parents=True, exist_ok=True)
-    (reports_dir(plan.policy) / LATEST).write_text(json.dumps(latest, indent=1, sort_keys=True))
+    """The index of the newest pages, updated under a lock and replaced whole: the targets of a
+    fleet share their policy's index, and write it from processes of their own at the same time."""
+    index = reports_dir(plan.policy) / LATEST
+    with exclusively(index):
+        latest = latest_reports(plan.policy)
+        latest.setdefault(plan.phase, {})[what] = verdict.report
+        write_atomically(index, json.dumps(latest, indent=1, sort_keys=True))
     return verdict
 
 
