@@ -55,6 +55,17 @@ def _forget_dead_handles(pgdata: Path) -> None:
             handles.put(alive)
 
 
+def stop_embedded() -> None:
+    """Give back this process's hold on every embedded server it started, now rather than at exit:
+    each stops unless another dbsweep process still uses it (what pgserver's exit handler does)."""
+    from pgserver.postgres_server import PostgresServer
+
+    for server in list(PostgresServer._instances.values()):
+        _forget_dead_handles(server.pgdata)
+        server._cleanup()
+    _server.cache_clear()
+
+
 def recreate_embedded_database(database: str) -> None:
     """Drop `database` in the embedded server (its sessions ended) so the next embedded_url makes it
     anew: demo data never sits beside a ledger, archives or retired copies from earlier data."""

@@ -50,6 +50,7 @@ class RunOptions:
     throttle_query: str | None = None
     throttle_max: float | None = None
     max_duty: float | None = None
+    clock: Callable[[], float] | None = None  # the runtime limit's clock; time.monotonic unless a test gives its own
 
 
 @dataclass
@@ -91,7 +92,8 @@ class Executor:
         self.kind = kind_named(plan.kind)
         self.ctx = WalkContext(engine, self.dialect, options)
         self.observers = [*observers, *([ProgressCallback(on_progress)] if on_progress else [])]
-        self.rules = StopRules(max_rows=options.max_rows, max_runtime_s=options.max_runtime_s)
+        self.rules = StopRules(max_rows=options.max_rows, max_runtime_s=options.max_runtime_s,
+                               clock=options.clock or time.monotonic)
         self.rows_here = 0
         self.conn: sa.Connection | None = None
         self.lock: PhaseLock | None = None

@@ -17,13 +17,53 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session", autouse=True)
 def dbsweep_home(tmp_path_factory):
+    """One embedded server per test process (each pytest-xdist worker has its own), stopped when
+    the session ends; then nothing the session started may still run."""
     home = tmp_path_factory.mktemp("dbsweep_home")
     os.environ["DBSWEEP_HOME"] = str(home)
     os.environ.pop("DBSWEEP_ENV", None)
-    from dbsweep.embedded import embedded_url
+    from dbsweep.embedded import embedded_url, stop_embedded
 
     embedded_url("postgres")
-    return home
+    yield home
+    stop_embedded()
+    left = _left_behind(tmp_path_factory.getbasetemp())
+    assert not left, "processes left behind by the tests:\n" + "\n".join(left)
+
+
+def _left_behind(base: Path, wait_s: float = 60) -> list[str]:
+    """This process's children, and any process whose command line names the session's folders
+    (servers, CLIs, Dagster), still alive after `wait_s` for them to end."""
+    import time
+
+    import psutil
+
+    me = psutil.Process()
+
+    def alive() -> list[psutil.Process]:
+        found = {p.pid: p for p in me.children(recursive=True)}
+        for proc in psutil.process_iter(["cmdline"]):
+            if proc.pid != me.pid and str(base) in " ".join(proc.info["cmdline"] or []):
+                found[proc.pid] = proc
+        running = []
+        for proc in found.values():
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    running.append(proc)
+            except psutil.Error:
+                pass
+        return running
+
+    deadline = time.monotonic() + wait_s
+    while (procs := alive()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    described = []
+    for proc in procs:
+        try:
+            described.append(f"{proc.pid}: {' '.join(proc.cmdline())[:200]}")
+        except psutil.Error:
+            pass
+    return described
 
 
 @pytest.fixture

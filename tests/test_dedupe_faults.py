@@ -117,7 +117,7 @@ class EtlWriter(threading.Thread):
     def run(self):
         rng = random.Random(11)
         with self.engine.connect() as conn:
-            conn.exec_driver_sql("SET lock_timeout = '5s'")
+            conn.exec_driver_sql("SET lock_timeout = '1s'")  # a wait of a second on dbsweep's locks fails (55P03)
             conn.commit()
             while not self.stop.is_set():
                 began = time.perf_counter()
@@ -168,9 +168,9 @@ def test_concurrent_writer_through_the_whole_dedupe(tmp_path, pg, dbname, strate
     writer.stop.set()
     writer.join(10)
     assert report.state == "finished" and during > 20
-    assert set(writer.errors) <= {"23505"}, writer.errors  # only the unique violations the constraint causes
+    # only the unique violations the constraint causes: no lock wait of a second (55P03), whatever the machine's speed
+    assert set(writer.errors) <= {"23505"}, writer.errors
     assert "23505" in writer.errors
-    assert writer.longest_s < 1.0, writer.longest_s  # never blocked a second by dbsweep
     verdict = verification(plan, service.verify(target, plan))
     assert verdict.passed, verdict.summary
     now = rows_by_id(pg)

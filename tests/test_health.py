@@ -65,19 +65,28 @@ def test_blocked_idle_and_long_running_sessions_exit_1(tmp_path, pg, dbname):
     def sleeper():
         with pg.connect() as conn:
             sleeper_started.set()
-            conn.execute(sa.text("SELECT pg_sleep(4)"))
+            try:
+                conn.execute(sa.text("SELECT pg_sleep(600)"))  # until the test cancels it
+            except sa.exc.DBAPIError:
+                pass
 
     threads = [threading.Thread(target=blocked), threading.Thread(target=sleeper)]
     for thread in threads:
         thread.start()
     try:
-        blocked_started.wait(10)
-        sleeper_started.wait(10)
-        time.sleep(1.5)
+        blocked_started.wait(60)
+        sleeper_started.wait(60)
+        deadline = time.monotonic() + 120
+        while not _seen_for_over_a_second(pg):  # the three sessions, each over --long-running
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         result = run_cli("health", path, "--long-running", "1 second")
         found = [f for f in _findings(path, long_running=timedelta(seconds=1)).values()
                  if f.check in ("blocked", "idle in transaction", "long-running")]
     finally:
+        with pg.connect() as conn:
+            conn.execute(sa.text("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE "
+                                 "'SELECT pg_sleep(600)%' AND pid <> pg_backend_pid()"))
         holder.rollback()
         holder.close()
         for thread in threads:
@@ -89,7 +98,7 @@ def test_blocked_idle_and_long_running_sessions_exit_1(tmp_path, pg, dbname):
         assert check in result.stdout, check
     by_check = {f.check: f for f in found}
     assert by_check["blocked"].status == PROBLEM and "UPDATE events SET payload = 'waits'" in by_check["blocked"].value
-    assert by_check["idle in transaction"].status == WARN and "pg_sleep(4)" in by_check["long-running"].value
+    assert by_check["idle in transaction"].status == WARN and "pg_sleep(600)" in by_check["long-running"].value
 
 
 def test_sqlite_health_counts_rows_and_finds_what_is_due(tmp_path):
@@ -117,3 +126,13 @@ def test_partitioned_table_rows_size_and_due(tmp_path, pg, dbname):
     rows = found[("table", "events")].value
     assert rows.startswith("300 rows") and not rows.endswith(" 0 B")
     assert "due" in found[("retention", "purge")].value and "29 days old" in found[("retention", "purge")].value
+
+
+def _seen_for_over_a_second(engine) -> bool:
+    """The holder idle in its transaction, the blocked UPDATE and the sleeper, each for over a second."""
+    with engine.connect() as conn:
+        return conn.execute(sa.text("""
+            SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+              AND ((state = 'idle in transaction' AND now() - state_change > interval '1 second')
+                   OR (state = 'active' AND now() - query_start > interval '1 second'))""")).scalar() >= 3
+

@@ -24,10 +24,33 @@ def test_max_duty_keeps_the_batches_to_their_share_of_the_wall_time(tmp_path, pg
     assert report.throttled_s > 0 and busy / report.seconds <= 0.45, (busy, report.seconds)
 
 
-def _release_after(seconds: float, action) -> threading.Thread:
-    thread = threading.Thread(target=lambda: (time.sleep(seconds), action()))
+def _after_the_first_batch(engine, action, moments: list) -> threading.Thread:
+    """Once the run has committed its first batch (and so paused, if its signal is over the limit),
+    do `action` and note the database's clock: no later batch may start before that moment."""
+    def watch():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                if sa.inspect(conn).has_table("batches", schema="dbsweep") and \
+                        conn.execute(sa.text("SELECT count(*) FROM dbsweep.batches")).scalar():
+                    break
+            time.sleep(0.05)
+        time.sleep(0.2)  # not needed for the proof below; it only lets the pause show in throttled_s
+        with engine.connect() as conn:
+            moments.append(conn.execute(sa.text("SELECT clock_timestamp()")).scalar())
+        action()
+
+    thread = threading.Thread(target=watch)
     thread.start()
     return thread
+
+
+def _held_until(engine, run_id: str, moment) -> None:
+    """The run's first batch came before `moment`, every other one after it: the run waited."""
+    with engine.connect() as conn:
+        starts = conn.execute(sa.text("SELECT started_at FROM dbsweep.batches WHERE run_id = :r ORDER BY batch_no"),
+                              {"r": run_id}).scalars().all()
+    assert len(starts) > 1 and starts[0] < moment and all(s > moment for s in starts[1:]), (moment, starts[:3])
 
 
 def test_sessions_waiting_on_locks_pause_the_run_until_they_are_served(tmp_path, pg, dbname):
@@ -46,16 +69,27 @@ def test_sessions_waiting_on_locks_pause_the_run_until_they_are_served(tmp_path,
 
     waiting = threading.Thread(target=waiter)
     waiting.start()
-    time.sleep(0.5)
-    releaser = _release_after(2.0, lambda: (holder.commit(), holder.close()))
+    deadline = time.monotonic() + 120
+    while not _waiting_on_locks(pg):  # the waiter is queued behind the holder before the run starts
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    moments = []
+    releaser = _after_the_first_batch(pg, lambda: (holder.commit(), holder.close()), moments)
     path = retention_policy(tmp_path, dbname, batch_size=500, extra="max_waiting_sessions = 0")
     try:
         _, report, _ = purge(path)
     finally:
-        releaser.join(10)
-        waiting.join(10)
+        releaser.join(300)
+        waiting.join(60)
     assert ids(pg, "events") == keep
-    assert report.throttled_s >= 1.0, report.throttled_s  # it waited for the blocked session to be served
+    assert report.throttled_s > 0
+    _held_until(pg, report.run_id, moments[0])  # it waited for the blocked session to be served
+
+
+def _waiting_on_locks(engine) -> bool:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND wait_event_type = 'Lock'")).scalar() > 0
 
 
 def test_the_throttle_query_pauses_the_run_while_it_is_over_its_bound(tmp_path, pg, dbname):
@@ -69,15 +103,17 @@ def test_the_throttle_query_pauses_the_run_while_it_is_over_its_bound(tmp_path, 
         with pg.begin() as conn:
             conn.exec_driver_sql("DELETE FROM busy_flag")
 
-    releaser = _release_after(1.5, clear)
+    moments = []
+    releaser = _after_the_first_batch(pg, clear, moments)
     path = retention_policy(tmp_path, dbname, batch_size=500,
                             extra='throttle_query = "SELECT count(*) FROM busy_flag WHERE reason LIKE \'%report%\'"\n'
                                   "throttle_max = 0")
     try:
         _, report, _ = purge(path)
     finally:
-        releaser.join(10)
-    assert ids(pg, "events") == keep and report.throttled_s >= 1.0, report.throttled_s
+        releaser.join(300)
+    assert ids(pg, "events") == keep and report.throttled_s > 0
+    _held_until(pg, report.run_id, moments[0])
 
 
 def test_a_throttle_query_that_is_not_one_select_is_refused(tmp_path, pg, dbname):
@@ -101,16 +137,27 @@ def test_sessions_running_statements_pause_the_run_and_idle_transactions_do_not(
     policy, target, plan = plan_and_gate(path)
     def run_a_long_statement():
         with pg.connect() as conn:
-            conn.execute(sa.text("SELECT pg_sleep(2)"))
+            try:
+                conn.execute(sa.text("SELECT pg_sleep(600)"))  # until the test cancels it
+            except sa.exc.DBAPIError:
+                pass
 
-    busy = _release_after(0, run_a_long_statement)
-    time.sleep(0.3)
+    busy = threading.Thread(target=run_a_long_statement)
+    busy.start()
+    deadline = time.monotonic() + 120
+    while not _sleeping(pg):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    moments = []
+    releaser = _after_the_first_batch(pg, lambda: _cancel_sleep(pg), moments)
     try:
         report = service.apply(policy, target, plan, dry_run=False)
     finally:
-        busy.join(10)
+        releaser.join(300)
+        busy.join(60)
     assert ids(pg, "events") == keep
-    assert 1.2 <= report.throttled_s <= 3.0, report.throttled_s  # held back while the statement ran, no longer
+    assert report.throttled_s > 0
+    _held_until(pg, report.run_id, moments[0])  # held back while the statement ran, and went on once it ended
 
     load_events(pg, old=3000, new=1000, table="events_again")
     again = retention_policy(tmp_path, dbname, batch_size=500, extra="max_active_sessions = 0")
@@ -118,3 +165,15 @@ def test_sessions_running_statements_pause_the_run_and_idle_transactions_do_not(
     _, report, _ = purge(again)
     idle.close()
     assert report.throttled_s == 0 and ids(pg, "events_again") == ids(pg, "events_again", NEW)
+
+
+def _sleeping(engine) -> bool:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND state = 'active' AND query LIKE 'SELECT pg_sleep(600)%'")).scalar() > 0
+
+
+def _cancel_sleep(engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                             "AND query LIKE 'SELECT pg_sleep(600)%' AND pid <> pg_backend_pid()"))

@@ -33,10 +33,12 @@ def test_purge_with_lag_limit_and_runtime_limit_records_why(tmp_path, pg, dbname
     load_events(pg, old=20000, new=5000)
     keep = ids(pg, "events", NEW)
     path = retention_policy(tmp_path, dbname, batch_size=200,
-                            extra='max_replica_lag = "5 seconds"\nsleep_ms = 30\nmax_runtime = "1 second"')
-    plan, report, target = purge(path)
+                            extra='max_replica_lag = "5 seconds"\nmax_runtime = "1 second"')
+    ticks = iter(range(10_000))  # the test's clock: a quarter second passes at each look, whatever the machine
+    plan, report, target = purge(path, clock=lambda: next(ticks) / 4)
     assert report.state == "stopped" and report.stop_reason == "runtime limit"
     assert 0 < report.rows < plan.rows_selected and report.replica_pauses == 0
+    assert report.batches == 3  # started at 0; looked at before each batch: 0.25, 0.5, 0.75 s go on, 1 s stops
     with pg.connect() as conn:
         state, reason = conn.execute(sa.text("SELECT state, stop_reason FROM dbsweep.runs")).one()
     assert (state, reason) == ("stopped", "runtime limit")
