@@ -19,6 +19,7 @@ from rich.console import Console
 
 from . import service
 from .errors import BadInput, DbsweepError, GateRefused, StoppedEarly
+from .files import owner_only
 from .plan import PhasePlan, PlanFile
 from .policy import Policy, load_policy
 from .redact import redact
@@ -511,6 +512,7 @@ def main() -> None:
     # normally and gives back its hold on the embedded server, which stops when no one else uses
     # it; a run in progress still finishes its batch first (it handles the signal itself).
     signal.signal(signal.SIGTERM, _interrupt)
+    owner_only()
     try:
         code = _invoke()
     finally:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import service
@@ -52,7 +53,7 @@ def run_demo(out: Console, scale: float, load_only: bool = False) -> None:
         recreate_embedded_database(database)
         shutil.rmtree(policy.archive_dir, ignore_errors=True)  # Parquet archives of the ledger just dropped
         target = connect(policy, "dev")
-        out.print(f"[bold]{policy.name}[/]: loading sample data into {target.display_url} (a fresh database)")
+        out.print(f"[bold]{policy.name}[/]: loading sample data into {escape(target.display_url)} (a fresh database)")
         dataset.create(target.engine, scale)
         if load_only:
             continue
@@ -150,26 +151,37 @@ def dagster_settings(storage: str = "sqlite", storage_url_env: str | None = None
     PostgreSQL through dagster-postgres: the embedded server's `dagster` database, or the URL in
     the environment variable `storage_url_env` (read by Dagster; the file never holds a password).
     That is what a production deployment with a real run launcher and many workers uses."""
-    per_value = "      value:\n          applyLimitPerUniqueValue: true\n        limit: 1\n"
-    text = ("concurrency:\n  pools:\n    default_limit: 1\n"
-            f"  runs:\n    max_concurrent_runs: {max_runs}\n    tag_concurrency_limits:\n"
-            f"      - key: dagster/partition\n  {per_value}"
-            f"      - key: dagster/partition/target\n  {per_value}"
-            "nux:\n  enabled: false\ntelemetry:\n  enabled: false\n")
+    def one_per_value() -> dict:
+        return {"value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+
+    settings: dict = {
+        "concurrency": {"pools": {"default_limit": 1},
+                        "runs": {"max_concurrent_runs": max_runs, "tag_concurrency_limits": [
+                            {"key": "dagster/partition", **one_per_value()},
+                            {"key": "dagster/partition/target", **one_per_value()}]}},
+        "nux": {"enabled": False}, "telemetry": {"enabled": False},
+    }
     if storage == "postgres":
         if storage_url_env is not None:
-            url = "{env: " + storage_url_env + "}"
+            if not ENV_NAME.match(storage_url_env):
+                raise BadInput(f"--storage-url-env {storage_url_env!r}: the name of an environment variable "
+                               "(letters, digits, '_'), not a value")
+            url: object = {"env": storage_url_env}
         else:
             from .embedded import embedded_url
 
             # a socket, no password; psycopg2: dagster-postgres binds NOTIFY's payload as a parameter,
             # which psycopg 3 sends to the server as $1, and PostgreSQL refuses there
-            socket = embedded_url(DAGSTER_DATABASE).set(drivername="postgresql+psycopg2")
-            url = json.dumps(socket.render_as_string(hide_password=False))
-        text += f"storage:\n  postgres:\n    postgres_url: {url}\n"
+            url = embedded_url(DAGSTER_DATABASE).set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+        settings["storage"] = {"postgres": {"postgres_url": url}}
     elif storage != "sqlite":
         raise BadInput(f"--storage {storage!r}: expected sqlite or postgres")
-    return text
+    import yaml
+
+    return yaml.safe_dump(settings, sort_keys=False)
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def launch_ui(out: Console, host: str = "127.0.0.1", port: int = 3000, storage: str = "sqlite",

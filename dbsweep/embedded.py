@@ -15,7 +15,7 @@ def dbsweep_home() -> Path:
     """Where dbsweep keeps local state: DBSWEEP_HOME, else ~/.local/share/dbsweep."""
     home = os.environ.get("DBSWEEP_HOME") or Path.home() / ".local" / "share" / "dbsweep"
     path = Path(home).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 

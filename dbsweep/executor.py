@@ -135,6 +135,7 @@ class Executor:
     def _run_locked(self) -> RunReport:
         plan = self.plan
         run = self.ledger.unfinished_run(plan.policy, plan.phase, plan.env, plan.plan_id) or self.ledger.start_run(plan)
+        run.cursor = run.trusted_cursor(len(plan.steps))  # read back: sealed, and a step of this plan
         resumed = run.batches_done > 0
         self.ledger.set_state(run.run_id, RUNNING, None)
         started = time.monotonic()

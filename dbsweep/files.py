@@ -12,10 +12,20 @@ from pathlib import Path
 from .errors import BadInput
 
 
+MAX_INPUT_BYTES = 16 * 1024 * 1024  # far above any policy or plan; a bigger file is not one
+
+
 def read_text(path: str | Path, what: str) -> str:
-    """The file's UTF-8 text; `what` names it in the error ("policy file", "plan file")."""
+    """The file's UTF-8 text; `what` names it in the error ("policy file", "plan file"). Only a
+    regular file of a sane size is read: a device (/dev/zero) or a FIFO is never opened."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        if Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir():
+            raise BadInput(f"{path}: not a regular file, so not a {what}")
+        with open(path, "rb") as source:
+            data = source.read(MAX_INPUT_BYTES + 1)
+        if len(data) > MAX_INPUT_BYTES:
+            raise BadInput(f"{path}: larger than {MAX_INPUT_BYTES // (1024 * 1024)} MB, so not a {what}")
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise BadInput(f"{path}: {what} not found") from None
     except IsADirectoryError:
@@ -52,3 +62,14 @@ def exclusively(path: Path):
 
 
 _THREADS = threading.Lock()  # flock excludes other open files, threading the threads of this process
+
+
+OWNER_ONLY = 0o077
+
+
+def owner_only() -> None:
+    """Every file this process writes from now on is its owner's alone (0600, folders 0700), whatever
+    the umask it was started with: archives of deleted production rows, plans, logs and reports
+    are as private as PostgreSQL keeps its data directory."""
+    os.umask(OWNER_ONLY)
+

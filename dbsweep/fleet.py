@@ -23,8 +23,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from .errors import StoppedEarly
+from .names import file_name
 from .redact import redact
 
 MEANING = {0: "done", 1: "failed", 2: "bad input", 3: "gate refused", StoppedEarly.exit_code: "stopped, resumable"}
@@ -100,7 +102,7 @@ def run_fleet(out: Console, verb_argv: list[str], targets: list[str], parallel: 
                 run.state = "skipped (interrupted)" if interrupted.is_set() else "skipped (--fail-fast)"
                 return
             run.state, run.started = "running", time.monotonic()
-            run.log = log_dir / f"{run.name}.log"
+            run.log = log_dir / file_name(run.name, ".log")  # a database's name is data, not a path
             with open(run.log, "w") as log:
                 run.process = subprocess.Popen([sys.executable, "-m", "dbsweep.cli", *child_argv(verb_argv, run.name)],
                                                stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
@@ -150,6 +152,6 @@ def _table(runs: list[TargetRun], title: str) -> Table:
         table.add_column(name, justify="right" if name in ("exit", "seconds") else "left", overflow="fold")
     for run in runs:
         seconds = run.seconds or (time.monotonic() - run.started if run.started else 0.0)
-        table.add_row(run.name, run.state, "" if run.code is None else str(run.code), f"{seconds:.1f}",
-                      run.last_line[:160])
+        table.add_row(Text(run.name), run.state, "" if run.code is None else str(run.code), f"{seconds:.1f}",
+                      Text(run.last_line[:160]))  # as written: a name like `x_[bold]y` is no markup
     return table

@@ -51,6 +51,7 @@ def _tables(schema: str | None) -> tuple[sa.Table, sa.Table, sa.Table]:
         sa.Column("rows_done", sa.BigInteger, nullable=False, default=0),
         sa.Column("batches_done", sa.Integer, nullable=False, default=0),
         sa.Column("cursor", sa.Text),
+        sa.Column("cursor_sha256", sa.String(64)),  # the seal of the cursor as dbsweep wrote it
     )
     batches = sa.Table(
         f"{prefix}batches", md,
@@ -63,8 +64,19 @@ def _tables(schema: str | None) -> tuple[sa.Table, sa.Table, sa.Table]:
         sa.Column("duration_ms", sa.Float, nullable=False),
         sa.Column("archive", sa.Text),  # archive table name or Parquet file (relative to the archive dir)
         sa.Column("restored_at", sa.DateTime(timezone=True)),
+        sa.Column("seal", sa.String(64)),  # the seal of the row's run, number, table, rows, cursor and archive
     )
     return plans, runs, batches
+
+
+def seal(*parts) -> str:
+    """The SHA-256 of what dbsweep wrote, checked when it is read back: a row edited outside dbsweep
+    (or half written by a broken tool) is refused instead of trusted."""
+    return body_hash(json.dumps(parts, default=str, separators=(",", ":")))
+
+
+def batch_seal(run_id, batch_no, table_name, rows, cursor, archive) -> str:
+    return seal("batch", run_id, int(batch_no), table_name, int(rows), cursor, archive)
 
 
 @dataclass
@@ -82,6 +94,20 @@ class RunRecord:
     rows_done: int
     batches_done: int
     cursor: dict | None
+    cursor_sha256: str | None = None
+    cursor_problem: str | None = None  # why the cursor read back cannot be trusted, if it cannot
+
+    def trusted_cursor(self, steps: int) -> dict:
+        """The cursor to resume from, refused (exit 3) unless it is the one dbsweep sealed and it
+        names a step of the plan."""
+        problem = self.cursor_problem
+        if problem is None and not (isinstance(self.cursor, dict) and isinstance(self.cursor.get("step"), int)
+                                    and 0 <= self.cursor["step"] <= steps):
+            problem = f"it names no step of the plan ({steps} steps)"
+        if problem:
+            raise GateRefused(f"run {self.run_id}: the ledger's cursor cannot be trusted ({problem}); nothing was run; "
+                              f"give the run up with `dbsweep abandon {self.run_id}` and plan again")
+        return self.cursor
 
 
 # in a batch's archive record: this step cannot be undone (kept there as the record of what it did)
@@ -99,18 +125,36 @@ class Ledger:
             if self.dialect.ledger_schema:
                 self.dialect.ensure_schema(conn, self.dialect.ledger_schema)
             self.plans.metadata.create_all(conn, checkfirst=True)
-            self._add_missing_columns(conn)
+            added = self._add_missing_columns(conn)
+            if "cursor_sha256" in added or "seal" in added:
+                self._seal_rows_of_an_earlier_release(conn, added)
 
-    def _add_missing_columns(self, conn: sa.Connection) -> None:
+    def _add_missing_columns(self, conn: sa.Connection) -> set[str]:
         """Ledgers made by an earlier dbsweep lack the newer nullable columns: add them."""
         inspector = sa.inspect(conn)
+        added = set()
         for table in (self.plans, self.runs, self.batches):
             existing = {c["name"]: c["type"] for c in inspector.get_columns(table.name, schema=table.schema)}
             for column in table.c:
                 if column.name not in existing and column.nullable:
                     self.dialect.add_column(conn, table, column)
+                    added.add(column.name)
                 elif isinstance(column.type, sa.Text) and getattr(existing.get(column.name), "length", None):
                     self.dialect.widen_to_text(conn, table, column)  # an earlier release's varchar(200)
+        return added
+
+    def _seal_rows_of_an_earlier_release(self, conn: sa.Connection, added: set[str]) -> None:
+        """Rows written before seals existed are sealed once, as the columns are added (a seal
+        cleared later is never filled in again: that row is refused)."""
+        if "cursor_sha256" in added:
+            for run_id, cursor in conn.execute(sa.select(self.runs.c.run_id, self.runs.c.cursor)).all():
+                conn.execute(sa.update(self.runs).where(self.runs.c.run_id == run_id).values(
+                    cursor_sha256=seal("cursor", run_id, cursor)))
+        if "seal" in added:
+            b = self.batches.c
+            for row in conn.execute(sa.select(b.run_id, b.batch_no, b.table_name, b.rows, b.cursor, b.archive)).all():
+                conn.execute(sa.update(self.batches).where(b.run_id == row.run_id, b.batch_no == row.batch_no).values(
+                    seal=batch_seal(*row)))
 
     # plans -----------------------------------------------------------------------------
     def save_plan(self, plan: PhasePlan) -> None:
@@ -170,10 +214,12 @@ class Ledger:
     # runs ------------------------------------------------------------------------------
     def start_run(self, plan: PhasePlan) -> RunRecord:
         now = utcnow()
+        run_id = uuid.uuid4().hex[:12]
+        cursor = json.dumps({"step": 0, "after": None})
         values = dict(
-            run_id=uuid.uuid4().hex[:12], plan_id=plan.plan_id, policy=plan.policy, phase=plan.phase,
+            run_id=run_id, plan_id=plan.plan_id, policy=plan.policy, phase=plan.phase,
             env=plan.env, state=RUNNING, started_at=now, updated_at=now, rows_done=0, batches_done=0,
-            cursor=json.dumps({"step": 0, "after": None}),
+            cursor=cursor, cursor_sha256=seal("cursor", run_id, cursor),
         )
         with self.engine.begin() as conn:
             conn.execute(sa.insert(self.runs).values(**values))
@@ -255,13 +301,15 @@ class Ledger:
         """Inside the batch's own transaction: the batch row and the run's new cursor commit with the
         change. The caller updates `run` in memory only once that transaction has committed."""
         batch_no = run.batches_done + 1
+        text = json.dumps(cursor)
         record = sa.insert(self.batches).values(
-            run_id=run.run_id, batch_no=batch_no, table_name=table, rows=rows, cursor=json.dumps(cursor),
+            run_id=run.run_id, batch_no=batch_no, table_name=table, rows=rows, cursor=text,
             started_at=started_at, duration_ms=duration_ms, archive=archive,
+            seal=batch_seal(run.run_id, batch_no, table, rows, text, archive),
         )
         advance = sa.update(self.runs).where(self.runs.c.run_id == run.run_id).values(
-            rows_done=self.runs.c.rows_done + rows, batches_done=batch_no, cursor=json.dumps(cursor),
-            updated_at=utcnow(),
+            rows_done=self.runs.c.rows_done + rows, batches_done=batch_no, cursor=text,
+            cursor_sha256=seal("cursor", run.run_id, text), updated_at=utcnow(),
         )
         if self.dialect.dml_in_cte:  # one round trip instead of two
             conn.execute(advance.add_cte(record.cte("recorded")))
@@ -306,12 +354,19 @@ class Ledger:
             return list(conn.execute(sa.select(r.run_id).where(r.plan_id == plan_id)).scalars())
 
     def archived_batches(self, run_id: str) -> list:
-        """Batches of a run that archived rows and are not yet restored, in order."""
+        """Batches of a run that archived rows and are not yet restored, in order; refused (exit 3)
+        when any is not as dbsweep sealed it (its table, rows or archive edited since)."""
         b = self.batches.c
         with self.engine.connect() as conn:
-            return list(conn.execute(sa.select(self.batches).where(
+            rows = list(conn.execute(sa.select(self.batches).where(
                 b.run_id == run_id, b.archive.is_not(None), b.restored_at.is_(None),
             ).order_by(b.batch_no)))
+        broken = [row.batch_no for row in rows
+                  if row.seal != batch_seal(row.run_id, row.batch_no, row.table_name, row.rows, row.cursor, row.archive)]
+        if broken:
+            raise GateRefused(f"run {run_id}: ledger batches {', '.join(map(str, broken[:10]))} are not as dbsweep "
+                              "recorded them (edited outside dbsweep); nothing was restored")
+        return rows
 
     def mark_restored(self, conn: sa.Connection, run_id: str, batch_no: int) -> None:
         conn.execute(sa.update(self.batches).where(
@@ -338,6 +393,14 @@ class Ledger:
             ).scalar())
 
     def _run(self, row) -> RunRecord:
+        """A run as read back: its cursor parsed, and judged against its seal (never trusted)."""
         data = dict(row._mapping)
-        data["cursor"] = json.loads(data["cursor"]) if data["cursor"] else None
+        text = data["cursor"]
+        try:
+            data["cursor"] = json.loads(text) if text else None
+        except ValueError:
+            data["cursor"], data["cursor_problem"] = None, "not JSON"
+        if data.get("cursor_problem") is None and text is not None \
+                and data.get("cursor_sha256") != seal("cursor", data["run_id"], text):
+            data["cursor_problem"] = "not the one dbsweep wrote"
         return RunRecord(**data)

@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .catalog import reflect_table
 from .dialects import dialect_for
-from .errors import DbsweepError
+from .errors import BadInput, DbsweepError
 from .health import policy_tables
 from .kinds import kind_named
 from .ledger import Ledger
@@ -141,7 +141,10 @@ def serve(policy: Policy, target: Target | None, host: str, port: int, env: str 
 
     registry = CollectorRegistry()
     registry.register(DbsweepCollector(policy, target, env))
-    return start_http_server(port, addr=host, registry=registry)
+    try:
+        return start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:  # no such address (socket.gaierror), a port in use or not ours to take
+        raise BadInput(f"--listen {host}:{port}: cannot listen there ({exc.strerror or exc})") from None
 
 
 PUSHGATEWAY_ENV = "DBSWEEP_PUSHGATEWAY"

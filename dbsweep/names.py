@@ -6,6 +6,7 @@ smaller limit is used everywhere so a policy moves between them unchanged."""
 from __future__ import annotations
 
 import hashlib
+import re
 
 MAX_IDENTIFIER_BYTES = 63
 _HASH = 8
@@ -26,3 +27,19 @@ def stem_for(base: str, suffix_length: int, limit: int = MAX_IDENTIFIER_BYTES) -
     """What `derived` keeps of `base` before a suffix of this many bytes: to find derived names
     again by pattern (a retired copy's date varies)."""
     return derived(base, "x" * suffix_length, limit)[:-suffix_length]
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+MAX_FILE_STEM = 100
+
+
+def file_name(name: str, suffix: str) -> str:
+    """A file name for a name that comes from outside (a fleet target, a database's own name):
+    the name itself when it is plain and short, else its plain characters (at most 100) and eight
+    hex digits of its hash, so `../x`, `a/b`, a 300-character name or two names differing only in
+    such characters become distinct names in the one folder, never a path elsewhere."""
+    if not _SAFE.search(name) and 0 < len(name) <= MAX_FILE_STEM and not name.startswith("."):
+        return name + suffix
+    stem = _SAFE.sub("_", name)[:MAX_FILE_STEM].lstrip(".") or "_"
+    return f"{stem}-{hashlib.sha256(name.encode()).hexdigest()[:_HASH]}{suffix}"
+

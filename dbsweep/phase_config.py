@@ -58,7 +58,12 @@ def _quoted(part: str) -> str:
     return '"' + part.replace('"', '""') + '"'
 
 
+MAX_NAME = 100  # the ledger keeps names in columns of 100 (env) and 200 (policy, phase) characters
+
+
 def _plain_name(value: str) -> str:
+    if len(value) > MAX_NAME:
+        raise ValueError(f"name {value[:20]!r}... is {len(value)} characters long; at most {MAX_NAME}")
     if not _NAME.match(value):
         raise ValueError(f"name {value!r} must be letters, digits, '_' or '-'")
     return value

@@ -75,8 +75,8 @@ class EnvConfig(Strict):
 
 
 class DatabaseConfig(Strict):
-    default_env: str = "dev"
-    env: dict[str, EnvConfig]
+    default_env: PlainName = "dev"
+    env: dict[PlainName, EnvConfig]
     database_name: str | None = None  # database created inside the embedded server
 
     @model_validator(mode="after")
@@ -210,6 +210,8 @@ def load_policy(path: str | Path) -> Policy:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise BadInput(f"{path}: not a policy: arrays or tables nested deeper than TOML parsers go") from None
     extra = set(raw) - {"policy", "database", "phase", "alerts", "schedules"}
     if extra:
         raise BadInput(f"{path}: unknown top-level table '{sorted(extra)[0]}'")

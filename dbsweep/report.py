@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .plan import GateVerdict, PhasePlan
 
@@ -28,7 +30,7 @@ def _when(value) -> str:
 
 
 def print_plan(out: Console, target, plans: list[PhasePlan]) -> None:
-    table = Table(title=f"plan on {target.display_url} (env {target.env})")
+    table = Table(title=f"plan on {escape(target.display_url)} (env {target.env})")
     for name in ("phase", "plan id", "table", "rows", "selected", "fraction", "oldest selected", "cutoff / action",
                  "est. bytes", "gate"):
         table.add_column(name, justify="right" if name in ("rows", "selected", "fraction", "est. bytes") else "left")
@@ -102,7 +104,7 @@ def print_verification(out: Console, plan: PhasePlan, rows: list[dict], verdict:
 
 
 def print_status(out: Console, policy, target, runs, undoable: set[str]) -> None:
-    table = Table(title=f"{policy.name} runs on {target.display_url} (env {target.env})")
+    table = Table(title=f"{policy.name} runs on {escape(target.display_url)} (env {target.env})")
     for name in ("run id", "phase", "plan id", "state", "rows", "batches", "started", "updated", "why it stopped", "next"):
         table.add_column(name, justify="right" if name in ("rows", "batches") else "left")
     for run in runs:
@@ -111,22 +113,22 @@ def print_status(out: Console, policy, target, runs, undoable: set[str]) -> None
             resumable += ("; " if resumable else "") + f"undo: dbsweep restore {run.run_id}"
         table.add_row(run.run_id, run.phase, run.plan_id, run.state, f"{run.rows_done:,}", f"{run.batches_done:,}",
                       _when(run.started_at), _when(run.updated_at),
-                      "" if run.stop_reason in (None, run.state) else run.stop_reason, resumable)
+                      Text("" if run.stop_reason in (None, run.state) else run.stop_reason), resumable)
     out.print(table)
 
 
 def print_health(out: Console, policy, target, findings) -> None:
-    table = Table(title=f"{policy.name} health on {target.display_url} (env {target.env})")
+    table = Table(title=f"{policy.name} health on {escape(target.display_url)} (env {target.env})")
     for name in ("check", "subject", "finding", "status"):
         table.add_column(name)
     colour = {"ok": "green", "warn": "yellow", "problem": "red"}
     for f in findings:
-        table.add_row(f.check, f.subject, f.value, f"[{colour[f.status]}]{f.status}[/]")
+        table.add_row(Text(f.check), Text(f.subject), Text(f.value), f"[{colour[f.status]}]{f.status}[/]")
     out.print(table)
 
 
 def print_stats(out: Console, policy, target, stats) -> None:
-    table = Table(title=f"{policy.name} statistics on {target.display_url} (env {target.env})")
+    table = Table(title=f"{policy.name} statistics on {escape(target.display_url)} (env {target.env})")
     for name in ("phase", "runs", "succeeded", "success rate", "refused", "rows changed", "last success",
                  "median duration", "median rows/s"):
         table.add_column(name, justify="left" if name in ("phase", "last success") else "right")
@@ -147,5 +149,5 @@ def print_alerts(out: Console, policy, results) -> None:
         table.add_column(name)
     for r in results:
         status = f"[{'red' if r.severity == 'error' else 'yellow'}]{r.severity}: fired[/]" if r.fired else "[green]ok[/]"
-        table.add_row(r.alert, r.subject, r.text, status)
+        table.add_row(Text(r.alert), Text(r.subject), Text(r.text), status)
     out.print(table)

@@ -22,7 +22,7 @@ def restore_run(engine: sa.Engine, run_id: str, archive_dir: Path) -> RestoreRep
     run = ledger.run(run_id)
     if run is None:
         raise BadInput(f"run {run_id} is not in this database's ledger")
-    plan = ledger.load_plan(run.plan_id)
+    plan = ledger.approved_plan(run.plan_id)  # the body its gate judged, or refused (exit 3)
     if run.state == RESTORED:
         return RestoreReport(run_id, run.phase, 0, 0, 0, 0, already_restored=True, detail=run.stop_reason or "")
     dialect = dialect_for(engine)

@@ -10,8 +10,11 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from dbsweep.files import owner_only
 from dbsweep.policy import Policy, load_policy
 from dbsweep.target import Target, connect
+
+owner_only()  # the code location writes archives, reports and logs too: its owner's alone
 
 
 def default_policy_dir() -> str:

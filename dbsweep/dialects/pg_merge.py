@@ -58,14 +58,47 @@ def journal_table(conn, table: str, journal: str) -> str:
     return qualified(conn, f"{table.rpartition('.')[0]}.{journal}" if "." in table else journal)
 
 
+# a journal row's seal: what dbsweep wrote, as jsonb's canonical text, hashed in the same transaction
+JOURNAL_SEAL = ("encode(sha256(convert_to(jsonb_build_array(run_id, batch_no, step, action, table_name, key, "
+                "column_name, old_value, row_data)::text, 'UTF8')), 'hex')")
+
+
 def ensure_journal(conn: sa.Connection, table: str, name: str) -> str:
     target = journal_table(conn, table, name)
     conn.execute(sa.text(
         f"CREATE TABLE IF NOT EXISTS {target} (id bigserial PRIMARY KEY, run_id text NOT NULL, batch_no int NOT NULL, "
         "step int NOT NULL, action text NOT NULL, table_name text NOT NULL, key jsonb NOT NULL, column_name text, "
-        "old_value jsonb, row_data jsonb)"))
+        "old_value jsonb, row_data jsonb, seal text)"))
     conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {_q(conn, name[:50] + '_batch')} ON {target} (run_id, batch_no)"))
+    unsealed = conn.execute(sa.text(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(:t) AND attname = 'seal' "
+        "AND NOT attisdropped)"), {"t": target}).scalar()
+    if unsealed:  # a journal of an earlier release: its rows are sealed once, as the column is added
+        conn.execute(sa.text(f"ALTER TABLE {target} ADD COLUMN seal text"))
+        conn.execute(sa.text(f"UPDATE {target} SET seal = {JOURNAL_SEAL}"))
     return target
+
+
+def seal_batch(batch: Batch) -> None:
+    """Seal the journal rows this batch wrote, in its own transaction."""
+    batch.conn.execute(sa.text(f"UPDATE {batch.journal} SET seal = {JOURNAL_SEAL} WHERE run_id = :r AND batch_no = :b"),
+                       {"r": batch.run_id, "b": batch.batch_no})
+
+
+def check_journal(conn: sa.Connection, spec: dict, journal: str, run_id: str, batch_no: int) -> None:
+    """Refuse (exit 3) a batch's journal whose rows are not as dbsweep sealed them, or that name a
+    table or column the plan's merge never changes: undo only touches what the run recorded."""
+    rows = conn.execute(sa.text(
+        f"SELECT id, table_name, column_name, action, seal IS DISTINCT FROM {JOURNAL_SEAL} AS edited FROM {journal} "
+        "WHERE run_id = :r AND batch_no = :b"), {"r": run_id, "b": batch_no}).all()
+    columns = {(c["table"], c["column"]) for c in spec["children"]} | {
+        (c["table"], c["rename_column"]) for c in spec["children"] if c.get("rename_column")}
+    wrong = [r.id for r in rows if r.edited or r.table_name not in spec["tables"]
+             or (r.action == "delete") != (r.column_name is None)
+             or (r.action != "delete" and (r.table_name, r.column_name) not in columns)]
+    if wrong:
+        raise GateRefused(f"run {run_id}: journal rows {', '.join(map(str, wrong[:10]))} of batch {batch_no} in "
+                          f"{journal} are not as dbsweep recorded them; nothing of that batch was undone")
 
 
 @dataclass
@@ -346,6 +379,7 @@ def _delete_losers(batch: Batch, table: str, mapping: str) -> int:
 def undo_batch(conn: sa.Connection, spec: dict, journal: str, run_id: str, batch_no: int) -> tuple[int, int]:
     """Replay one batch's journal backwards: deleted rows re-inserted (a row whose key exists again
     is left alone), pointers and names set back. Returns (rows re-inserted, pointers restored)."""
+    check_journal(conn, spec, journal, run_id, batch_no)
     inserted = restored = 0
     steps = conn.execute(sa.text(
         f"SELECT DISTINCT step, action, table_name, column_name FROM {journal} WHERE run_id = :r AND batch_no = :b "
@@ -368,7 +402,8 @@ def undo_batch(conn: sa.Connection, spec: dict, journal: str, run_id: str, batch
                 UPDATE {target} c SET {column} = r.{column}
                 FROM {journal} j CROSS JOIN LATERAL jsonb_populate_record(
                     NULL::{target}, j.key || jsonb_build_object(j.column_name, j.old_value)) r
-                WHERE j.run_id = :r AND j.batch_no = :b AND j.step = :s AND c.{key} = r.{key}"""), params).rowcount
+                WHERE j.run_id = :r AND j.batch_no = :b AND j.step = :s AND j.column_name = :c
+                  AND c.{key} = r.{key}"""), {**params, "c": step.column_name}).rowcount
     return inserted, restored
 
 

@@ -392,6 +392,12 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
         said.append(f"backups dropped after keep_backup stay dropped ({', '.join(dropped)})")
         batches = [b for b in batches if '"dropped_backup"' not in b.archive]
     with engine.connect() as conn:  # refused before anything changes
+        for step in (s for s in plan.steps if s.spec.get("repoint")):
+            repoint = step.spec["repoint"]
+            if sa.inspect(conn).has_table(repoint["journal"], schema=reflect_table(conn, step.table).schema):
+                journal = pg_merge.journal_table(conn, repoint["table"], repoint["journal"])
+                for batch in batches:
+                    pg_merge.check_journal(conn, repoint, journal, run.run_id, batch.batch_no)
         for record in (json.loads(b.archive) for b in batches if b.archive.startswith("{")):
             table = reflect_table(conn, record["rebuild"])
             if not sa.inspect(conn).has_table(record["backup"], schema=table.schema):

@@ -74,6 +74,7 @@ class Repointing(Change):
             ["loser", "survivor"], duplicate_map(table, self.spec, doomed)))
         conn.execute(sa.text(f"ANALYZE {mapping}"))
         pg_merge.move_children(batch, repoint["table"], mapping)
+        pg_merge.seal_batch(batch)
         return self.inner.apply(conn, stmt, table)
 
 

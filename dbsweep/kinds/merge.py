@@ -191,6 +191,7 @@ class MergeWalker(StagedWalker):
             return 0, self.next_stage(**attempt)
         batch = pg_merge.Batch(conn, spec, journal, self.sink.run_id, self.sink.batch_no)
         losers = pg_merge.merge_into(batch, spec["table"], pg_merge.top_map(batch, after, upto))
+        pg_merge.seal_batch(batch)
         self.groups = size if more else 0
         return losers, {"stage": "merge", "after": upto, **attempt} if more else self.next_stage(**attempt)
 
@@ -280,6 +281,11 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     spec = plan.steps[0].spec
     dialect = dialect_for(engine)
     said = []
+    batches = list(reversed(ledger.archived_batches(run.run_id)))
+    with engine.connect() as conn:  # every batch's journal checked before anything changes
+        journal = pg_merge.journal_table(conn, spec["table"], spec["journal"])
+        for batch in batches:
+            pg_merge.check_journal(conn, spec, journal, run.run_id, batch.batch_no)
     wanted = spec.get("constraint")
     if wanted:
         with engine.connect() as conn:
@@ -289,7 +295,6 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
             dialect.drop_index(engine, table, wanted["name"])
             said.append(f"dropped unique index {wanted['name']} first")
     inserted = restored = 0
-    batches = list(reversed(ledger.archived_batches(run.run_id)))
     for batch in batches:
         with engine.begin() as conn:
             journal = pg_merge.journal_table(conn, spec["table"], spec["journal"])  # the plan's, not the ledger's text
