@@ -120,6 +120,18 @@ class Ledger:
         self.dialect = dialect_for(engine)
         self.plans, self.runs, self.batches = _tables(self.dialect.ledger_schema)
 
+    def exists(self) -> bool:
+        """Whether this database has a ledger (looked at without creating one)."""
+        return sa.inspect(self.engine).has_table(self.runs.name, schema=self.runs.schema)
+
+    def rows_for_plan(self, plan_id: str) -> int:
+        """Rows changed by the plan's runs, less the batches restored since."""
+        b, r = self.batches.c, self.runs.c
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(b.rows), 0))
+                                    .select_from(self.batches.join(self.runs, b.run_id == r.run_id))
+                                    .where(r.plan_id == plan_id, b.restored_at.is_(None))).scalar())
+
     def ensure(self) -> None:
         with self.engine.begin() as conn:
             if self.dialect.ledger_schema:

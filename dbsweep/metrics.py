@@ -1,9 +1,14 @@
-"""Prometheus metrics, read from the ledger and the database at scrape time (a custom collector,
-so a scrape always sees the present: nothing is cached between scrapes)."""
+"""Prometheus metrics, read from the ledger and the database's statistics at scrape time (a custom
+collector). A scrape costs milliseconds whatever the tables' size: row counts are the statistics'
+estimates, rows due are what the latest plan or check counted less what its runs did since (with
+that figure's age), and nothing is scanned or written. Concurrent scrapes share one reading, which
+is kept for a few seconds."""
 
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -31,7 +36,8 @@ FAMILIES = {
                                                ["phase"]),
     "dbsweep_runs": (GaugeMetricFamily, "Runs started, by outcome", ["phase", "outcome"]),
     "dbsweep_table_size_bytes": (GaugeMetricFamily, "Table size with indexes and TOAST", ["table"]),
-    "dbsweep_table_rows": (GaugeMetricFamily, "Rows in the table (exact)", ["table"]),
+    "dbsweep_table_rows": (GaugeMetricFamily, "Rows in the table: the statistics' live-row estimate (an exact count "
+                           "on SQLite, which keeps none)", ["table"]),
     "dbsweep_dead_tuples": (GaugeMetricFamily, "Dead tuples, from the statistics", ["table"]),
 }
 
@@ -45,14 +51,29 @@ class DbsweepCollector:
     discovered fleet grows), every sample also names its `target`, and `dbsweep_target_up` is 0 for
     a target that could not be read (its line on stderr), so one database down hides no other."""
 
-    def __init__(self, policy: Policy, target: Target | None = None, env: str | None = None):
+    def __init__(self, policy: Policy, target: Target | None = None, env: str | None = None, fresh_s: float = 5.0,
+                 clock=time.monotonic):
         self.policy, self.target, self.env = policy, target, env
         self.fleet: dict[str, Target] = {}
+        self.fresh_s, self.clock = fresh_s, clock
+        self.reading = threading.Lock()
+        self.last: tuple[float, list] | None = None
+        self.readings = 0  # how many times the databases were read (a test counts them)
 
     def describe(self):
         return []  # collected live at scrape time only; nothing to register ahead
 
     def collect(self):
+        """One reading at a time: a scrape that arrives while another reads waits for it and gets
+        the same families; a reading younger than `fresh_s` is served again."""
+        with self.reading:
+            if self.last is None or self.clock() - self.last[0] >= self.fresh_s:
+                self.last = (self.clock(), list(self._read()))
+                self.readings += 1
+            families = self.last[1]
+        yield from families
+
+    def _read(self):
         if self.target is not None:
             yield from _families(self.policy.name, None, [((), self._samples(self.target))])
             return
@@ -80,7 +101,8 @@ class DbsweepCollector:
 
     def _ledger(self, target: Target):
         ledger = Ledger(target.engine)
-        ledger.ensure()
+        if not ledger.exists():  # a database nothing has run on yet: the exporter creates nothing
+            return
         name = self.policy.name
         for (phase, table), rows in sorted(ledger.rows_by_table(name).items()):
             yield "dbsweep_rows_changed", [phase, table], rows
@@ -96,23 +118,30 @@ class DbsweepCollector:
     def _database(self, target: Target):
         now = datetime.now(timezone.utc)
         samples = []
-        with target.engine.connect() as conn:
+        ledger = Ledger(target.engine)
+        has_ledger = ledger.exists()
+        with target.engine.connect() as conn, conn.begin():
             dialect = dialect_for(conn)
+            dialect.read_only(conn)
             for qualified in policy_tables(self.policy):
                 try:
                     table = reflect_table(conn, qualified)
                 except DbsweepError:
                     continue  # retired, or not there yet: health says so
-                samples.append(("dbsweep_table_rows", [qualified],
-                                conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()))
                 stats = dialect.table_stats(conn, table)
                 if stats is not None:
+                    samples.append(("dbsweep_table_rows", [qualified], stats[0]))
                     samples.append(("dbsweep_dead_tuples", [qualified], stats[1]))
                     samples.append(("dbsweep_table_size_bytes", [qualified], stats[2]))
+                else:  # no statistics to read (SQLite, a local file): counted
+                    samples.append(("dbsweep_table_rows", [qualified],
+                                    conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()))
             for phase in self.policy.phases:
                 kind = kind_named(phase.kind)
+                latest = ledger.latest_plan(self.policy.name, phase.name, target.env) if has_ledger else None
+                done = ledger.rows_for_plan(latest.plan_id) if latest is not None else 0
                 try:
-                    numbers = kind.measures(phase, conn, dialect, now)
+                    numbers = kind.gauges(phase, conn, dialect, now, latest, done)
                 except DbsweepError:
                     continue
                 for metric, value in numbers.items():
@@ -134,13 +163,13 @@ def _families(policy: str, target_label: str | None, read: list[tuple[tuple, lis
     return list(families.values())
 
 
-def serve(policy: Policy, target: Target | None, host: str, port: int, env: str | None = None):
+def serve(policy: Policy, target: Target | None, host: str, port: int, env: str | None = None, fresh_s: float = 5.0):
     """An HTTP exporter on host:port for this policy (no target: every target of its fleet env);
     returns (server, thread)."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry()
-    registry.register(DbsweepCollector(policy, target, env))
+    registry.register(DbsweepCollector(policy, target, env, fresh_s))
     try:
         return start_http_server(port, addr=host, registry=registry)
     except OSError as exc:  # no such address (socket.gaierror), a port in use or not ours to take

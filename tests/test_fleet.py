@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from dbsweep.embedded import embedded_url
 from tests.conftest import ids, load_events, run_cli, write_policy
 from tests.helpers import free_port, scrape
+from tests.test_stats_metrics import _analyzed
 
 NEW = "created_at >= now() - interval '7 days'"
 PHASES = """
@@ -95,6 +96,8 @@ def test_metrics_of_a_fleet_name_each_target_and_one_down_hides_no_other(tmp_pat
     before = {name: len(ids(e, "events")) for name, e in engines.items()}
     assert run_cli("run", path, "--target", "p", "--phase", "events").returncode == 0
     purged = before["p"] - len(ids(engines["p"], "events"))
+    for engine in engines.values():
+        _analyzed(engine)  # the exporter serves the statistics' row counts
     port = free_port()
     server, thread = serve(load_policy(path), None, "127.0.0.1", port)
     try:

@@ -33,23 +33,29 @@ def test_stats_match_the_ledger(tmp_path, pg, dbname):
 
 def test_the_exporter_serves_the_known_table_over_http(tmp_path, pg, dbname):
     load_events(pg, old=3000, new=1000)
+    _analyzed(pg)
     path = retention_policy(tmp_path, dbname, batch_size=1000)
     policy = load_policy(path)
     port = free_port()
-    server, thread = serve(policy, connect(policy), "127.0.0.1", port)
+    server, thread = serve(policy, connect(policy), "127.0.0.1", port, fresh_s=0)
     try:
         url = f"http://127.0.0.1:{port}/metrics"
-        before = scrape(url)
         labels = (("policy", "testpol"), ("table", "events"))
-        assert before[("dbsweep_table_rows", labels)] == 4000 and before[("dbsweep_table_size_bytes", labels)] > 0
         phase = (("phase", "purge"), ("policy", "testpol"), ("table", "events"))
+        unplanned = scrape(url)
+        assert ("dbsweep_rows_due", phase) not in unplanned  # nothing counted them yet: no figure, and no scan
+        assert run_cli("check", path).returncode == 0  # the consistency check counts them, as a plan does
+        before = scrape(url)
+        assert before[("dbsweep_table_rows", labels)] == 4000 and before[("dbsweep_table_size_bytes", labels)] > 0
         due = count(pg, "events", "created_at < now() - interval '7 days'")
         assert before[("dbsweep_rows_due", phase)] == due
+        assert 0 <= before[("dbsweep_rows_due_age_seconds", phase)] < 3600
         with pg.connect() as conn:
             oldest = conn.execute(sa.text("SELECT min(created_at) FROM events")).scalar()
         age = (datetime.now(timezone.utc) - oldest).total_seconds()
         assert abs(before[("dbsweep_oldest_row_age_seconds", phase)] - age) < 60
         purge(path)
+        _analyzed(pg)
         after = scrape(url)
         assert after[("dbsweep_table_rows", labels)] == 4000 - due and after[("dbsweep_rows_due", phase)] == 0
         assert after[("dbsweep_rows_changed_total", (("phase", "purge"), ("policy", "testpol"), ("table", "events")))] == due
@@ -123,3 +129,47 @@ def test_runs_pushadd_their_figures_and_a_stop_keeps_the_last_success(tmp_path, 
     samples = {s.name: s.value for f in text_string_to_metric_families(done) for s in f.samples}
     assert abs(samples["dbsweep_last_success_timestamp_seconds"] - time.time()) < 120
     assert samples["dbsweep_run_rows"] == 2500 - count(pg, "events") - 600  # the resumed session's own rows
+
+
+def _analyzed(engine, seconds: float = 120) -> None:
+    """The statistics the exporter reads, up to date: ANALYZE until every table's live-row estimate
+    is its count (a session that changed a table reports its own counts within seconds)."""
+    deadline = time.monotonic() + seconds
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        while True:
+            conn.exec_driver_sql("ANALYZE")
+            conn.exec_driver_sql("SELECT pg_stat_force_next_flush()")
+            stale = [t for t, live in conn.execute(sa.text(
+                "SELECT format('%I.%I', schemaname, relname), n_live_tup FROM pg_stat_user_tables")).all()
+                     if conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar() != live]
+            if not stale:
+                return
+            assert time.monotonic() < deadline, f"statistics still stale: {stale}"
+            time.sleep(0.2)
+
+
+def test_scraping_writes_nothing_and_concurrent_scrapes_read_once(tmp_path, pg, dbname):
+    """A database no run has touched: scrapes create no ledger, no schema, no relation; eight at
+    once are one reading of the database."""
+    import threading
+
+    from dbsweep.metrics import DbsweepCollector
+    from tests.test_inbound_keys import _relations
+
+    load_events(pg, old=300, new=100)
+    path = retention_policy(tmp_path, dbname)
+    policy = load_policy(path)
+    before = _relations(pg)
+    with pg.connect() as conn:
+        schemas = set(conn.execute(sa.text("SELECT nspname FROM pg_namespace")).scalars())
+    collector = DbsweepCollector(policy, connect(policy), fresh_s=60)
+    scrapes = [threading.Thread(target=lambda: list(collector.collect())) for _ in range(8)]
+    for scrape_thread in scrapes:
+        scrape_thread.start()
+    for scrape_thread in scrapes:
+        scrape_thread.join(60)
+    assert collector.readings == 1
+    assert _relations(pg) == before
+    with pg.connect() as conn:
+        assert set(conn.execute(sa.text("SELECT nspname FROM pg_namespace")).scalars()) == schemas
+

@@ -115,8 +115,15 @@ class Kind:
         return None
 
     def measures(self, cfg, conn: sa.Connection, dialect: Dialect, now: datetime) -> dict[str, float]:
-        """Numbers of the kind's own for monitoring, read at scrape time (retention: the oldest
-        row's age and the rows due now). Keys are metric names without the `dbsweep_` prefix."""
+        """Numbers of the kind's own, exact, for alerts (retention: the oldest row's age and the rows
+        due now). Keys are metric names without the `dbsweep_` prefix."""
+        return {}
+
+    def gauges(self, cfg, conn: sa.Connection, dialect: Dialect, now: datetime, latest: PhasePlan | None,
+               done: int) -> dict[str, float]:
+        """What the exporter serves of the kind's own at every scrape: milliseconds whatever the
+        table's size, never a scan (figures of the phase's `latest` plan, less the `done` rows its
+        runs changed since, with their age; index-only bounds)."""
         return {}
 
     def health(self, cfg, conn: sa.Connection, dialect: Dialect, now: datetime, tables_found: set[str]) -> list[Any]:

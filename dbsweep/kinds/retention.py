@@ -296,6 +296,22 @@ class Retention(Kind):
                 # how far past the retention the oldest row the rule deletes is (kept rows do not count)
                 "oldest_row_overdue_seconds": (cutoff - first_due).total_seconds() if first_due is not None else 0.0}
 
+    def gauges(self, cfg, conn, dialect, now, latest, done) -> dict[str, float]:
+        """Rows due as the latest plan (or `check`) counted them, less what its runs deleted since,
+        with that count's age; the oldest row from the time column's index alone (min() is its first
+        entry), when an index leads with it."""
+        out = {}
+        if latest is not None:
+            out["rows_due"] = float(max(latest.rows_selected - done, 0))
+            out["rows_due_age_seconds"] = (now - latest.created_at).total_seconds()
+        table = reflect_table(conn, cfg.table)
+        indexed = any(ix["column_names"][:1] == [cfg.time_column]
+                      for ix in sa.inspect(conn).get_indexes(table.name, schema=table.schema))
+        if indexed:
+            first = _as_utc(conn.execute(sa.select(sa.func.min(table.c[cfg.time_column]))).scalar())
+            out["oldest_row_age_seconds"] = (now - first).total_seconds() if first is not None else 0.0
+        return out
+
     def health(self, cfg, conn, dialect, now, tables_found) -> list[Finding]:
         """The oldest row the rule would delete now (a cleanup is due), else the oldest row of all
         (rows kept by `where` or `keep_if_referenced_by` may be older than the cutoff)."""
