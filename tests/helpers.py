@@ -38,3 +38,20 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
     text = urllib.request.urlopen(url, timeout=30).read().decode()
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def wait_for_a_batch(engine, seconds: float = 300) -> None:
+    """Until a run has committed its first batch in this database's ledger."""
+    import time
+
+    import sqlalchemy as sa
+
+    deadline = time.monotonic() + seconds
+    while True:
+        with engine.connect() as conn:
+            if sa.inspect(conn).has_table("batches", schema="dbsweep") and \
+                    conn.execute(sa.text("SELECT count(*) FROM dbsweep.batches")).scalar():
+                return
+        assert time.monotonic() < deadline, "no batch was committed"
+        time.sleep(0.05)
+

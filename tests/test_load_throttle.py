@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from dbsweep.ledger import Ledger
 from tests.conftest import ids, load_events, retention_policy, run_cli
-from tests.helpers import purge
+from tests.helpers import purge, wait_for_a_batch
 
 NEW = "created_at >= now() - interval '7 days'"
 
@@ -28,13 +28,7 @@ def _after_the_first_batch(engine, action, moments: list) -> threading.Thread:
     """Once the run has committed its first batch (and so paused, if its signal is over the limit),
     do `action` and note the database's clock: no later batch may start before that moment."""
     def watch():
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            with engine.connect() as conn:
-                if sa.inspect(conn).has_table("batches", schema="dbsweep") and \
-                        conn.execute(sa.text("SELECT count(*) FROM dbsweep.batches")).scalar():
-                    break
-            time.sleep(0.05)
+        wait_for_a_batch(engine)
         time.sleep(0.2)  # not needed for the proof below; it only lets the pause show in throttled_s
         with engine.connect() as conn:
             moments.append(conn.execute(sa.text("SELECT clock_timestamp()")).scalar())

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from dbsweep.ledger import Ledger
 from tests.conftest import ROOT, checksums, count, ids, load_events, retention_policy, run_cli
+from tests.helpers import wait_for_a_batch
 
 NEW = "created_at >= now() - interval '7 days'"
 
@@ -96,13 +97,7 @@ def test_sigterm_during_a_long_sleep_stops_within_a_second(tmp_path, pg, dbname)
     proc = subprocess.Popen([sys.executable, "-m", "dbsweep.cli", "run", str(path)], cwd=ROOT, env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with pg.connect() as conn:
-                if sa.inspect(conn).has_table("batches", schema="dbsweep") and \
-                        conn.execute(sa.text("SELECT count(*) FROM dbsweep.batches")).scalar():
-                    break
-            time.sleep(0.1)
+        wait_for_a_batch(pg)
         time.sleep(0.5)  # well inside the 20 s pause after the first batch
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
