@@ -27,10 +27,20 @@ def _server(pgdata: str):
 
         _forget_dead_handles(Path(pgdata))
         server = pgserver.get_server(pgdata)
+    _readable_by_the_server(Path(pgdata) / ".handle_pids.json")
     # atexit runs last-registered first: the dead are forgotten before pgserver's own exit handler
     # decides whether this process is the last one using the server (then it stops it)
     atexit.register(_forget_dead_handles, Path(pgdata))
     return server
+
+
+def _readable_by_the_server(path: Path) -> None:
+    """pgserver keeps its list of the processes using the server inside the data directory, and
+    PostgreSQL (its own user when started by root) must read every file there (pg_basebackup copies
+    them all): the list holds process ids only, so it is not kept to dbsweep's owner alone. Later
+    writes rewrite the file in place and keep this mode."""
+    if path.exists():
+        path.chmod(0o644)
 
 
 def _forget_dead_handles(pgdata: Path) -> None:
