@@ -143,7 +143,13 @@ def run_fleet(out: Console, verb_argv: list[str], targets: list[str], parallel: 
     codes = [run.code for run in runs if run.code is not None]
     if interrupted.is_set():
         codes.append(StoppedEarly.exit_code)
-    return max(codes, default=0)
+    worst = max(codes, default=0)
+    failing = [run for run in runs if run.code]
+    if failing:  # the exit code's reason on stderr too, as every command gives it: one line
+        shown = "; ".join(f"{run.name} (exit {run.code}: {run.last_line[:120]})" for run in failing[:3])
+        more = f" and {len(failing) - 3} more" if len(failing) > 3 else ""
+        sys.stderr.write(f"dbsweep: {len(failing)} of {len(runs)} targets did not finish: {shown}{more}\n")
+    return worst
 
 
 def _table(runs: list[TargetRun], title: str) -> Table:

@@ -55,6 +55,8 @@ def test_all_targets_in_parallel_and_one_unreachable(tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr  # the worst: the unreachable target failed
     summary = done.stdout
     assert "fleet summary (4 targets, --parallel 3)" in summary and "secret" not in summary + done.stderr
+    lines = done.stderr.strip().splitlines()  # the exit code's reason, one line
+    assert len(lines) == 1 and lines[0].startswith("dbsweep: 1 of 4 targets did not finish: down (exit 1: "), lines
     for name in ("a", "b", "c"):
         assert f"│ {name} " in summary
     assert "│ down " in summary and "failed" in summary

@@ -36,9 +36,9 @@ def test_hostile_database_names_through_every_fleet_verb(tmp_path):
     """, "unused", env_block=env)
     home = Path(os.environ["DBSWEEP_HOME"])
     outside_before = _files_outside(home)
-    for verb in (("status",), ("run",), ("stats",), ("check",)):
+    for verb in (("plan",), ("status",), ("run",), ("verify",), ("stats",), ("check",), ("health",)):
         result = run_cli(*verb, path, "--all-targets", "--parallel", "2")
-        assert result.returncode in (0, 1), (verb, result.stdout + result.stderr)
+        assert result.returncode in (0, 1, 3), (verb, result.stdout + result.stderr)
         shown = " ".join(result.stdout.split())
         for name in HOSTILE:  # every target served, its name printed as it is
             assert f"{prefix}_{name}" in shown, (verb, name, result.stdout)
@@ -48,6 +48,8 @@ def test_hostile_database_names_through_every_fleet_verb(tmp_path):
     for folder in (home / "fleet").glob("testpol-*"):  # one log per target, each a plain name of its own
         logs = [p.name for p in folder.glob("*.log")]
         assert len(logs) == len(HOSTILE) and not [n for n in logs if n.startswith(".")], logs
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert all(stat.S_IMODE((folder / n).stat().st_mode) == 0o600 for n in logs)
     for name in HOSTILE:  # each database purged
         engine = sa.create_engine(embedded_url(f"{prefix}_{name}"))
         with engine.connect() as conn:
