@@ -282,6 +282,15 @@ def _only_type(conn, child: dict, alias: str = "") -> str:
     return f" AND {alias}{_q(conn, child['type_column'])} = {literal_value(child['type_value'])}"
 
 
+def filled_map(batch: Batch, key_type: str, losers: sa.Select) -> str:
+    """A map of the batch filled from a SELECT of (loser, survivor), with statistics to plan by."""
+    name = batch.new_map(key_type)
+    batch.conn.execute(sa.insert(sa.table(name, sa.column("loser"), sa.column("survivor"))).from_select(
+        ["loser", "survivor"], losers))
+    batch.conn.execute(sa.text(f"ANALYZE {name}"))
+    return name
+
+
 def top_map(batch: Batch, after: list | None, upto: list) -> str:
     """The map of this batch's groups: every member but the rule's first is a loser."""
     conn, spec = batch.conn, batch.spec

@@ -81,6 +81,12 @@ def blockers(conn: sa.Connection, table: sa.Table) -> list[str]:
     return list(found)
 
 
+def drop_index_here(conn: sa.Connection, schema: str | None, name: str) -> None:
+    """DROP INDEX in the caller's transaction (an index of a table nobody uses, the backup's)."""
+    prep = conn.dialect.identifier_preparer
+    conn.execute(sa.text(f"DROP INDEX IF EXISTS {prep.quote(schema) + '.' if schema else ''}{prep.quote(name)}"))
+
+
 def copied_columns(conn: sa.Connection, table: sa.Table) -> list[str]:
     """The columns a copy writes: all but generated ones (the new table computes those itself)."""
     return list(conn.execute(sa.text(

@@ -69,10 +69,8 @@ class Repointing(Change):
         doomed = sa.select(table.c[self.spec["key"][0]]).where(stmt.whereclause)
         journal = pg_merge.ensure_journal(conn, repoint["table"], repoint["journal"])
         batch = pg_merge.Batch(conn, repoint, journal, self.run_id, self.batch_no)
-        mapping = batch.new_map(repoint["tables"][repoint["table"]]["key_type"])
-        conn.execute(sa.insert(sa.table(mapping, sa.column("loser"), sa.column("survivor"))).from_select(
-            ["loser", "survivor"], duplicate_map(table, self.spec, doomed)))
-        conn.execute(sa.text(f"ANALYZE {mapping}"))
+        mapping = pg_merge.filled_map(batch, repoint["tables"][repoint["table"]]["key_type"],
+                                      duplicate_map(table, self.spec, doomed))
         pg_merge.move_children(batch, repoint["table"], mapping)
         pg_merge.seal_batch(batch)
         return self.inner.apply(conn, stmt, table)

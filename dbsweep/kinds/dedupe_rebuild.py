@@ -125,9 +125,7 @@ class RebuildWalker(Staged):
         self.ctx.dialect.analyze(conn, now)
         helper = self.step.spec.get("helper_index")
         if helper:  # dbsweep's helper went with the old table: its name is free again for a later plan
-            prep = conn.dialect.identifier_preparer
-            schema = f"{prep.quote(self.table.schema)}." if self.table.schema else ""
-            conn.execute(sa.text(f"DROP INDEX IF EXISTS {schema}{prep.quote(helper)}"))
+            self.sql.drop_index_here(conn, self.table.schema, helper)
         self.sink.ref = json.dumps({"rebuild": self.table.fullname, "backup": self.names.backup})
         return gone, None
 
