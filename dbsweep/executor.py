@@ -50,7 +50,8 @@ class RunOptions:
     throttle_query: str | None = None
     throttle_max: float | None = None
     max_duty: float | None = None
-    clock: Callable[[], float] | None = None  # the runtime limit's clock; time.monotonic unless a test gives its own
+    clock: Callable[[], float] | None = None  # runtime limits' and pauses' clock; time.monotonic unless a test gives its own
+    sleep: Callable[[float], None] | None = None  # how pauses wait; time.sleep unless a test's clock moves on instead
 
 
 @dataclass
@@ -93,8 +94,9 @@ class Executor:
         self.ctx = WalkContext(engine, self.dialect, options)
         self.observers = [*observers, *([ProgressCallback(on_progress)] if on_progress else [])]
         self.rules = StopRules(max_rows=options.max_rows, max_runtime_s=options.max_runtime_s,
-                               clock=options.clock or time.monotonic)
+                               clock=options.clock or time.monotonic, sleep=options.sleep or time.sleep)
         self.rows_here = 0
+        self.began = time.monotonic()
         self.conn: sa.Connection | None = None
         self.lock: PhaseLock | None = None
         self.lag = None
@@ -232,7 +234,7 @@ class Executor:
             observer.on_error(self.plan, error, time.monotonic() - started)
 
     def _notify(self, table: str, run: RunRecord, seconds: float) -> None:
-        elapsed = time.monotonic() - self.rules.started
+        elapsed = time.monotonic() - self.began  # the real rate, whatever clock the stop rules keep
         progress = Progress(table, run.rows_done, self.plan.rows_selected, run.batches_done,
                             self.rows_here / elapsed if elapsed else 0.0, seconds * 1000)
         for observer in self.observers:

@@ -49,7 +49,8 @@ class BatchSizer:
 class StopRules:
     max_rows: int | None = None
     max_runtime_s: float | None = None
-    clock: Callable[[], float] = time.monotonic  # what the runtime limit is measured by (a test's own clock)
+    clock: Callable[[], float] = time.monotonic  # what runtime limits and pauses are measured by (a test's own clock)
+    sleep: Callable[[float], None] = time.sleep  # how a pause waits (a test's clock may move on instead)
 
     def __post_init__(self):
         self.started = self.clock()
@@ -57,9 +58,9 @@ class StopRules:
 
     def pause(self, seconds: float, slice_s: float = 0.1) -> None:
         """Sleep, but wake within `slice_s` of a signal: an operator's Ctrl-C is never kept waiting."""
-        end = time.monotonic() + seconds
-        while not self.signalled and (left := end - time.monotonic()) > 0:
-            time.sleep(min(slice_s, left))
+        end = self.clock() + seconds
+        while not self.signalled and (left := end - self.clock()) > 0:
+            self.sleep(min(slice_s, left))
 
     def rows_left(self, rows_done_here: int) -> int | None:
         return None if self.max_rows is None else self.max_rows - rows_done_here
@@ -86,16 +87,17 @@ class ReplicaLagThrottle:
         self.pauses = 0
 
     def wait(self, rows_done_here: int) -> None:
-        began, waited = time.monotonic(), False
+        began = None  # the clock is read only when there is a wait to measure
         while True:
             lag = self.probe()
             if lag is None or lag <= self.limit_s or self.rules.reason(rows_done_here):
                 break
-            waited = True
+            if began is None:
+                began = self.rules.clock()
             self.sleep(self.poll_s)
-        if waited:
+        if began is not None:
             self.pauses += 1
-            self.paused_s += time.monotonic() - began
+            self.paused_s += self.rules.clock() - began
 
 
 LoadThrottle = ReplicaLagThrottle  # the same wait, whatever the signal
@@ -113,11 +115,11 @@ class DutyCycle:
 
     def after_batch(self, seconds: float) -> None:
         self.busy_s += seconds
-        owed = self.busy_s / self.duty - (time.monotonic() - self.rules.started)
+        owed = self.busy_s / self.duty - (self.rules.clock() - self.rules.started)
         if owed > 0:
-            began = time.monotonic()
+            began = self.rules.clock()
             self.rules.pause(owed)
-            self.paused_s += time.monotonic() - began
+            self.paused_s += self.rules.clock() - began
 
 
 class StopOnSignals:

@@ -5,23 +5,59 @@ long enough to keep its time in batches under max_duty of the wall time."""
 import threading
 import time
 
+import pytest
 import sqlalchemy as sa
 
 from dbsweep.ledger import Ledger
+from dbsweep.throttle import DutyCycle, StopRules
 from tests.conftest import ids, load_events, retention_policy, run_cli
 from tests.helpers import purge, wait_for_a_batch
 
 NEW = "created_at >= now() - interval '7 days'"
 
 
+class StillClock:
+    """A clock that stands still except while the run pauses: each pause moves it on by exactly what
+    was asked. Against it, every second of wall time the duty cycle sees is a second it paused."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_the_duty_cycle_pauses_for_what_the_batches_owe_the_wall_time():
+    clock = StillClock()
+    duty = DutyCycle(0.4, StopRules(clock=clock, sleep=clock.sleep))
+    duty.after_batch(0.2)  # 0.2 s of batch at t=0 is owed 0.5 s of wall time
+    assert clock.now == pytest.approx(0.5) and duty.paused_s == pytest.approx(0.5)
+    clock.now += 1.0  # a second spent outside batches (archive, ledger, commits) pays for the next one
+    duty.after_batch(0.2)
+    assert clock.now == pytest.approx(1.5) and duty.paused_s == pytest.approx(0.5)
+    duty.after_batch(0.4)  # 0.8 s of batches wants 2 s since the start: 0.5 s more
+    assert clock.now == pytest.approx(2.0) and duty.paused_s == pytest.approx(1.0)
+    stopping = StopRules(clock=clock, sleep=clock.sleep)
+    stopping.signalled = "SIGTERM"  # a stop request is never kept waiting by the duty cycle
+    DutyCycle(0.1, stopping).after_batch(5.0)
+    assert clock.now == pytest.approx(2.0)
+
+
 def test_max_duty_keeps_the_batches_to_their_share_of_the_wall_time(tmp_path, pg, dbname):
     load_events(pg, old=15000, new=5000)
     keep = ids(pg, "events", NEW)
     path = retention_policy(tmp_path, dbname, batch_size=1000, extra="max_duty = 0.4")
-    _, report, _ = purge(path)
-    busy = sum(Ledger(pg).batch_durations(report.run_id)) / 1000
+    clock = StillClock()
+    _, report, _ = purge(path, clock=clock, sleep=clock.sleep)
     assert ids(pg, "events") == keep and report.batches >= 10
-    assert report.throttled_s > 0 and busy / report.seconds <= 0.45, (busy, report.seconds)
+    # The run's clock moved only in its pauses: all of them together are what its batches owed.
+    # A batch's ledger duration stops before its commit, and the last batch owes nothing (at most the longest): the two bounds.
+    durations = [ms / 1000 for ms in Ledger(pg).batch_durations(report.run_id)]
+    assert report.throttled_s == pytest.approx(clock.now)
+    assert (sum(durations) - max(durations)) / 0.4 <= report.throttled_s <= report.seconds / 0.4, (durations, report.seconds)
 
 
 def _after_the_first_batch(engine, action, moments: list) -> threading.Thread:
