@@ -89,10 +89,40 @@ def resolve_name(conn: sa.Connection, qualified: str) -> tuple[str | None, str]:
         return split_name(qualified)
 
 
+def _metadata(conn: sa.Connection, tables: list[tuple[str | None, str]]) -> sa.MetaData:
+    """A MetaData whose reflection keeps names as created where the catalog folds them."""
+    from .dialects import dialect_for
+
+    metadata = sa.MetaData()
+    dialect = dialect_for(conn)
+    metadata.info["names_fold_case"] = dialect.names_fold_case
+    spellings = {(schema, name): found for schema, name in tables
+                 if (found := dialect.column_spellings(conn, schema, name))}
+    if spellings:
+        def as_created(inspector, table, column_info):
+            default = inspector.default_schema_name
+            for (schema, name), found in spellings.items():
+                if name.casefold() == table.name.casefold() and (schema or default) == (table.schema or default):
+                    column_info["name"] = column_info["key"] = found.get(column_info["name"], column_info["name"])
+
+        sa.event.listen(metadata, "column_reflect", as_created)
+    return metadata
+
+
+def _with_primary_key(conn: sa.Connection, table: sa.Table) -> sa.Table:
+    from .dialects import dialect_for
+
+    missed = dialect_for(conn).primary_key_columns(conn, table)
+    if missed:
+        table.append_constraint(sa.PrimaryKeyConstraint(*missed))
+    return table
+
+
 def reflect_table(conn: sa.Connection, qualified: str) -> sa.Table:
     schema, name = _existing(sa.inspect(conn), qualified)
     # resolve_fks=False: a table with foreign keys would otherwise reflect every table they point at
-    return sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn, resolve_fks=False)
+    return _with_primary_key(conn, sa.Table(name, _metadata(conn, [(schema, name)]), schema=schema,
+                                            autoload_with=conn, resolve_fks=False))
 
 
 def reflect_tables(conn: sa.Connection, names: list[str]) -> dict[str, sa.Table]:
@@ -102,15 +132,20 @@ def reflect_tables(conn: sa.Connection, names: list[str]) -> dict[str, sa.Table]
     by_schema: dict[str | None, list[str]] = {}
     for schema, name in found.values():
         by_schema.setdefault(schema, []).append(name)
-    metadata = sa.MetaData()
+    metadata = _metadata(conn, list(dict.fromkeys(found.values())))
     for schema, tables in by_schema.items():
         metadata.reflect(conn, schema=schema, only=tables, views=True, resolve_fks=False)
-    return {qualified: metadata.tables[f"{schema}.{name}" if schema else name]
+    return {qualified: _with_primary_key(conn, metadata.tables[f"{schema}.{name}" if schema else name])
             for qualified, (schema, name) in found.items()}
 
 
 def column(table: sa.Table, name: str, key: str | None = None) -> sa.Column:
-    """The column `name` of `table`; `key` is the policy key that named it, for the error line."""
+    """The column `name` of `table`; `key` is the policy key that named it, for the error line. On
+    a database whose names match whatever their case, a name that differs only in case is that column."""
+    if name not in table.c and table.metadata.info.get("names_fold_case"):
+        same = [c for c in table.c if c.key.casefold() == name.casefold()]
+        if len(same) == 1:
+            return same[0]
     if name not in table.c:
         said = f"key '{key}': " if key else ""
         raise BadInput(f"{said}column '{name}' not found in table '{table.fullname}' "

@@ -135,7 +135,7 @@ def target_names(policy: Policy, env: str | None = None) -> list[str]:
         return []
     server = _url(policy, chosen, _raw_url(policy, chosen, config.url, config.url_env), "postgres"
                   if config.url == "embedded" else None)
-    engine = sa.create_engine(server)
+    engine = create_engine(server)
     try:
         with engine.connect() as conn:
             return dialect_for(conn).databases_like(conn, config.databases_like)
@@ -147,12 +147,21 @@ def target_names(policy: Policy, env: str | None = None) -> list[str]:
         engine.dispose()
 
 
+def create_engine(url: sa.URL, **kw) -> sa.Engine:
+    """An engine for a target, set up as its database needs."""
+    if url.get_backend_name() == "mssql":
+        from .dialects.mssql import create_engine as mssql_engine
+
+        return mssql_engine(url, **kw)
+    return sa.create_engine(url, **kw)
+
+
 def connect(policy: Policy, env: str | None = None, target: str | None = None) -> Target:
     chosen = choose_env(policy, env)
     raw, database = _source(policy, chosen, target)
     url, embedded = _url(policy, chosen, raw, database), raw == "embedded"
     try:
-        engine = sa.create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
         with engine.connect():
             pass
     except Exception as exc:  # the driver's message may echo the URL

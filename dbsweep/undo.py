@@ -108,11 +108,10 @@ def _insert_parquet(conn, table: sa.Table, keys: list[sa.Column], path: Path) ->
     """PostgreSQL takes the archived values back as text through each type's input function (exact
     for every type, 'infinity' included); elsewhere they go back as Python values."""
     dialect = dialect_for(conn)
-    if hasattr(dialect, "insert_text_rows"):
-        columns = read_parquet_as_text(path)
-        if columns is not None:
-            return dialect.insert_text_rows(conn, table, columns)
-    return _insert_missing(conn, table, keys, read_parquet(path, table))
+    columns = read_parquet_as_text(path)
+    if columns is not None and (restored := dialect.insert_text_rows(conn, table, columns)) is not None:
+        return restored
+    return _insert_missing(conn, table, keys, dialect.insertable_rows(table, read_parquet(path, table)))
 
 
 def _insert_missing(conn, table: sa.Table, keys: list[sa.Column], rows: list[dict]) -> int:

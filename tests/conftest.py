@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,73 @@ def checksums(engine: sa.Engine) -> dict[str, tuple[int, str]]:
         return {name: tuple(conn.execute(sa.text(
             f"SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') FROM {name} t")).one())
             for name in sorted(tables)}
+
+
+# SQL Server tier ---------------------------------------------------------------------------------
+# Runs whenever DBSWEEP_MSSQL_URL names a SQL Server (or Babelfish, which .ci/run starts) the tests
+# may create databases on; otherwise every test of the tier is skipped with one line.
+MSSQL_URL_ENV = "DBSWEEP_MSSQL_URL"
+
+
+def pytest_report_header(config):
+    raw = os.environ.get(MSSQL_URL_ENV)
+    if not raw:
+        return f"SQL Server tier: not run ({MSSQL_URL_ENV} is not set; its tests are deselected)"
+    from dbsweep.target import display_url, parse_url
+
+    return f"SQL Server tier: {display_url(parse_url(raw))}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get(MSSQL_URL_ENV):
+        return
+    tier = [item for item in items if "ms" in getattr(item, "fixturenames", ())]
+    if tier:
+        config.hook.pytest_deselected(items=tier)
+        items[:] = [item for item in items if item not in tier]
+
+
+@dataclass
+class MssqlDatabase:
+    name: str
+    engine: sa.Engine
+
+    def env_block(self) -> str:
+        """A policy env for this database: the server from the environment, never a password in a file."""
+        return f'env.dev = {{ url_env = "{MSSQL_URL_ENV}", database = "{self.name}" }}'
+
+
+@pytest.fixture
+def ms(dbname) -> MssqlDatabase:
+    """A fresh database on the SQL Server tier's server, dropped afterwards."""
+    raw = os.environ[MSSQL_URL_ENV]  # without it, the tier's tests are deselected
+    from dbsweep.dialects.mssql import create_engine
+    from dbsweep.target import parse_url
+
+    server = create_engine(parse_url(raw).set(drivername="mssql+pymssql"), isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {dbname}")
+    engine = create_engine(parse_url(raw).set(drivername="mssql+pymssql", database=dbname))
+    try:
+        yield MssqlDatabase(dbname, engine)
+    finally:
+        engine.dispose()
+        _drop_database(server, dbname)
+        server.dispose()
+
+
+def _drop_database(server: sa.Engine, name: str, wait_s: float = 60) -> None:
+    """DROP DATABASE, once the sessions of the CLIs that used it have ended on the server too (a
+    client that exited may leave its session for a moment)."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with server.connect() as conn:
+                conn.exec_driver_sql(f"DROP DATABASE {name}")
+            return
+        except sa.exc.DBAPIError as exc:
+            if "in use" not in str(exc.orig) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

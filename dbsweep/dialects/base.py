@@ -26,6 +26,17 @@ class Dialect:
     supports_row_locator = False  # ctid (PostgreSQL) for tables without a primary key
     dml_in_cte = False  # INSERT/UPDATE/DELETE inside WITH (PostgreSQL)
     range_walk = True  # integer keys may be walked by key ranges sized from their density
+    names_fold_case = False  # identifiers match whatever their case (SQL Server's default collation)
+
+    def column_spellings(self, conn: sa.Connection, schema: str | None, table: str) -> dict[str, str]:
+        """Where the catalog views fold column names (Babelfish's sys.columns: lower case), each
+        folded name -> the name as created; empty where reflection keeps the case."""
+        return {}
+
+    def primary_key_columns(self, conn: sa.Connection, table: sa.Table) -> list[str]:
+        """The primary key's columns, in order, where reflection misses them (Babelfish); empty
+        where reflection found them."""
+        return []
 
     def quote(self, conn: sa.Connection, name: str) -> str:
         return conn.dialect.identifier_preparer.quote(name)
@@ -247,6 +258,16 @@ class Dialect:
         """INSERT ... SELECT that writes the archived values of an identity column that refuses them."""
         raise BadInput(f"restoring into '{table.fullname}' (a GENERATED ALWAYS identity column) is not supported on "
                        f"{self.name}")
+
+    def insert_text_rows(self, conn: sa.Connection, table: sa.Table, columns: dict[str, list]) -> int | None:
+        """Put archived rows back from their text form (one list per column), each value parsed by its
+        column type, skipping rows whose key is taken again; how many went in, or None where the
+        database has no such way and the rows go back as Python values (`insertable_rows`)."""
+        return None
+
+    def insertable_rows(self, table: sa.Table, rows: list[dict]) -> list[dict]:
+        """Archived rows as the driver must bind them for an INSERT into `table` to store them exactly."""
+        return rows
 
     def in_values(self, column: sa.ColumnElement, values: list) -> sa.ColumnElement:
         """column IN (values)."""

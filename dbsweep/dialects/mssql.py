@@ -7,8 +7,11 @@ can compile them without a server; the methods execute them."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+from datetime import datetime, time
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mssql as mssql_types
 from sqlalchemy.engine import Dialect as SqlDialect
 
 from ..archive import ARCHIVED_AT, BATCH, BATCH_NO, RUN_ID
@@ -96,6 +99,17 @@ APPLOCK = sa.text("DECLARE @r int; EXEC @r = sp_getapplock @Resource = :k, @Lock
                   "@LockOwner = 'Session', @LockTimeout = 0; SELECT @r")
 RELEASE_APPLOCK = sa.text("EXEC sp_releaseapplock @Resource = :k, @LockOwner = 'Session'")
 
+def applock_resource(conn: sa.Connection, key: str) -> str:
+    """The application lock's name: the key within this database. SQL Server scopes an application
+    lock to its database already; Babelfish holds every T-SQL database in one PostgreSQL database,
+    where two databases' phases of the same name would otherwise exclude each other. At most the
+    255 characters sp_getapplock takes."""
+    resource = f"{conn.execute(sa.text('SELECT DB_NAME()')).scalar()}:{key}"
+    if len(resource) <= 255:
+        return resource
+    return f"{resource[:190]}:{hashlib.sha256(resource.encode()).hexdigest()}"
+
+
 TRIGGERS_ON = sa.text("SELECT name FROM sys.triggers WHERE parent_id = OBJECT_ID(:t) ORDER BY name")
 
 
@@ -114,8 +128,82 @@ def create_schema_statement(sql_dialect: SqlDialect, schema: str) -> sa.TextClau
     return sa.text(f"IF SCHEMA_ID(:s) IS NULL EXEC('CREATE SCHEMA {quoted}')").bindparams(s=schema)
 
 
+NO_TRANSACTION = 3903  # "ROLLBACK can only be used in transaction blocks"
+
+
+def error_number(exc: BaseException) -> int | None:
+    """The server's error number of a pymssql error, bare or wrapped by SQLAlchemy."""
+    exc = getattr(exc, "orig", None) or exc
+    number = getattr(exc, "number", None)
+    if number is None and exc.args:
+        first = exc.args[0]
+        number = first[0] if isinstance(first, tuple) and first else first
+    return number if isinstance(number, int) else None
+
+
+def create_engine(url: sa.URL, **kw) -> sa.Engine:
+    """An engine for SQL Server: no table-comment probe (dbsweep reads no comments; the probe's
+    function is missing on some T-SQL servers, Babelfish among them), and a ROLLBACK the server
+    answers with "no transaction" taken as done: an error that rolled the transaction back on the
+    server already (Babelfish does so for any error it maps to none of SQL Server's) would otherwise
+    be hidden behind the failed ROLLBACK, and the pooled connection thrown away."""
+    kw.setdefault("supports_comments", False)
+    engine = sa.create_engine(url, **kw)
+    rollback = engine.dialect.do_rollback
+
+    def do_rollback(dbapi_connection):
+        try:
+            rollback(dbapi_connection)
+        except Exception as exc:
+            if error_number(exc) != NO_TRANSACTION:
+                raise
+
+    engine.dialect.do_rollback = do_rollback
+    return engine
+
+
+COLUMN_SPELLINGS = sa.text("""
+    SELECT COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS
+    WHERE TABLE_SCHEMA = COALESCE(:s, SCHEMA_NAME()) AND TABLE_NAME = :t""")
+
+
+PRIMARY_KEY_COLUMNS = sa.text("""
+    SELECT c.name FROM sys.indexes i
+    JOIN sys.index_columns ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id
+    JOIN sys.columns c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
+    WHERE i.object_id = OBJECT_ID(:t) AND i.is_primary_key = 1
+    ORDER BY ic.key_ordinal""")
+
+
+def is_babelfish(conn: sa.Connection) -> bool:
+    """Whether the server is Babelfish for PostgreSQL (a T-SQL engine over PostgreSQL), asked once
+    per pooled connection: where it differs from SQL Server, the dialect decides by this."""
+    info = conn.connection.info
+    if "babelfish" not in info:
+        info["babelfish"] = bool(conn.execute(sa.text("SELECT CAST(SERVERPROPERTY('Babelfish') AS int)")).scalar())
+    return info["babelfish"]
+
+
 class MssqlDialect(Dialect):
     name = "mssql"
+    names_fold_case = True  # the default collation is case-insensitive, and Babelfish's catalog folds names
+
+    def ensure_schema(self, conn, schema):
+        conn.execute(create_schema_statement(conn.dialect, schema))  # T-SQL has no CREATE SCHEMA IF NOT EXISTS
+
+    def primary_key_columns(self, conn, table):
+        if table.primary_key.columns or not is_babelfish(conn):
+            return []  # SQLAlchemy reads SQL Server's keys; Babelfish's sys.key_constraints do not match its indexes
+        names = conn.execute(PRIMARY_KEY_COLUMNS, self._name(conn, table)).scalars().all()
+        by_fold = {c.name.casefold(): c.name for c in table.c}
+        return [by_fold.get(n.casefold(), n) for n in names]
+
+    def column_spellings(self, conn, schema, table):
+        if not is_babelfish(conn):
+            return {}  # SQL Server's catalog keeps names as created
+        names = conn.execute(COLUMN_SPELLINGS, {"s": schema, "t": table}).scalars().all()
+        folded = [n.lower() for n in names]
+        return {n.lower(): n for n in names if folded.count(n.lower()) == 1}
 
     def widen_to_text(self, conn, table, column):
         prep = conn.dialect.identifier_preparer
@@ -138,6 +226,8 @@ class MssqlDialect(Dialect):
         conn.execute(lock_timeout_statement(lock_s))
 
     def table_bytes(self, conn, table):
+        if is_babelfish(conn):
+            return None  # no sys.dm_db_partition_stats (nor sp_spaceused): the size is not known there
         name = conn.dialect.identifier_preparer.format_table(table)
         return conn.execute(
             sa.text("SELECT SUM(reserved_page_count) * 8192 FROM sys.dm_db_partition_stats WHERE object_id = OBJECT_ID(:t)"),
@@ -148,11 +238,11 @@ class MssqlDialect(Dialect):
         conn.execute(sa.text(f"UPDATE STATISTICS {conn.dialect.identifier_preparer.format_table(table)}"))
 
     def try_phase_lock(self, conn, key):
-        result = conn.execute(APPLOCK, {"k": key}).scalar()
-        return result is not None and result >= 0
+        result = conn.execute(APPLOCK, {"k": applock_resource(conn, key)}).scalar()
+        return result is not None and result >= 0  # SQL Server answers -1 when it is held, Babelfish -999
 
     def release_phase_lock(self, conn, key):
-        conn.execute(RELEASE_APPLOCK, {"k": key})
+        conn.execute(RELEASE_APPLOCK, {"k": applock_resource(conn, key)})
 
     def delete_returning_rows(self, conn, stmt, table):
         return conn.execute(delete_statement(conn.dialect, table, stmt.whereclause, output_rows=True)).all()
@@ -166,6 +256,18 @@ class MssqlDialect(Dialect):
         if rows == 0:
             conn.execute(sa.delete(archive.batches).where(archive.batches.c[BATCH] == batch))
         return rows
+
+    def insertable_rows(self, table, rows):
+        """pymssql sends a datetime as text to the millisecond: datetime2, datetimeoffset and time
+        columns (to the 100 ns) get theirs as text to the microsecond instead, which the server parses
+        exactly (a datetime column keeps pymssql's form: it refuses more than three digits)."""
+        precise = [c.name for c in table.c if isinstance(c.type, (mssql_types.DATETIME2, mssql_types.DATETIMEOFFSET,
+                                                                   mssql_types.TIME))]
+        if not precise:
+            return rows
+        return [{**row, **{n: row[n].isoformat(sep=" ") if isinstance(row[n], datetime) else
+                           row[n].isoformat() if isinstance(row[n], time) else row[n] for n in precise}}
+                for row in rows]
 
     def update_saving_previous(self, conn, table, previous, keys, targets, where, stamp):
         return conn.execute(update_statement(conn.dialect, table, previous, targets, where, stamp)).rowcount
