@@ -65,9 +65,16 @@ def _readings(qualified: str) -> list[tuple[str | None, str]]:
     return splits + [(None, qualified)]
 
 
-def _existing(inspector, qualified: str) -> tuple[str | None, str]:
+def has_table(conn: sa.Connection, name: str, schema: str | None = None) -> bool:
+    """Whether the table exists under that name now (as the server's own catalog says)."""
+    from .dialects import dialect_for
+
+    return dialect_for(conn).has_table(conn, name, schema)
+
+
+def _existing(conn: sa.Connection, qualified: str) -> tuple[str | None, str]:
     """(schema, name) of a table that exists, else the one-line error naming it."""
-    found = [(s, n) for s, n in _readings(qualified) if n and inspector.has_table(n, schema=s)]
+    found = [(s, n) for s, n in _readings(qualified) if n and has_table(conn, n, s)]
     if len(found) > 1:
         raise BadInput(f"table name {qualified!r} can be read {len(found)} ways; quote its parts, e.g. "
                        f'"{found[0][0]}"."{found[0][1]}"')
@@ -84,7 +91,7 @@ def resolve_name(conn: sa.Connection, qualified: str) -> tuple[str | None, str]:
     """(schema, name) of the table `qualified` names, read as `_existing` reads it when the table
     exists, else as written (a table that is gone, looked for under another name)."""
     try:
-        return _existing(sa.inspect(conn), qualified)
+        return _existing(conn, qualified)
     except BadInput:
         return split_name(qualified)
 
@@ -119,7 +126,7 @@ def _with_primary_key(conn: sa.Connection, table: sa.Table) -> sa.Table:
 
 
 def reflect_table(conn: sa.Connection, qualified: str) -> sa.Table:
-    schema, name = _existing(sa.inspect(conn), qualified)
+    schema, name = _existing(conn, qualified)
     # resolve_fks=False: a table with foreign keys would otherwise reflect every table they point at
     return _with_primary_key(conn, sa.Table(name, _metadata(conn, [(schema, name)]), schema=schema,
                                             autoload_with=conn, resolve_fks=False))
@@ -127,8 +134,7 @@ def reflect_table(conn: sa.Connection, qualified: str) -> sa.Table:
 
 def reflect_tables(conn: sa.Connection, names: list[str]) -> dict[str, sa.Table]:
     """Several tables at once: one round of catalog queries per schema instead of one per table."""
-    inspector = sa.inspect(conn)
-    found = {qualified: _existing(inspector, qualified) for qualified in dict.fromkeys(names)}
+    found = {qualified: _existing(conn, qualified) for qualified in dict.fromkeys(names)}
     by_schema: dict[str | None, list[str]] = {}
     for schema, name in found.values():
         by_schema.setdefault(schema, []).append(name)
@@ -209,10 +215,14 @@ def dated_copies(conn: sa.Connection, schema: str | None, base: str, marker: str
                  stamp: str) -> list[tuple[str, datetime]]:
     """The tables named `<base><marker><moment>` that dbsweep derived from `base` (a retired copy, a
     rebuild's backup), oldest first, with the moment their name gives (UTC, `stamp` its format)."""
+    from .dialects import dialect_for
+
+    dialect = dialect_for(conn)
     width = len(datetime(2000, 1, 1).strftime(stamp))
-    pattern = re.compile(re.escape(stem_for(base, len(marker) + width) + marker) + rf"(\d{{{width}}})$")
+    pattern = re.compile(re.escape(stem_for(base, len(marker) + width) + marker) + rf"(\d{{{width}}})$",
+                         re.IGNORECASE if dialect.names_fold_case else 0)
     found = []
-    for name in sa.inspect(conn).get_table_names(schema=schema):
+    for name in dialect.table_names(conn, schema):
         match = pattern.match(name)
         if match:
             found.append((name, datetime.strptime(match.group(1), stamp).replace(tzinfo=timezone.utc)))

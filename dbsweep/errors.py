@@ -27,9 +27,8 @@ class WaitedTooLong(StoppedEarly):
     """A lock or statement timeout outlasted the retries: nothing of the last step committed; run again."""
 
 
-# lock_not_available, query_canceled (statement timeout)
-TIMEOUT_SQLSTATES = {"55P03", "57014"}
-
-
 def timed_out(exc: BaseException) -> bool:
-    return getattr(getattr(exc, "orig", None), "sqlstate", None) in TIMEOUT_SQLSTATES
+    """A lock or statement timeout ran out, on whichever database."""
+    from .dialects.errors import TIMEOUT, meaning
+
+    return meaning(exc) == TIMEOUT

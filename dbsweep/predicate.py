@@ -7,6 +7,8 @@ a plan file or ledger row edited by hand never reaches the database as SQL."""
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.visitors import InternalTraversal
 import sqlglot
 from sqlglot import exp
 
@@ -96,4 +98,23 @@ def where_clause(spec: dict, table: sa.Table) -> sa.ColumnElement:
     if dialect not in SQLGLOT_DIALECTS:
         raise BadInput(f"the plan's where has no known SQL dialect ({dialect!r}); make a new plan")
     text = check_where(spec["where"], list(table.c.keys()), dialect, boolean_columns(table))
-    return sa.literal_column(f"({text})", sa.Boolean)
+    return Condition(text)
+
+
+class Condition(sa.sql.expression.ColumnElement):
+    """A checked `where` as the text it was checked as: a condition in its own right wherever it
+    goes. (A boolean literal_column is taken for a bit value on SQL Server, which has no boolean
+    type, and compared with 1: `([Status] <> 'hold') = 1`, which SQL Server refuses.)"""
+
+    type = sa.Boolean()
+    inherit_cache = True
+    _is_implicitly_boolean = True
+    _traverse_internals = [("text", InternalTraversal.dp_string)]
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+@compiles(Condition)
+def _condition_sql(element: Condition, compiler, **kw) -> str:
+    return f"({element.text})"

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from .catalog import reflect_table
 from .dialects import dialect_for
 from .durations import parse_duration
 from .errors import BadInput, GateRefused, WaitedTooLong, timed_out
@@ -45,6 +46,8 @@ def make_plan(policy: Policy, phase_name: str, target: Target, now: datetime | N
         try:  # discovery waits no longer than a batch would: an idle lock holder cannot hang it
             dialect.set_session_timeouts(conn, cfg.seconds("lock_timeout"), cfg.seconds("statement_timeout"), local=True)
             parts = kind.build_plan(cfg, conn, dialect, now, window)
+            if cfg.archive != "none":
+                _refuse_what_cannot_be_restored(conn, dialect, parts.steps, cfg.archive)
         except BadInput as exc:
             raise BadInput(f"{policy.path}: phase '{cfg.name}': {exc}") from None
         except sa.exc.DBAPIError as exc:
@@ -62,6 +65,13 @@ def make_plan(policy: Policy, phase_name: str, target: Target, now: datetime | N
     ledger.ensure()
     ledger.save_plan(plan)
     return plan
+
+
+def _refuse_what_cannot_be_restored(conn, dialect, steps, archive: str) -> None:
+    for table in dict.fromkeys(step.table for step in steps):
+        why = dialect.cannot_restore_into(conn, reflect_table(conn, table))
+        if why:
+            raise BadInput(f"archive = '{archive}': {why}; nothing was changed (archive = 'none' runs without an undo)")
 
 
 def record_gate(target: Target, plan: PhasePlan, verdict: GateVerdict) -> PhasePlan:

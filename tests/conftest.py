@@ -214,10 +214,15 @@ def ms(dbname) -> MssqlDatabase:
 
 
 def _drop_database(server: sa.Engine, name: str, wait_s: float = 60) -> None:
-    """DROP DATABASE, once the sessions of the CLIs that used it have ended on the server too (a
-    client that exited may leave its session for a moment)."""
+    """DROP DATABASE, once the sessions that used it have ended: this process's own engines on it
+    (a test that planned in-process) are disposed, and a CLI that exited may leave its session on
+    the server for a moment."""
+    import gc
     import time
 
+    for engine in [o for o in gc.get_objects() if isinstance(o, sa.Engine)]:
+        if engine.url.database == name:
+            engine.dispose()
     deadline = time.monotonic() + wait_s
     while True:
         try:

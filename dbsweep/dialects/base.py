@@ -28,6 +28,12 @@ class Dialect:
     range_walk = True  # integer keys may be walked by key ranges sized from their density
     names_fold_case = False  # identifiers match whatever their case (SQL Server's default collation)
 
+    def has_table(self, conn: sa.Connection, name: str, schema: str | None) -> bool:
+        return sa.inspect(conn).has_table(name, schema=schema)
+
+    def table_names(self, conn: sa.Connection, schema: str | None) -> list[str]:
+        return sa.inspect(conn).get_table_names(schema=schema)
+
     def column_spellings(self, conn: sa.Connection, schema: str | None, table: str) -> dict[str, str]:
         """Where the catalog views fold column names (Babelfish's sys.columns: lower case), each
         folded name -> the name as created; empty where reflection keeps the case."""
@@ -154,8 +160,12 @@ class Dialect:
     def drop_table(self, conn: sa.Connection, table: sa.Table) -> None:
         conn.execute(sa.text(f"DROP TABLE {conn.dialect.identifier_preparer.format_table(table)}"))
 
+    def cannot_move_tables(self, conn: sa.Connection) -> str | None:
+        """Why `move_table` cannot run on this server (None: it can); asked when a phase is planned."""
+        return f"moving a table to another schema is not supported on {self.name}"
+
     def move_table(self, conn: sa.Connection, table: sa.Table, schema: str, new_name: str) -> None:
-        raise BadInput(f"moving a table to another schema is not supported on {self.name}")
+        raise BadInput(self.cannot_move_tables(conn))
 
     def try_phase_lock(self, conn: sa.Connection, key: str) -> bool:
         """Session-level lock so one phase never runs twice at once; True when acquired."""
@@ -252,6 +262,11 @@ class Dialect:
         """Whether a plain INSERT of archived values into `table` would be refused for its identity
         column: GENERATED ALWAYS refuses them (a BY DEFAULT identity takes them as given)."""
         return any(c.identity is not None and c.identity.always for c in table.c)
+
+    def cannot_restore_into(self, conn: sa.Connection, table: sa.Table) -> str | None:
+        """Why archived rows could not be put back into `table` on this server (None: they can).
+        Asked when a phase that archives is planned, so a change whose undo cannot run never starts."""
+        return None
 
     def insert_select_overriding_identity(self, conn: sa.Connection, table: sa.Table, names: list[str],
                                           source: sa.Select) -> int:

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Dialect as SqlDialect
 
 from ..archive import ARCHIVED_AT, BATCH, BATCH_NO, RUN_ID
 from .base import Dialect, saved_columns
+from .errors import mssql_number
 
 
 def named(sql_dialect: SqlDialect) -> SqlDialect:
@@ -114,8 +115,13 @@ TRIGGERS_ON = sa.text("SELECT name FROM sys.triggers WHERE parent_id = OBJECT_ID
 
 
 def rename_statement(sql_dialect: SqlDialect, table: sa.Table, new_name: str) -> sa.TextClause:
-    return sa.text("EXEC sp_rename :old, :new").bindparams(
-        old=sql_dialect.identifier_preparer.format_table(table), new=new_name)
+    """sp_rename with @objtype 'OBJECT' (Babelfish needs it; SQL Server takes it). The old name is
+    written `schema.name` without brackets, which both read (spaces included), unless a part holds a
+    dot or a bracket: then only the bracketed form can say it."""
+    parts = [p for p in (table.schema, table.name) if p]
+    plain = not any(c in part for part in parts for c in ".[]")
+    old = ".".join(parts) if plain else sql_dialect.identifier_preparer.format_table(table)
+    return sa.text("EXEC sp_rename @objname = :old, @newname = :new, @objtype = 'OBJECT'").bindparams(old=old, new=new_name)
 
 
 def move_statement(sql_dialect: SqlDialect, table: sa.Table, schema: str) -> sa.TextClause:
@@ -129,16 +135,6 @@ def create_schema_statement(sql_dialect: SqlDialect, schema: str) -> sa.TextClau
 
 
 NO_TRANSACTION = 3903  # "ROLLBACK can only be used in transaction blocks"
-
-
-def error_number(exc: BaseException) -> int | None:
-    """The server's error number of a pymssql error, bare or wrapped by SQLAlchemy."""
-    exc = getattr(exc, "orig", None) or exc
-    number = getattr(exc, "number", None)
-    if number is None and exc.args:
-        first = exc.args[0]
-        number = first[0] if isinstance(first, tuple) and first else first
-    return number if isinstance(number, int) else None
 
 
 def create_engine(url: sa.URL, **kw) -> sa.Engine:
@@ -155,7 +151,7 @@ def create_engine(url: sa.URL, **kw) -> sa.Engine:
         try:
             rollback(dbapi_connection)
         except Exception as exc:
-            if error_number(exc) != NO_TRANSACTION:
+            if mssql_number(exc) != NO_TRANSACTION:
                 raise
 
     engine.dialect.do_rollback = do_rollback
@@ -173,6 +169,12 @@ PRIMARY_KEY_COLUMNS = sa.text("""
     JOIN sys.columns c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
     WHERE i.object_id = OBJECT_ID(:t) AND i.is_primary_key = 1
     ORDER BY ic.key_ordinal""")
+
+
+TABLE_BY_ID = sa.text("SELECT 1 FROM sys.tables WHERE object_id = OBJECT_ID(:t)")
+TABLES_IN_SCHEMA = sa.text("""
+    SELECT t.name FROM sys.tables t JOIN sys.schemas s ON s.schema_id = t.schema_id
+    WHERE s.name = COALESCE(:s, SCHEMA_NAME()) ORDER BY t.name""")
 
 
 def is_babelfish(conn: sa.Connection) -> bool:
@@ -197,6 +199,19 @@ class MssqlDialect(Dialect):
         names = conn.execute(PRIMARY_KEY_COLUMNS, self._name(conn, table)).scalars().all()
         by_fold = {c.name.casefold(): c.name for c in table.c}
         return [by_fold.get(n.casefold(), n) for n in names]
+
+    # Babelfish's INFORMATION_SCHEMA (which SQLAlchemy lists tables from) keeps a table's old name
+    # after sp_rename; sys.tables has the current one (in lower case)
+    def has_table(self, conn, name, schema):
+        if not is_babelfish(conn):
+            return super().has_table(conn, name, schema)
+        quoted = sa.Table(name, sa.MetaData(), schema=schema)
+        return conn.execute(TABLE_BY_ID, self._name(conn, quoted)).first() is not None
+
+    def table_names(self, conn, schema):
+        if not is_babelfish(conn):
+            return super().table_names(conn, schema)
+        return conn.execute(TABLES_IN_SCHEMA, {"s": schema}).scalars().all()
 
     def column_spellings(self, conn, schema, table):
         if not is_babelfish(conn):
@@ -277,6 +292,12 @@ class MssqlDialect(Dialect):
         turns it on by itself only for INSERT ... VALUES that name the column, not INSERT ... SELECT."""
         return any(c.identity is not None for c in table.c)
 
+    def cannot_restore_into(self, conn, table):
+        if not (self.refuses_explicit_identity(table) and " " in (table.schema or "") + table.name and is_babelfish(conn)):
+            return None
+        return (f"restoring into '{table.fullname}' needs SET IDENTITY_INSERT, which Babelfish refuses for a table "
+                "whose name holds a space (SQL Server takes it)")
+
     def insert_select_overriding_identity(self, conn, table, names, source):
         """IDENTITY_INSERT on for the one INSERT ... SELECT, and off again even when it fails: the
         setting belongs to the session, which goes back to the pool."""
@@ -308,6 +329,11 @@ class MssqlDialect(Dialect):
         found = [f"{r.type_desc.lower().replace('_', ' ')} {r.name}"
                  for r in conn.execute(DEPENDENT_OBJECTS, self._name(conn, table)) if "VIEW" not in r.type_desc]
         return found + [f"trigger {name} on {table.fullname}" for name in conn.execute(TRIGGERS_ON, self._name(conn, table)).scalars()]
+
+    def cannot_move_tables(self, conn):
+        if is_babelfish(conn):
+            return "moving a table to another schema (ALTER SCHEMA ... TRANSFER) is not supported by Babelfish"
+        return None
 
     def rename_table(self, conn, table, new_name):
         conn.execute(rename_statement(conn.dialect, table, new_name))

@@ -444,6 +444,9 @@ class PostgresDialect(Dialect):
     def default_schema(self, conn):
         return conn.execute(sa.text("SELECT current_schema()")).scalar()
 
+    def cannot_move_tables(self, conn):
+        return None
+
     def move_table(self, conn, table, schema, new_name):
         prep = conn.dialect.identifier_preparer
         conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {prep.quote(schema)}"))

@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 
 from .. import inbound
 from ..archive import make_archive
-from ..catalog import column, primary_key, reflect_table, time_column
+from ..catalog import column, has_table, primary_key, reflect_table, time_column
 from ..dialects import Dialect, pg_merge
 from ..durations import parse_duration
 from ..errors import BadInput
@@ -254,7 +254,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
                 "nulls": rule.nulls, "constraint": constraint}
         order = rule_order(spec)
         already = _unique_on(conn, table, rule.natural_key)
-        if already == NONE and sa.inspect(conn).has_table(constraint, schema=table.schema):
+        if already == NONE and has_table(conn, constraint, table.schema):
             raise BadInput(f"table '{rule.table}': constraint name '{constraint}' is taken by a table")
         dropping, kept_backups = _backup_rows(conn, cfg, table, {**spec, "key": key}, now)
         steps += dropping
@@ -328,7 +328,7 @@ def _removed_rows(conn, table: sa.Table, step: Step, run_ids: list[str]) -> sa.F
         return None
     if step.walk == REBUILD:
         name = step.spec["names"]["backup"]
-        if not sa.inspect(conn).has_table(name, schema=table.schema):
+        if not has_table(conn, name, table.schema):
             return None
         backup = reflect_table(conn, f"{table.schema}.{name}" if table.schema else name)
         row, earlier = backup.alias("removed"), backup.alias("earlier")
@@ -338,7 +338,7 @@ def _removed_rows(conn, table: sa.Table, step: Step, run_ids: list[str]) -> sa.F
             ~sa.exists(sa.select(sa.literal(1)).select_from(table).where(*(table.c[k] == row.c[k] for k in step.key))),
             is_duplicate(row, earlier, step.spec)).subquery("removed_rows")
     archive = archive_table_for(table)
-    if not sa.inspect(conn).has_table(archive.name, schema=archive.schema):
+    if not has_table(conn, archive.name, archive.schema):
         return None
     archive = open_archive(conn, archive.fullname, to_restore=False)
     return sa.select(archive.rows).where(archive.runs_rows(run_ids)).subquery("removed_rows")
@@ -394,13 +394,13 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
     with engine.connect() as conn:  # refused before anything changes
         for step in (s for s in plan.steps if s.spec.get("repoint")):
             repoint = step.spec["repoint"]
-            if sa.inspect(conn).has_table(repoint["journal"], schema=reflect_table(conn, step.table).schema):
+            if has_table(conn, repoint["journal"], reflect_table(conn, step.table).schema):
                 journal = pg_merge.journal_table(conn, repoint["table"], repoint["journal"])
                 for batch in batches:
                     pg_merge.check_journal(conn, repoint, journal, run.run_id, batch.batch_no)
         for record in (json.loads(b.archive) for b in batches if b.archive.startswith("{")):
             table = reflect_table(conn, record["rebuild"])
-            if not sa.inspect(conn).has_table(record["backup"], schema=table.schema):
+            if not has_table(conn, record["backup"], table.schema):
                 raise BadInput(f"the backup {record['backup']} of {record['rebuild']} is gone (dropped after "
                                "keep_backup): nothing to restore from")
     for step in (s for s in plan.steps if s.walk != DROP_BACKUP):
@@ -440,7 +440,7 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
             restored += insert_from_archive(conn, table, keys, open_archive(conn, batch.archive), run.run_id,
                                             batch.batch_no)
             repoint = step.spec.get("repoint")
-            if repoint and sa.inspect(conn).has_table(repoint["journal"], schema=table.schema):  # children back after
+            if repoint and has_table(conn, repoint["journal"], table.schema):  # children back after
                 journal = pg_merge.journal_table(conn, repoint["table"], repoint["journal"])  # the rows they point at
                 moved_back += pg_merge.undo_batch(conn, repoint, journal, run.run_id, batch.batch_no)[1]
             ledger.mark_restored(conn, run.run_id, batch.batch_no)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from ..archive import Change
-from ..catalog import dated_copies, reflect_table
+from ..catalog import dated_copies, has_table, reflect_table
 from ..dialects import Dialect
 from ..errors import BadInput
 from ..keys import after_key, to_json
@@ -31,7 +31,7 @@ def rebuild_names(conn: sa.Connection, table: sa.Table, now: datetime) -> dict:
     """The shadow, log, trigger and backup names; the backup stamped with the first minute from
     `now` whose name is free (a backup kept from an earlier run in the same minute has it)."""
     moment = now.replace(second=0, microsecond=0)
-    while sa.inspect(conn).has_table(derived(table.name, f"{BACKUP}{moment:{STAMP}}"), schema=table.schema):
+    while has_table(conn, derived(table.name, f"{BACKUP}{moment:{STAMP}}"), table.schema):
         moment += timedelta(minutes=1)
     return {"shadow": derived(table.name, "__dedupe_new"), "log": derived(table.name, "__dedupe_log"),
             "capture": derived(table.name, "__dedupe_capture"), "backup": derived(table.name, f"{BACKUP}{moment:{STAMP}}")}
@@ -68,7 +68,7 @@ class RebuildWalker(Staged):
         return rows_left is None or rows_left >= self.step.rows_selected  # the swap takes every duplicate at once
 
     def _prepare(self, conn, size, exact):
-        if not sa.inspect(conn).has_table(self.names.shadow, schema=self.table.schema):
+        if not has_table(conn, self.names.shadow, self.table.schema):
             self.sql.create_shadow(conn, self.table, self.names, self.step.key, self.step.spec["natural_key"])
         return 0, self.next_stage()
 
@@ -138,7 +138,7 @@ class DropBackupWalker(Walker):
 
     def batch(self, conn, size, exact=False):
         name = self.step.spec["backup"]
-        if sa.inspect(conn).has_table(name, schema=self.table.schema):
+        if has_table(conn, name, self.table.schema):
             backup = reflect_table(conn, f"{self.table.schema}.{name}" if self.table.schema else name)
             conn.execute(sa.schema.DropTable(backup))
         self.sink.ref = json.dumps({"dropped_backup": name, NOT_UNDOABLE_KEY: False})
@@ -165,7 +165,7 @@ def put_back_from_backup(engine, ledger, run_id: str, batch_no: int, step: Step,
     while True:
         with engine.begin() as conn:
             table = reflect_table(conn, step.table)
-            if not sa.inspect(conn).has_table(backup_name, schema=table.schema):
+            if not has_table(conn, backup_name, table.schema):
                 raise BadInput(f"the backup {backup_name} of {step.table} is gone (dropped after keep_backup): "
                                "nothing to restore from")
             backup = reflect_table(conn, f"{table.schema}.{backup_name}" if table.schema else backup_name)

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from pydantic import Field, model_validator
 
 from ..archive import Change
-from ..catalog import column, reflect_table, time_column
+from ..catalog import column, has_table, reflect_table, time_column
 from ..dialects import Dialect, pg_merge
 from ..errors import BadInput, StoppedEarly
 from ..names import MAX_IDENTIFIER_BYTES
@@ -239,7 +239,7 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
     spec = step.spec
     run_ids = Ledger(conn.engine).run_ids_for_plan(plan.plan_id)
     journal = pg_merge.journal_table(conn, spec["table"], spec["journal"])
-    has_journal = sa.inspect(conn).has_table(spec["journal"], schema=reflect_table(conn, spec["table"]).schema)
+    has_journal = has_table(conn, spec["journal"], reflect_table(conn, spec["table"]).schema)
     counts = pg_merge.journal_counts(conn, journal, run_ids) if has_journal else {}
     left = pg_merge.group_counts(conn, spec)[0]
     rows = [{"table": spec["table"], "check": "one row per group", "rows": spec["rows_before"][spec["table"]],

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..archive import BATCH_NO, RUN_ID, Change, ensure_table, stamped_copy_table
-from ..catalog import check_value, column, reflect_table
+from ..catalog import check_value, column, has_table, reflect_table
 from ..dialects import Dialect
 from ..errors import BadInput
 from ..names import derived
@@ -239,7 +239,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
 
 def _saved(conn, table: sa.Table, spec: dict) -> bool:
     previous = previous_table_for(table, spec)
-    return sa.inspect(conn).has_table(previous.name, schema=previous.schema)
+    return has_table(conn, previous.name, previous.schema)
 
 
 def key_columns_possible(table: sa.Table) -> bool:

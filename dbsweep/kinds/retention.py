@@ -10,7 +10,7 @@ from pydantic import model_validator
 
 from .. import inbound
 from ..archive import NoArchive, archive_table_for
-from ..catalog import column, reflect_table, split_name, time_column
+from ..catalog import column, has_table, reflect_table, split_name, time_column
 from ..dialects import Dialect
 from ..durations import parse_duration
 from ..errors import BadInput, DbsweepError
@@ -221,7 +221,7 @@ def _as_utc(value):
 
 def _attached(conn: sa.Connection, qualified: str) -> bool:
     schema, name = split_name(qualified)
-    return sa.inspect(conn).has_table(name, schema=schema)
+    return has_table(conn, name, schema)
 
 
 def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from pydantic import Field, field_validator
 
 from ..archive import NoArchive
-from ..catalog import dated_copies, reflect_table, resolve_name, split_name
+from ..catalog import dated_copies, has_table, reflect_table, resolve_name, split_name
 from ..dialects import Dialect, dialect_for
 from ..durations import parse_duration
 from ..errors import BadInput, GateRefused
@@ -101,12 +101,15 @@ def code_references(paths: list[Path], names: list[str], limit: int = 20) -> lis
 def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime,
                window=None) -> PlanParts:
     grace = parse_duration(cfg.grace)
+    if cfg.archive != "none" and (why := dialect.cannot_move_tables(conn)):
+        raise BadInput(f"archive = true moves each retired table to schema {ARCHIVE_SCHEMA} when it is dropped: {why}; "
+                       "nothing was changed")
     code_paths = [(cfg.base_dir / p).resolve() for p in cfg.code_paths]
     steps, profile, checks = [], [], []
     for qualified in cfg.tables:
         schema, base = resolve_name(conn, qualified)
         copies = _retired_copies(conn, schema, base)
-        if sa.inspect(conn).has_table(base, schema=schema):
+        if has_table(conn, base, schema):
             target = retired_name(base, now)
             action, name, note = "rename", qualified, f"step 1: rename to {target} (gradual disable)"
         elif copies:
@@ -181,11 +184,10 @@ class RetireWalker(Walker):
 def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]:
     """Each step's table is gone from its old name; a renamed one exists under its new name."""
     rows = []
-    inspector = sa.inspect(conn)
     for step in plan.steps:
         schema, name = split_name(step.spec["name"])
-        still_there = inspector.has_table(name, schema=schema)
-        renamed_ok = step.spec["action"] != "rename" or inspector.has_table(step.spec["target"], schema=schema)
+        still_there = has_table(conn, name, schema)
+        renamed_ok = step.spec["action"] != "rename" or has_table(conn, step.spec["target"], schema)
         rows.append({"table": step.spec["name"], "check": f"{step.spec['action']} done",
                      "rows": step.rows_selected, "rows_wrong": int(still_there) + int(not renamed_ok)})
     return rows
