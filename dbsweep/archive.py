@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .catalog import reflect_table
+from .catalog import has_table, reflect_table
 from .errors import BadInput
 from .names import derived
 
@@ -182,10 +182,11 @@ def upgrade_stamped_archive(conn: sa.Connection, dialect, rows: sa.Table, batche
 def ensure_table(engine: sa.Engine, wanted: sa.Table, source: sa.Table) -> sa.Table:
     """Create `wanted` on first use; refuse one that exists without the columns it needs."""
     with engine.begin() as conn:
-        inspector = sa.inspect(conn)
-        if inspector.has_table(wanted.name, schema=wanted.schema):
-            existing = {c["name"] for c in inspector.get_columns(wanted.name, schema=wanted.schema)}
-            missing = [c.name for c in wanted.c if c.name not in existing]
+        if has_table(conn, wanted.name, wanted.schema):
+            found = reflect_table(conn, wanted.fullname)
+            fold = str.casefold if found.metadata.info.get("names_fold_case") else str
+            existing = {fold(name) for name in found.c.keys()}
+            missing = [c.name for c in wanted.c if fold(c.name) not in existing]
             if missing:
                 raise BadInput(f"table '{wanted.fullname}' lacks columns {', '.join(missing)}: '{source.fullname}' "
                                "changed since it was created; rename the old one")

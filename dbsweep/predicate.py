@@ -117,4 +117,4 @@ class Condition(sa.sql.expression.ColumnElement):
 
 @compiles(Condition)
 def _condition_sql(element: Condition, compiler, **kw) -> str:
-    return f"({element.text})"
+    return f"({compiler.escape_literal_column(element.text)})"  # "%" doubled where the driver wants it

@@ -140,9 +140,11 @@ NO_TRANSACTION = 3903  # "ROLLBACK can only be used in transaction blocks"
 def create_engine(url: sa.URL, **kw) -> sa.Engine:
     """An engine for SQL Server: no table-comment probe (dbsweep reads no comments; the probe's
     function is missing on some T-SQL servers, Babelfish among them), and a ROLLBACK the server
-    answers with "no transaction" taken as done: an error that rolled the transaction back on the
-    server already (Babelfish does so for any error it maps to none of SQL Server's) would otherwise
-    be hidden behind the failed ROLLBACK, and the pooled connection thrown away."""
+    answers with "no transaction" taken as done. An error that rolled the transaction back on the
+    server already (Babelfish does so for any error it maps to none of SQL Server's numbers) would
+    otherwise be hidden behind the failed ROLLBACK; and pymssql, which opens each transaction with
+    BEGIN TRAN after the last one ended, opens none after a failed ROLLBACK, so every later statement
+    of the session would commit on its own. The transaction is opened again here."""
     kw.setdefault("supports_comments", False)
     engine = sa.create_engine(url, **kw)
     rollback = engine.dialect.do_rollback
@@ -153,6 +155,10 @@ def create_engine(url: sa.URL, **kw) -> sa.Engine:
         except Exception as exc:
             if mssql_number(exc) != NO_TRANSACTION:
                 raise
+            if not getattr(dbapi_connection, "autocommit_state", False):
+                cursor = dbapi_connection.cursor()
+                cursor.execute("IF @@TRANCOUNT = 0 BEGIN TRAN")
+                cursor.close()
 
     engine.dialect.do_rollback = do_rollback
     return engine
