@@ -123,7 +123,11 @@ def open_archive(conn: sa.Connection, archive_name: str, to_restore: bool = True
         raise BadInput(f"table '{rows.fullname}' is not a dbsweep archive (no column {BATCH})")
     batches = reflect_table(conn, archive_batches_for(rows).fullname)
     if to_restore:
-        sa.Index(derived(f"ix_{rows.name}", "_batch"), rows.c[BATCH]).create(conn, checkfirst=True)
+        from .dialects import dialect_for  # the dialects import this module
+
+        index = sa.Index(derived(f"ix_{rows.name}", "_batch"), rows.c[BATCH])
+        if dialect_for(conn).index_state(conn, rows, index.name) == "missing":
+            index.create(conn)
     return ArchiveTables(rows, batches)
 
 
@@ -190,8 +194,12 @@ def ensure_table(engine: sa.Engine, wanted: sa.Table, source: sa.Table) -> sa.Ta
             if missing:
                 raise BadInput(f"table '{wanted.fullname}' lacks columns {', '.join(missing)}: '{source.fullname}' "
                                "changed since it was created; rename the old one")
+            from .dialects import dialect_for  # the dialects import this module
+
+            dialect = dialect_for(conn)
             for index in wanted.indexes:  # one made by an earlier dbsweep may lack a newer index
-                index.create(conn, checkfirst=True)
+                if dialect.index_state(conn, wanted, index.name) == "missing":
+                    index.create(conn)
         else:
             wanted.create(conn)
     return wanted

@@ -71,7 +71,7 @@ def _refuse_what_cannot_be_restored(conn, dialect, steps, archive: str) -> None:
     for table in dict.fromkeys(step.table for step in steps):
         why = dialect.cannot_restore_into(conn, reflect_table(conn, table))
         if why:
-            raise BadInput(f"archive = '{archive}': {why}; nothing was changed (archive = 'none' runs without an undo)")
+            raise BadInput(f"archive = '{archive}': {why}; nothing was changed")
 
 
 def record_gate(target: Target, plan: PhasePlan, verdict: GateVerdict) -> PhasePlan:

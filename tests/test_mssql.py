@@ -133,8 +133,12 @@ def test_retire_reads_the_sys_catalog_and_renames_with_sp_rename():
     assert "sys.triggers WHERE parent_id = OBJECT_ID(:t)" in sql(TRIGGERS_ON)
     table = sa.Table("ORDER_LIST_DELTA", sa.MetaData(), schema="dbo")
     rename = rename_statement(MSSQL, table, "ORDER_LIST_DELTA__retired_20261123")
-    assert sql(rename) == "EXEC sp_rename :old, :new"
-    assert rename.compile(dialect=MSSQL).params == {"old": "dbo.[ORDER_LIST_DELTA]", "new": "ORDER_LIST_DELTA__retired_20261123"}
+    assert sql(rename) == "EXEC sp_rename @objname = :old, @newname = :new, @objtype = 'OBJECT'"
+    assert rename.compile(dialect=MSSQL).params == {"old": "dbo.ORDER_LIST_DELTA", "new": "ORDER_LIST_DELTA__retired_20261123"}
+    spaced = rename_statement(MSSQL, sa.Table("Order List", sa.MetaData(), schema="dbo"), "x")
+    assert spaced.compile(dialect=MSSQL).params["old"] == "dbo.Order List"  # the form both servers find
+    dotted = rename_statement(MSSQL, sa.Table("a.b", sa.MetaData(), schema="dbo"), "x")
+    assert dotted.compile(dialect=MSSQL).params["old"] == "dbo.[a.b]"  # only brackets can say this one
     assert sql(move_statement(MSSQL, table, "dbsweep_archive")) == "ALTER SCHEMA dbsweep_archive TRANSFER dbo.[ORDER_LIST_DELTA]"
     assert sql(create_schema_statement(MSSQL, "dbsweep_archive")) == \
         "IF SCHEMA_ID(:s) IS NULL EXEC('CREATE SCHEMA dbsweep_archive')"

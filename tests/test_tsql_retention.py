@@ -52,3 +52,25 @@ def test_the_block_walk_is_refused_before_anything_changes(tmp_path, ms):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "blocks" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert rows(ms.engine, EVENTS) == before
+
+
+def test_the_phase_graph_materializes_against_the_t_sql_engine(tmp_path, ms):
+    """Profile, the blocking gate, apply and verification, as Dagster runs them, on SQL Server's dialect."""
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+
+    load_order_events(ms, old=600, new=200)
+    keep = keys(ms.engine, where=NEW)
+    tsql_policy(tmp_path, ms, RETENTION.format(batch_size=100, extra=""))
+    defs = build_definitions(str(tmp_path))
+    result = dg.materialize(list(defs.assets) + list(defs.asset_checks), selection=dg.AssetSelection.groups("tsqlpol_purge"),
+                            instance=dg.DagsterInstance.ephemeral(), resources=defs.resources,
+                            run_config={"ops": {"tsqlpol__purge__apply": {"config": {"dry_run": False}}}})
+    assert result.success and keys(ms.engine) == keep
+    profile = result.asset_materializations_for_node("tsqlpol__purge__profile")[0].metadata
+    assert profile["rows_total"].value == 800 and profile["rows_selected"].value == 800 - len(keep)
+    [applied] = result.asset_materializations_for_node("tsqlpol__purge__apply")
+    assert applied.metadata["rows"].value == 800 - len(keep)
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"gate": True, "postconditions": True}

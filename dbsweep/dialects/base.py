@@ -28,6 +28,10 @@ class Dialect:
     range_walk = True  # integer keys may be walked by key ranges sized from their density
     names_fold_case = False  # identifiers match whatever their case (SQL Server's default collation)
 
+    def same_name(self, a: str, b: str) -> bool:
+        """Whether two identifiers name the same object here."""
+        return a.casefold() == b.casefold() if self.names_fold_case else a == b
+
     def has_table(self, conn: sa.Connection, name: str, schema: str | None) -> bool:
         return sa.inspect(conn).has_table(name, schema=schema)
 
@@ -190,11 +194,35 @@ class Dialect:
         with engine.begin() as conn:
             conn.execute(sa.schema.CreateIndex(index, if_not_exists=False))
 
+    def indexes(self, conn: sa.Connection, table: sa.Table) -> list[dict]:
+        """The table's primary key, unique constraints and indexes, each: name, columns (as the
+        table's columns are named), unique, primary, constraint (a unique constraint, not only an
+        index), partial (filtered), descending (its columns sorted descending)."""
+        inspector = sa.inspect(conn)
+        found = []
+        pk = inspector.get_pk_constraint(table.name, schema=table.schema)
+        if pk.get("constrained_columns"):
+            found.append(_index(pk.get("name") or "", pk["constrained_columns"], primary=True, constraint=True))
+        try:
+            for uc in inspector.get_unique_constraints(table.name, schema=table.schema):
+                found.append(_index(uc["name"], uc["column_names"], constraint=True))
+        except NotImplementedError:
+            pass
+        for ix in inspector.get_indexes(table.name, schema=table.schema):
+            options = ix.get("dialect_options", {})
+            sorting = ix.get("column_sorting", {})
+            found.append(_index(ix["name"], ix["column_names"], unique=bool(ix.get("unique")),
+                                partial=any(k.endswith("_where") and v is not None for k, v in options.items()),
+                                descending={c for c, how in sorting.items() if "desc" in how}))
+        return found
+
     def index_state(self, conn: sa.Connection, table: sa.Table, name: str) -> str:
         """"valid", "invalid" (a failed concurrent build left it) or "missing"."""
-        found = {ix["name"] for ix in sa.inspect(conn).get_indexes(table.name, schema=table.schema)}
-        found |= {uc["name"] for uc in sa.inspect(conn).get_unique_constraints(table.name, schema=table.schema)}
-        return "valid" if name in found else "missing"
+        return "missing" if self.index_named(conn, table, name) is None else "valid"
+
+    def index_named(self, conn: sa.Connection, table: sa.Table, name: str) -> dict | None:
+        """The entry of `indexes` that the name `name` was given to, or None."""
+        return next((ix for ix in self.indexes(conn, table) if self.same_name(ix["name"], name)), None)
 
     def drop_index(self, engine: sa.Engine, table: sa.Table, name: str) -> None:
         with engine.begin() as conn:
@@ -214,12 +242,12 @@ class Dialect:
 
     def drop_unique(self, conn: sa.Connection, table: sa.Table, name: str) -> None:
         """Drop the unique constraint or index `name` (undoing a dedupe)."""
-        inspector = sa.inspect(conn)
-        constraints = {uc["name"] for uc in inspector.get_unique_constraints(table.name, schema=table.schema)}
+        found = self.index_named(conn, table, name)
+        found = [found] if found is not None and not found["primary"] else []
         prep = conn.dialect.identifier_preparer
-        if name in constraints:
+        if any(ix["constraint"] for ix in found):
             conn.execute(sa.text(f"ALTER TABLE {prep.format_table(table)} DROP CONSTRAINT {prep.quote(name)}"))
-        elif name in {ix["name"] for ix in inspector.get_indexes(table.name, schema=table.schema)}:
+        elif found:
             conn.execute(sa.schema.DropIndex(sa.Index(name, _table=table)))
 
     def delete_batch(
@@ -325,6 +353,12 @@ class Dialect:
             batch = self.open_archive_batch(conn, archive, stamp)
             conn.execute(sa.insert(archive.rows), [{**dict(zip(table.c.keys(), row)), BATCH: batch} for row in rows])
         return len(rows)
+
+
+def _index(name: str, columns: list, unique: bool = True, primary: bool = False, constraint: bool = False,
+           partial: bool = False, descending: set | None = None) -> dict:
+    return {"name": name, "columns": list(columns), "unique": unique, "primary": primary, "constraint": constraint,
+            "partial": partial, "descending": set(descending or ())}
 
 
 def saved_columns(archive: sa.Table) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from datetime import datetime, time
 
 import sqlalchemy as sa
@@ -177,6 +178,14 @@ PRIMARY_KEY_COLUMNS = sa.text("""
     ORDER BY ic.key_ordinal""")
 
 
+INDEXES = sa.text("""
+    SELECT i.name, i.is_unique, i.is_primary_key, i.is_unique_constraint, i.has_filter, c.name AS column_name,
+           ic.is_descending_key
+    FROM sys.indexes i
+    JOIN sys.index_columns ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.is_included_column = 0
+    JOIN sys.columns c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
+    WHERE i.object_id = OBJECT_ID(:t) AND i.name IS NOT NULL
+    ORDER BY i.index_id, ic.key_ordinal""")
 TABLE_BY_ID = sa.text("SELECT 1 FROM sys.tables WHERE object_id = OBJECT_ID(:t)")
 TABLES_IN_SCHEMA = sa.text("""
     SELECT t.name FROM sys.tables t JOIN sys.schemas s ON s.schema_id = t.schema_id
@@ -218,6 +227,31 @@ class MssqlDialect(Dialect):
         if not is_babelfish(conn):
             return super().table_names(conn, schema)
         return conn.execute(TABLES_IN_SCHEMA, {"s": schema}).scalars().all()
+
+    def indexes(self, conn, table):
+        """From sys.indexes (SQLAlchemy reads no unique constraints here, and Babelfish's keys not at all)."""
+        by_fold = {c.name.casefold(): c.name for c in table.c}
+        babelfish = is_babelfish(conn)
+        found: dict[str, dict] = {}
+        for r in conn.execute(INDEXES, self._name(conn, table)):
+            ix = found.setdefault(r.name, {"name": r.name, "stored_as": r.name if babelfish else None, "columns": [], "unique": bool(r.is_unique),
+                                           "primary": bool(r.is_primary_key),
+                                           "constraint": bool(r.is_primary_key or r.is_unique_constraint),
+                                           "partial": bool(r.has_filter), "descending": set()})
+            column = by_fold.get(r.column_name.casefold(), r.column_name)
+            ix["columns"].append(column)
+            if r.is_descending_key:
+                ix["descending"].add(column)
+        return list(found.values())
+
+    def index_named(self, conn, table, name):
+        """Babelfish stores index `name` of `table` as the first 31 characters of both names, lower
+        case, then an md5: sys.indexes shows that, never the name given."""
+        if not is_babelfish(conn):
+            return super().index_named(conn, table, name)
+        stored = (name + table.name).lower()[:31]
+        return next((ix for ix in self.indexes(conn, table)
+                     if re.fullmatch(re.escape(stored) + "[0-9a-f]{32}", ix["stored_as"])), None)
 
     def column_spellings(self, conn, schema, table):
         if not is_babelfish(conn):

@@ -137,33 +137,29 @@ def _references(conn, dialect: Dialect, table: sa.Table, rule: TableRule, spec: 
 
 
 # discovery -----------------------------------------------------------------------------------
-def _unique_on(conn: sa.Connection, table: sa.Table, columns: list[str]) -> str:
+def _unique_on(conn: sa.Connection, dialect: Dialect, table: sa.Table, columns: list[str]) -> str:
     """The name of a primary key, unique constraint or unique index whose columns are among
     `columns` (then those are unique already), else "none"."""
-    inspector = sa.inspect(conn)
     wanted = set(columns)
-    pk = inspector.get_pk_constraint(table.name, schema=table.schema)
-    if pk.get("constrained_columns") and set(pk["constrained_columns"]) <= wanted:
-        return f"primary key {pk.get('name') or ''}".strip()
-    for uc in inspector.get_unique_constraints(table.name, schema=table.schema):
-        if set(uc["column_names"]) <= wanted:
-            return f"constraint {uc['name']}"
-    for ix in inspector.get_indexes(table.name, schema=table.schema):
-        if ix.get("unique") and None not in ix["column_names"] and set(ix["column_names"]) <= wanted \
-                and not ix.get("dialect_options", {}).get("postgresql_where"):
-            return f"unique index {ix['name']}"
+    found = [ix for ix in dialect.indexes(conn, table) if ix["unique"] and not ix["partial"]
+             and None not in ix["columns"] and set(ix["columns"]) <= wanted]
+    for what, named in (("primary key", lambda ix: ix["primary"]), ("constraint", lambda ix: ix["constraint"]),
+                        ("unique index", lambda ix: True)):
+        for ix in found:
+            if named(ix):
+                return f"{what} {ix['name']}".strip()
     return NONE
 
 
-def _index_serving(conn: sa.Connection, table: sa.Table, columns: list[str], order: list[tuple[str, bool]]) -> str | None:
+def _index_serving(conn: sa.Connection, dialect: Dialect, table: sa.Table, columns: list[str],
+                   order: list[tuple[str, bool]]) -> str | None:
     """An index whose leading columns are the natural key then the rule's order (so a key's kept
     row is the first entry of its group), else None."""
     wanted = columns + [name for name, _ in order]
-    for ix in sa.inspect(conn).get_indexes(table.name, schema=table.schema):
-        if ix["column_names"][:len(wanted)] != wanted or ix.get("dialect_options", {}).get("postgresql_where"):
+    for ix in dialect.indexes(conn, table):
+        if ix["columns"][:len(wanted)] != wanted or ix["partial"]:
             continue
-        sorting = ix.get("column_sorting", {})
-        if all(("desc" in sorting.get(name, ())) == desc for name, desc in order):
+        if all((name in ix["descending"]) == desc for name, desc in order):
             return ix["name"]
     return None
 
@@ -253,7 +249,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         spec = {"natural_key": rule.natural_key, "key": key, "keep": rule.keep, "time_column": rule.time_column,
                 "nulls": rule.nulls, "constraint": constraint}
         order = rule_order(spec)
-        already = _unique_on(conn, table, rule.natural_key)
+        already = _unique_on(conn, dialect, table, rule.natural_key)
         if already == NONE and has_table(conn, constraint, table.schema):
             raise BadInput(f"table '{rule.table}': constraint name '{constraint}' is taken by a table")
         dropping, kept_backups = _backup_rows(conn, cfg, table, {**spec, "key": key}, now)
@@ -266,7 +262,7 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         fraction = counts["rows_selected"] / counts["rows_total"] if counts["rows_total"] else 0.0
         blockers = rebuild_blockers(conn, dialect, table)
         strategy, why = _strategy(rule, dialect, fraction, cfg.rebuild_above, blockers)
-        helper = _index_serving(conn, table, rule.natural_key, order)
+        helper = _index_serving(conn, dialect, table, rule.natural_key, order)
         bytes_now = dialect.table_bytes(conn, table)
         keys = [table.c[k] for k in key]
         bounds = conn.execute(sa.select(sa.func.min(keys[0]), sa.func.max(keys[0]))).one() if len(key) == 1 else None

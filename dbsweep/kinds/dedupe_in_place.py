@@ -205,9 +205,9 @@ def guard_name(table: sa.Table) -> str:
 
 
 def _constraint_named(conn, table: sa.Table, name: str) -> str | None:
-    for uc in sa.inspect(conn).get_unique_constraints(table.name, schema=table.schema):
-        if uc["name"] == name:
-            return name
-    return None
+    from ..dialects import dialect_for
+
+    found = dialect_for(conn).index_named(conn, table, name)
+    return name if found is not None and found["constraint"] else None
 
 

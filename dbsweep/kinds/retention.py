@@ -305,8 +305,7 @@ class Retention(Kind):
             out["rows_due"] = float(max(latest.rows_selected - done, 0))
             out["rows_due_age_seconds"] = (now - latest.created_at).total_seconds()
         table = reflect_table(conn, cfg.table)
-        indexed = any(ix["column_names"][:1] == [cfg.time_column]
-                      for ix in sa.inspect(conn).get_indexes(table.name, schema=table.schema))
+        indexed = any(ix["columns"][:1] == [cfg.time_column] for ix in dialect.indexes(conn, table))
         if indexed:
             first = _as_utc(conn.execute(sa.select(sa.func.min(table.c[cfg.time_column]))).scalar())
             out["oldest_row_age_seconds"] = (now - first).total_seconds() if first is not None else 0.0
