@@ -1,5 +1,6 @@
-"""SQL Server cannot run here: every T-SQL statement dbsweep would send is compiled with
-SQLAlchemy's mssql dialect (pymssql) and asserted on its text. The README says so."""
+"""Every T-SQL statement dbsweep sends, compiled with SQLAlchemy's mssql dialect (pymssql) and
+asserted on its text: also the forms no server here runs (the SQL Server tier, tests/test_tsql_*.py,
+executes the rest on Babelfish)."""
 
 from datetime import datetime, timezone
 

@@ -1,5 +1,6 @@
-"""SQL Server (pymssql). No SQL Server runs here: these statements are compile-tested only
-(tests/test_mssql.py compiles each with SQLAlchemy's mssql dialect and asserts on the T-SQL).
+"""SQL Server (pymssql). The SQL Server tier of the tests runs these statements against Babelfish
+for PostgreSQL (a T-SQL engine); where Babelfish differs from SQL Server, the dialect decides by
+`is_babelfish`. tests/test_mssql.py also compiles each with SQLAlchemy's mssql dialect.
 
 Statements are built by `*_statement` functions that need only a SQLAlchemy dialect, so a test
 can compile them without a server; the methods execute them."""
