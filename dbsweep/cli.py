@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 import typer.core
 from rich.console import Console
+from rich.markup import escape
 
 from . import service
 from .errors import BadInput, DbsweepError, GateRefused, StoppedEarly
@@ -243,12 +244,13 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
 @app.command()
 @guarded
 def verify(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, target: TargetOpt = None,
+           run_id: Annotated[Optional[str], typer.Option("--run", help="Judge this run (as `dbsweep status` lists it) instead of the phase's latest run that went to the end.")] = None,
            all_targets: AllTargetsOpt = False, parallel: ParallelOpt = 1, fail_fast: FailFastOpt = False):
-    """Prove the post-conditions of each phase's latest plan (Great Expectations). Exit 1 if not met."""
+    """Prove the post-conditions of each phase's latest applied run (its plan), or of --run. Exit 1 if not met."""
     from expectations.runner import verification
 
-    from .ledger import Ledger
-    from .report import print_verification
+    from .ledger import FINISHED, Ledger
+    from .report import print_verification, when
 
     if all_targets:
         _fan_out(policy_path, env, target, parallel, fail_fast)
@@ -256,30 +258,47 @@ def verify(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, t
     ledger = Ledger(target.engine)
     ledger.ensure()
     failed = []
-    for name in _phases(policy, phase):
+    for name, run in _runs_to_verify(policy, target, ledger, phase, run_id):
         latest = ledger.latest_plan(policy.name, name, target.env)
-        if latest is None:
-            raise BadInput(f"phase '{name}' has no plan in the ledger yet: run `dbsweep plan` first")
-        undone = ledger.restored_run(latest.plan_id)
-        if undone is None and ledger.finished_run(latest.plan_id) is None:
-            out.print(f"[bold]{name}[/] (plan {latest.plan_id}): not run to the end yet (`dbsweep run` applies or "
-                      "resumes it), so there is nothing to verify")
+        if run is None:
+            if latest is None:
+                raise BadInput(f"phase '{name}' has no plan in the ledger yet: run `dbsweep plan` first")
+            out.print(f"[bold]{escape(name)}[/] (plan {latest.plan_id}): no run of this phase went to the end yet "
+                      "(`dbsweep run` applies or resumes it), so there is nothing to verify")
             continue
-        if undone is not None:
-            out.print(f"[bold]{name}[/] (plan {latest.plan_id}): run {undone.run_id} was restored (undone) at "
-                      f"{str(undone.updated_at)[:19]}: nothing of this plan is applied, so there is nothing to verify; "
-                      "make a new plan to apply it again")
+        if run.state != FINISHED:
+            out.print(f"[bold]{escape(name)}[/]: run {run.run_id} (plan {run.plan_id}) was restored (undone) at "
+                      f"{when(run.updated_at)}: nothing of it is applied, so there is nothing to verify")
             continue
-        rows = service.verify(target, latest)
-        verdict = verification(latest, rows)
-        _tell_dagster("verified", latest, rows, verdict)
-        print_verification(out, latest, rows, verdict)
+        plan = ledger.approved_plan(run.plan_id)
+        newer = f"; plan {latest.plan_id} is newer and not applied" if latest and latest.plan_id != plan.plan_id else ""
+        out.print(f"[bold]{escape(name)}[/]: verifying run {run.run_id} (plan {plan.plan_id}, finished "
+                  f"{when(run.finished_at)}){newer}")
+        rows = service.verify(target, plan)
+        verdict = verification(plan, rows)
+        _tell_dagster("verified", plan, rows, verdict)
+        print_verification(out, plan, rows, verdict)
         if verdict.report:
             out.print(f"  report {verdict.report}", soft_wrap=True)
         if not verdict.passed:
             failed.append(name)
     if failed:
         raise DbsweepError(f"verification failed for: {', '.join(failed)}")
+
+
+def _runs_to_verify(policy, target, ledger, phases, run_id):
+    """(phase, its latest run that went to the end, or None), or the one run --run names."""
+    if run_id is None:
+        return [(name, ledger.latest_applied_run(policy.name, name, target.env)) for name in _phases(policy, phases)]
+    run = ledger.find_run(run_id)
+    if run is None or run.policy != policy.name or run.env != target.env:
+        raise BadInput(f"--run {run_id}: no run of policy '{policy.name}' (env {target.env!r}) with that id in this "
+                       "database's ledger (`dbsweep status` lists them)")
+    if phases and run.phase not in phases:
+        raise BadInput(f"--run {run_id}: the run is of phase '{run.phase}', not {', '.join(map(repr, phases))}")
+    if run.state not in ("finished", "restored"):
+        raise BadInput(f"--run {run_id}: the run is {run.state}; only a run that went to the end can be verified")
+    return [(run.phase, run)]
 
 
 @app.command()

@@ -276,6 +276,16 @@ class Ledger:
                                .order_by(r.started_at.desc()).limit(1)).first()
         return None if row is None else self._run(row)
 
+    def latest_applied_run(self, policy: str, phase: str, env: str) -> RunRecord | None:
+        """The phase's latest run that went to the end (finished, or restored since): the change
+        `verify` judges, whatever plans `plan` or `check` recorded after it."""
+        r = self.runs.c
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(self.runs).where(r.policy == policy, r.phase == phase, r.env == env,
+                                                          r.state.in_((FINISHED, RESTORED)))
+                               .order_by(r.started_at.desc()).limit(1)).first()
+        return None if row is None else self._run(row)
+
     def restored_run(self, plan_id: str) -> RunRecord | None:
         """The plan's latest run, if it was restored (undone) and nothing ran it again since."""
         r = self.runs.c

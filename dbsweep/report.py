@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -25,8 +27,20 @@ def plural(count: int, one: str, many: str) -> str:
     return f"{count:,} {one if count == 1 else many}"
 
 
-def _when(value) -> str:
-    return "-" if value is None else str(value)[:19]
+def when(value) -> str:
+    """A moment, one way everywhere: `2026-11-23 14:05:09 UTC` (an ISO string or a datetime; one
+    without a zone is UTC, as the ledger keeps them)."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return f"{value:%Y-%m-%d %H:%M:%S} UTC"
+    return str(value)
 
 
 def print_plan(out: Console, target, plans: list[PhasePlan]) -> None:
@@ -40,9 +54,9 @@ def print_plan(out: Console, target, plans: list[PhasePlan]) -> None:
             total, selected = row.get("rows_total"), row.get("rows_selected") or 0
             fraction = row.get("fraction_selected", selected / total if total else 0.0)
             label = row["table"] + (f" ({row['rule']})" if "rule" in row else "")
-            what = row.get("detail") or row.get("sets") or _when(plan.cutoff)
+            what = row.get("detail") or row.get("sets") or when(plan.cutoff)
             table.add_row(plan.phase, plan.plan_id, label, "-" if total is None else f"{total:,}", f"{selected:,}",
-                          f"{fraction:.1%}", _when(row.get("oldest_selected") or row.get("oldest_activity")), what, human_bytes(row.get("est_bytes")),
+                          f"{fraction:.1%}", when(row.get("oldest_selected") or row.get("oldest_activity")), what, human_bytes(row.get("est_bytes")),
                           verdict)
     out.print(table)
     for plan in plans:
@@ -112,7 +126,7 @@ def print_status(out: Console, policy, target, runs, undoable: set[str]) -> None
         if run.run_id in undoable:
             resumable += ("; " if resumable else "") + f"undo: dbsweep restore {run.run_id}"
         table.add_row(run.run_id, run.phase, run.plan_id, run.state, f"{run.rows_done:,}", f"{run.batches_done:,}",
-                      _when(run.started_at), _when(run.updated_at),
+                      when(run.started_at), when(run.updated_at),
                       Text("" if run.stop_reason in (None, run.state) else run.stop_reason), resumable)
     out.print(table)
 
@@ -134,7 +148,7 @@ def print_stats(out: Console, policy, target, stats) -> None:
         table.add_column(name, justify="left" if name in ("phase", "last success") else "right")
     for s in stats:
         table.add_row(s.phase, f"{s.runs:,}", f"{s.succeeded:,}", "-" if s.success_rate is None else f"{s.success_rate:.0%}",
-                      f"{s.refused:,}", f"{s.rows_changed:,}", _when(s.last_success),
+                      f"{s.refused:,}", f"{s.rows_changed:,}", when(s.last_success),
                       "-" if s.median_seconds is None else f"{s.median_seconds:.1f} s",
                       "-" if s.median_rows_per_s is None else f"{s.median_rows_per_s:,.0f}")
     out.print(table)

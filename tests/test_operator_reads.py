@@ -1,0 +1,41 @@
+"""What an operator reads: verify judges the run that was applied (and any run it is given), not
+whichever plan was recorded last; every moment printed one way, with its zone."""
+
+import re
+
+from dbsweep.ledger import Ledger
+from tests.conftest import load_events, retention_policy, run_cli
+
+
+def test_verify_judges_the_latest_applied_run_after_check_recorded_new_plans(tmp_path, pg, dbname):
+    load_events(pg, old=600, new=400)
+    path = retention_policy(tmp_path, dbname, batch_size=200, extra='archive = "table"')
+    assert run_cli("run", path).returncode == 0
+    (run,) = Ledger(pg).list_runs()
+    assert run_cli("check", path).returncode == 0  # records a new plan, applied by nothing
+    newer = Ledger(pg).latest_plan("testpol", "purge", "dev")
+    assert newer.plan_id != run.plan_id
+
+    verified = run_cli("verify", path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"verifying run {run.run_id} (plan {run.plan_id}" in verified.stdout
+    assert f"plan {newer.plan_id} is newer and not applied" in verified.stdout and "passed" in verified.stdout
+    assert re.search(r"finished \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", verified.stdout), verified.stdout
+
+    given = run_cli("verify", path, "--run", run.run_id)
+    assert given.returncode == 0 and f"verifying run {run.run_id}" in given.stdout, given.stdout + given.stderr
+    unknown = run_cli("verify", path, "--run", "feedfacecafe")
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
+    assert "--run feedfacecafe" in unknown.stderr and "testpol" in unknown.stderr
+
+    assert run_cli("restore", run.run_id, "--policy", path).returncode == 0
+    undone = run_cli("verify", path)
+    assert undone.returncode == 0 and f"run {run.run_id} (plan {run.plan_id}) was restored" in undone.stdout, undone.stdout
+
+
+def test_verify_before_any_run_says_there_is_nothing_to_verify(tmp_path, pg, dbname):
+    load_events(pg, old=60, new=40)
+    path = retention_policy(tmp_path, dbname)
+    assert run_cli("plan", path).returncode == 0
+    result = run_cli("verify", path)
+    assert result.returncode == 0 and "no run of this phase went to the end yet" in result.stdout, result.stdout
