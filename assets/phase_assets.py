@@ -27,6 +27,8 @@ from .schedules import phase_schedule
 class ApplyConfig(dg.Config):
     dry_run: bool = Field(default=True, description="Default: check everything, change nothing.")
     confirm: str = Field(default="", description="The phase name; required for a real run in a protected env.")
+    accept_no_undo: bool = Field(default=False, description="Required as well, in a protected env, for a phase whose "
+                                 "change `dbsweep restore` could not undo (nothing archived).")
     max_rows: Optional[int] = Field(default=None, description="Stop (resumable) after this many rows.")
     batch_size: Optional[int] = Field(default=None, description="Override the phase's batch_size.")
 
@@ -113,7 +115,9 @@ class PhaseGraph:
             except DbsweepError as exc:
                 raise failure(exc, refused=str(exc)) from None
             frame = pd.DataFrame(plan.profile).assign(plan_id=plan.plan_id, target=name or "")
-            return dg.Output(frame, metadata=profile_metadata(plan, target, frame, window))
+            metadata = profile_metadata(plan, target, frame, window)
+            metadata["undo"] = f"none: {why}" if (why := service.no_undo(policy, plan)) else "dbsweep restore"
+            return dg.Output(frame, metadata=metadata)
 
         return profile
 
@@ -158,6 +162,7 @@ class PhaseGraph:
                 target = dbsweep.target(policy, _target_of(profile))
                 plan = service.load_plan(target, _plan_id(profile))
                 report = service.apply(policy, target, plan, dry_run=config.dry_run, confirm=config.confirm or None,
+                                       accept_no_undo=config.accept_no_undo,
                                        on_progress=progress_logger(context, phase.progress_every),
                                        max_rows=config.max_rows, batch_size=config.batch_size)
             except DbsweepError as exc:

@@ -139,6 +139,12 @@ def _tell_dagster(event: str, *args) -> None:
     getattr(cli_history, event)(*args)
 
 
+def _say_no_undo(policy, plan: PhasePlan) -> None:
+    why = service.no_undo(policy, plan)
+    if why:
+        out.print(f"[bold]{escape(plan.phase)}[/]: [bold red]no undo[/]: {escape(why)}", soft_wrap=True)
+
+
 def _gate(target: Target, plan: PhasePlan) -> PhasePlan:
     # Great Expectations: imported only when a gate runs
     from expectations.runner import gate
@@ -168,6 +174,7 @@ def plan(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, win
         _tell_dagster("plan_made", made, target)
     print_plan(out, target, plans)
     for made in plans:
+        _say_no_undo(policy, made)
         if made.gate.report:
             out.print(f"{made.phase}: gate report {made.gate.report}", soft_wrap=True)
     if output:
@@ -183,6 +190,7 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
         plan_file: Annotated[Optional[Path], typer.Option("--plan", help="Execute exactly this plan file (from `dbsweep plan -o`).")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Check plan, gate and confirmation; change nothing.")] = False,
         confirm: Annotated[Optional[str], typer.Option("--confirm", help="Phase name; required for a real run in a protected env.")] = None,
+        accept_no_undo: Annotated[bool, typer.Option("--accept-no-undo", help="Required as well for a real run, in a protected env, of a phase whose change `dbsweep restore` could not undo (nothing archived).")] = False,
         batch_size: Annotated[Optional[int], typer.Option(min=1, help="Override the phase's batch_size.")] = None,
         max_rows: Annotated[Optional[int], typer.Option(min=1, help="Stop (resumable) after this many rows.")] = None,
         window: WindowOpt = None, target: TargetOpt = None, all_targets: AllTargetsOpt = False, parallel: ParallelOpt = 1,
@@ -218,6 +226,7 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
                 chosen = _gate(target, service.make_plan(policy, name, target, window=bounds))
                 _tell_dagster("plan_made", chosen, target)
         print_waiting(out, chosen)
+        _say_no_undo(policy, chosen)
         if dry_run:
             dry = service.apply(policy, target, chosen, dry_run=True, confirm=confirm, batch_size=batch_size)
             _tell_dagster("run_done", chosen, dry, True, policy.phase(name).archive)
@@ -226,7 +235,8 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
         from .progress import progress_bar
 
         with progress_bar(out, chosen) as on_progress:
-            report = service.apply(policy, target, chosen, dry_run=False, confirm=confirm, on_progress=on_progress,
+            report = service.apply(policy, target, chosen, dry_run=False, confirm=confirm,
+                                   accept_no_undo=accept_no_undo, on_progress=on_progress,
                                    batch_size=batch_size, max_rows=max_rows)
         _tell_dagster("run_done", chosen, report, False, policy.phase(name).archive)
         print_run(out, report)

@@ -95,8 +95,13 @@ def resumable_plan(policy: Policy, phase_name: str, target: Target) -> PhasePlan
     return None if run is None else ledger.load_plan(run.plan_id)
 
 
+def no_undo(policy: Policy, plan: PhasePlan) -> str | None:
+    """Why this plan's change could not be undone by `dbsweep restore` (None: it can)."""
+    return kind_named(plan.kind).no_undo(policy.phase(plan.phase), plan)
+
+
 def authorize(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool,
-              confirm: str | None) -> tuple[PhasePlan, str | None]:
+              confirm: str | None, accept_no_undo: bool = False) -> tuple[PhasePlan, str | None]:
     """Refuse, before anything changes, a plan that is not the one the gate judged (the ledger's copy
     is the reference: a plan file that differs from it in any field is refused), not this policy's,
     changed, stale, or whose gate did not pass. Returns the ledger's plan, the one that runs, and
@@ -123,6 +128,9 @@ def authorize(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool,
         raise BadInput(f"{policy.path}: phase '{recorded.phase}' changed since plan {recorded.plan_id} was made{way_out}")
     if target.protected and not dry_run and confirm != recorded.phase:
         raise BadInput(f"env '{target.env}' is protected: a real run of phase '{recorded.phase}' needs --confirm {recorded.phase}")
+    if target.protected and not dry_run and not accept_no_undo and (why := no_undo(policy, recorded)):
+        raise BadInput(f"env '{target.env}' is protected and phase '{recorded.phase}' cannot be undone ({why}): "
+                       "a real run needs --accept-no-undo as well; nothing was run")
     if not recorded.gate.passed:
         raise GateRefused(f"plan {recorded.plan_id}: gate failed: {recorded.gate.summary}")
     max_age = parse_duration(cfg.max_plan_age)
@@ -151,9 +159,9 @@ def run_options(policy: Policy, phase_name: str, **overrides) -> RunOptions:
 
 
 def apply(policy: Policy, target: Target, plan: PhasePlan, *, dry_run: bool = True, confirm: str | None = None,
-          on_progress=None, observers=(), **overrides) -> RunReport | DryRunReport:
+          accept_no_undo: bool = False, on_progress=None, observers=(), **overrides) -> RunReport | DryRunReport:
     try:
-        plan, resumes = authorize(policy, target, plan, dry_run=dry_run, confirm=confirm)
+        plan, resumes = authorize(policy, target, plan, dry_run=dry_run, confirm=confirm, accept_no_undo=accept_no_undo)
     except GateRefused as exc:
         if not dry_run:
             Ledger(target.engine).record_refusal(plan, f"gate: {exc}")

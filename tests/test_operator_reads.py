@@ -39,3 +39,27 @@ def test_verify_before_any_run_says_there_is_nothing_to_verify(tmp_path, pg, dbn
     assert run_cli("plan", path).returncode == 0
     result = run_cli("verify", path)
     assert result.returncode == 0 and "no run of this phase went to the end yet" in result.stdout, result.stdout
+
+
+def test_a_change_without_undo_says_so_and_a_protected_env_needs_it_acknowledged(tmp_path, pg, dbname):
+    from tests.conftest import ids
+
+    load_events(pg, old=300, new=100)
+    before = ids(pg, "events")
+    env_block = 'env.dev = { url = "embedded", protected = true }'
+    path = retention_policy(tmp_path, dbname, batch_size=100, env_block=env_block)
+    planned = run_cli("plan", path)
+    assert planned.returncode == 0 and "purge: no undo: archive = 'none'" in planned.stdout, planned.stdout
+    assert "cannot bring them back" in planned.stdout
+    dry = run_cli("run", path, "--dry-run")
+    assert dry.returncode == 0 and "no undo" in dry.stdout, dry.stdout
+    confirmed = run_cli("run", path, "--confirm", "purge")
+    assert confirmed.returncode == 2 and "--accept-no-undo" in confirmed.stderr, confirmed.stdout + confirmed.stderr
+    assert len(confirmed.stderr.strip().splitlines()) == 1 and ids(pg, "events") == before
+    acknowledged = run_cli("run", path, "--confirm", "purge", "--accept-no-undo")
+    assert acknowledged.returncode == 0, acknowledged.stdout + acknowledged.stderr
+    assert "no undo" in acknowledged.stdout and len(ids(pg, "events")) < len(before)
+
+    archived = retention_policy(tmp_path, dbname, batch_size=100, env_block=env_block, extra='archive = "table"')
+    said = run_cli("plan", archived)
+    assert said.returncode == 0 and "no undo" not in said.stdout  # an archived change says nothing of the kind

@@ -110,6 +110,14 @@ class Kind:
 
         return restore_archived(engine, ledger, run, plan, archive_dir)
 
+    def no_undo(self, cfg, plan: PhasePlan) -> str | None:
+        """Why `dbsweep restore` could not undo what this plan changes (said by plan, dry run and
+        run; a protected env's real run needs it acknowledged), or None when it can."""
+        if cfg.archive == "none" and not self.changes_rows_in_place and plan.rows_selected:
+            return (f"archive = 'none': the {plan.rows_selected:,} rows it deletes are kept nowhere, and "
+                    "`dbsweep restore` cannot bring them back")
+        return None
+
     def backfill(self, cfg):
         """The time windows (`Backfill`) a windowed phase declares for Dagster backfills, if any."""
         return None

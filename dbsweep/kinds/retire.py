@@ -233,6 +233,13 @@ class Retire(Kind):
     def gate_rows(self, plan):
         return plan.checks  # the gate judges the catalog preconditions, not volumes
 
+    def no_undo(self, cfg, plan):
+        dropped = [step.table for step in plan.steps if step.spec["action"] == "drop"]
+        if dropped and cfg.archive == "none":
+            return (f"it drops {', '.join(dropped)} without archive = true: nothing is kept, and `dbsweep restore` "
+                    "cannot bring them back")
+        return None
+
     def dry_run(self, plan, batch_size):
         return [DryRunLine(step.table, step.rows_selected, "retire", None, 1,
                            f"rename to {step.spec['target']}" if step.spec["action"] == "rename" else step.spec["action"])
