@@ -345,7 +345,7 @@ def _ledgers(policy_path: Path | None, env: str | None, target: str | None = Non
 def check(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, target: TargetOpt = None,
           all_targets: AllTargetsOpt = False, parallel: ParallelOpt = 1, fail_fast: FailFastOpt = False):
     """The consistency check (hourly in seed 004): every phase's profile and gate, recorded in the
-    ledger, nothing applied; then every [alerts] threshold. Exit 3 when a gate refuses, 1 when an
+    ledger, nothing applied; then every \\[alerts] threshold. Exit 3 when a gate refuses, 1 when an
     alert fires."""
     from .alerts import evaluate
     from .report import print_alerts, print_plan

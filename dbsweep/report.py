@@ -72,7 +72,9 @@ def print_plan(out: Console, target, plans: list[PhasePlan]) -> None:
 
 def _print_checks(out: Console, phase: str, checks: list[dict]) -> None:
     for check in checks:
-        mark = "[green]ok[/]" if check["found"] == "none" else f"[red]blocked[/]: {check['found']}"
+        found = escape(check["found"])
+        mark = ("[green]ok[/]" if check["found"] == "none" else
+                f"[yellow]{found}[/]" if check["found"].startswith("not checked") else f"[red]blocked[/]: {found}")
         out.print(f"{phase}: {check['table']}: {check['check']}: {mark}", soft_wrap=True)
 
 
@@ -101,7 +103,7 @@ def print_run(out: Console, report) -> None:
     why = "" if report.stop_reason == report.state else f" ({report.stop_reason})"
     out.print(f"[bold]{report.phase}[/]: run {report.run_id}{resumed} [{colour}]{report.state}[/]{why}: "
               f"{plural(report.rows, 'row', 'rows')} in {plural(report.batches, 'batch', 'batches')}, "
-              f"{report.rows_per_s:,.0f} rows/s, "
+              f"{report.rows_per_s:,.0f} rows/s this session, "
               f"batch p50 {report.batch_ms['p50']:.0f} ms, p95 {report.batch_ms['p95']:.0f} ms, max {report.batch_ms['max']:.0f} ms")
     if report.throttled_s:
         out.print(f"  paused {report.throttled_s:,.1f} s in all for load (active or waiting sessions, throttle query, max_duty)")
@@ -144,7 +146,7 @@ def print_health(out: Console, policy, target, findings) -> None:
 def print_stats(out: Console, policy, target, stats) -> None:
     table = Table(title=f"{policy.name} statistics on {escape(target.display_url)} (env {target.env})")
     for name in ("phase", "runs", "succeeded", "success rate", "refused", "rows changed", "last success",
-                 "median duration", "median rows/s"):
+                 "median duration", "median rows/s, start to finish"):
         table.add_column(name, justify="left" if name in ("phase", "last success") else "right")
     for s in stats:
         table.add_row(s.phase, f"{s.runs:,}", f"{s.succeeded:,}", "-" if s.success_rate is None else f"{s.success_rate:.0%}",

@@ -63,3 +63,47 @@ def test_a_change_without_undo_says_so_and_a_protected_env_needs_it_acknowledged
     archived = retention_policy(tmp_path, dbname, batch_size=100, env_block=env_block, extra='archive = "table"')
     said = run_cli("plan", archived)
     assert said.returncode == 0 and "no undo" not in said.stdout  # an archived change says nothing of the kind
+
+
+def test_health_says_how_many_old_rows_are_kept_and_why(tmp_path, pg, dbname):
+    load_events(pg, old=300, new=100)
+    with pg.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE billing (id bigint PRIMARY KEY, event_id bigint)")
+        conn.exec_driver_sql("INSERT INTO billing SELECT id, id FROM events "
+                             "WHERE created_at < now() - interval '7 days' ORDER BY id LIMIT 25")
+    path = retention_policy(tmp_path, dbname, extra='keep_if_referenced_by = ["billing.event_id"]')
+    assert run_cli("run", path).returncode == 0
+    health = run_cli("health", path)
+    assert "nothing due (7 days); 25 older rows kept (referenced by public.billing.event_id" in health.stdout \
+        or "nothing due (7 days); 25 older rows kept (referenced by billing.event_id" in health.stdout, health.stdout
+
+
+def test_retire_with_no_code_paths_says_the_code_was_not_checked(tmp_path, pg, dbname):
+    from tests.conftest import write_policy
+
+    with pg.begin() as conn:
+        conn.exec_driver_sql('CREATE TABLE "OLD_DELTA" (id bigint PRIMARY KEY)')
+    body = '[[phase]]\nname = "retire_delta"\nkind = "retire"\ntables = ["OLD_DELTA"]\ncode_paths = []\n'
+    planned = run_cli("plan", write_policy(tmp_path, body, dbname, name="orders"))
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "OLD_DELTA: no code reference: not checked: code_paths names no folder" in planned.stdout, planned.stdout
+    assert "no inbound foreign key: ok" in planned.stdout
+
+
+def test_every_bracketed_word_of_the_help_is_printed():
+    """Rich reads [word] as markup and drops it: every one written in a command's help must show."""
+    import re
+
+    import typer.main
+    from typer.testing import CliRunner
+
+    from dbsweep.cli import app
+
+    group = typer.main.get_command(app)
+    runner = CliRunner()
+    for name, command in group.commands.items():
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        written = {m.group(1) for text in texts for m in re.finditer(r"\\?\[([a-z_.]+)\]", text)}
+        shown = runner.invoke(app, [name, "--help"], terminal_width=200).output
+        assert all(f"[{word}]" in shown for word in written), (name, written, shown)
+    assert "[alerts]" in runner.invoke(app, ["check", "--help"], terminal_width=200).output

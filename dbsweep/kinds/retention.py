@@ -144,6 +144,20 @@ def oldest(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) ->
     return _as_utc(row[0]), _as_utc(row[1])
 
 
+def kept_though_old(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) -> tuple[int, list[str]]:
+    """How many rows older than the cutoff the rule keeps, and what keeps them (the policy's
+    `where`, keep_if_referenced_by, foreign keys into the table)."""
+    table = reflect_table(conn, cfg.table)
+    time_col, cutoff, spec = _rule(cfg, conn, dialect, table, now)
+    due = selection(table, Step(table=table.fullname, walk="key", rows_selected=0, batch_size=1, spec=spec))
+    older = time_col < _column_moment(time_col, cutoff)
+    kept = conn.execute(sa.select(sa.func.count()).select_from(table).where(older, ~due)).scalar()
+    why = ([f"where {spec['where']}"] if spec.get("where") is not None else [])
+    why += [f"referenced by {keep['table']}.{keep['column']} (keep_if_referenced_by)" for keep in spec.get("keep", [])]
+    why += [f"referenced through foreign key {guard['name']} of {guard['table']}" for guard in spec.get("guard", [])]
+    return kept, why
+
+
 def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime,
                window: tuple[datetime, datetime] | None = None) -> PlanParts:
     """`window`: only rows with start <= time_column < end (one backfill window), still older
@@ -326,4 +340,8 @@ class Retention(Kind):
                             f"{age(now - due)} old; `dbsweep plan` counts them", WARN)]
         if first is None:
             return [Finding("retention", cfg.name, f"{cfg.table} is empty")]
+        kept, why = kept_though_old(cfg, conn, dialect, now)
+        if kept:
+            return [Finding("retention", cfg.name, f"nothing due ({rule}); {kept:,} older rows kept ({'; '.join(why)}); "
+                            f"oldest row {age(now - first)} old")]
         return [Finding("retention", cfg.name, f"nothing due ({rule}); oldest row {age(now - first)} old")]

@@ -33,6 +33,7 @@ RETIRED = "__retired_"
 CODE_SUFFIXES = {".py", ".sql", ".toml", ".yaml", ".yml", ".json", ".js", ".ts", ".java", ".cs", ".go", ".rb", ".sh",
                  ".ps1", ".md", ".txt", ".cfg", ".ini", ".xml"}
 NONE = "none"
+NOT_CHECKED = "not checked: code_paths names no folder"  # no blocker, and no claim that none was found
 
 
 class Config(PhaseBase):
@@ -74,7 +75,10 @@ def preconditions(conn: sa.Connection, dialect: Dialect, table: sa.Table, label:
         "no routine or trigger using it": dialect.dependent_routines(conn, table, names),
         "no code reference": code_references(code_paths, names),
     }
-    return [{"table": label, "check": check, "found": "; ".join(items) if items else NONE} for check, items in found.items()]
+    rows = [{"table": label, "check": check, "found": "; ".join(items) if items else NONE} for check, items in found.items()]
+    if not code_paths:
+        rows[-1]["found"] = NOT_CHECKED
+    return rows
 
 
 def code_references(paths: list[Path], names: list[str], limit: int = 20) -> list[str]:
@@ -158,7 +162,7 @@ class RetireWalker(Walker):
         spec = self.step.spec
         blocking = [c for c in preconditions(conn, self.dialect, self.table, spec["name"], self.archive,
                                              [Path(p) for p in spec["code_paths"]], [spec["base"], self.table.name])
-                    if c["found"] != NONE]
+                    if c["found"] not in (NONE, NOT_CHECKED)]
         if blocking:
             raise GateRefused(f"retire {spec['name']}: precondition failed since planning: "
                               + "; ".join(f"{c['check']}: {c['found']}" for c in blocking))
