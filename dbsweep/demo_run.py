@@ -40,11 +40,7 @@ def run_demo(out: Console, scale: float, load_only: bool = False) -> None:
 
     from .kinds import kind_named
 
-    summary = Table(title=f"dbsweep demo (scale {scale:g})")
-    for name in ("policy", "phase", "kind", "tables", "rows before", "rows after", "changed", "rows/s", "batches",
-                 "longest batch", "apply", "total", "verified"):
-        summary.add_column(name, justify="left" if name in ("policy", "phase", "kind", "tables", "changed", "verified")
-                           else "right")
+    summary = summary_table(scale)
     for dataset_name, dataset in DATASETS.items():
         policy = load_policy(find_file(f"policies/{dataset_name}.toml"))
         if policy.database.env["dev"].url != "embedded":
@@ -182,6 +178,16 @@ def dagster_settings(storage: str = "sqlite", storage_url_env: str | None = None
 
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def summary_table(scale: float) -> Table:
+    """The demo's summary: names wrap onto more lines rather than being cut (`ORDER_LIST_…`)."""
+    summary = Table(title=f"dbsweep demo (scale {scale:g})")
+    for name in ("policy", "phase", "kind", "tables", "rows before", "rows after", "changed", "rows/s", "batches",
+                 "longest batch", "apply", "total", "verified"):
+        text = name in ("policy", "phase", "kind", "tables", "changed", "verified")
+        summary.add_column(name, justify="left" if text else "right", overflow="fold")
+    return summary
 
 
 def launch_ui(out: Console, host: str = "127.0.0.1", port: int = 3000, storage: str = "sqlite",

@@ -107,3 +107,19 @@ def test_every_bracketed_word_of_the_help_is_printed():
         shown = runner.invoke(app, [name, "--help"], terminal_width=200).output
         assert all(f"[{word}]" in shown for word in written), (name, written, shown)
     assert "[alerts]" in runner.invoke(app, ["check", "--help"], terminal_width=200).output
+
+
+def test_the_demo_summary_wraps_long_names_instead_of_cutting_them():
+    import io
+
+    from rich.console import Console
+
+    from dbsweep.demo_run import summary_table
+
+    table = summary_table(1)
+    table.add_row("orders", "retire_delta", "retire", "ORDER_LIST_DELTA, ORDER_LIST_LINES_DELTA", "0", "0",
+                  "rename to ORDER_LIST_DELTA__retired_20261202; rename to ORDER_LIST_LINES_DELTA__retired_20261202",
+                  "-", "2", "5 ms", "0.1 s", "4.0 s", "2/2 passed")
+    shown = io.StringIO()
+    Console(file=shown, width=160).print(table)
+    assert "…" not in shown.getvalue()  # every name whole, if on more lines
