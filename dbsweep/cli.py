@@ -131,12 +131,22 @@ def _window_of(plan: PhasePlan):
 
 
 def _tell_dagster(event: str, *args) -> None:
-    """With DAGSTER_HOME set, a CLI plan, run or verification shows in Dagster's asset history too."""
-    if not os.environ.get("DAGSTER_HOME"):
+    """A CLI plan, run or verification shows in Dagster's asset history too: in DAGSTER_HOME, else
+    the instance `dbsweep ui` shows ($DBSWEEP_HOME/dagster). DBSWEEP_DAGSTER_HISTORY=off leaves
+    Dagster out (and its import, a second or two). A history that cannot be written is one warning
+    line: what was done to the database stands, and is in the ledger."""
+    if os.environ.get("DBSWEEP_DAGSTER_HISTORY", "on").lower() in ("off", "0", "false", "no"):
         return
-    from assets import cli_history  # Dagster: imported only when an instance is configured
+    from .embedded import dagster_home
 
-    getattr(cli_history, event)(*args)
+    os.environ["DAGSTER_HOME"] = str(dagster_home())
+    try:
+        from assets import cli_history  # Dagster: imported only here
+
+        getattr(cli_history, event)(*args)
+    except Exception as exc:  # noqa: BLE001 - any failure of the history must leave the command's outcome as it is
+        err.print(f"dbsweep: warning: not recorded in Dagster's history ({type(exc).__name__}: "
+                  f"{redact(str(exc).splitlines()[0] if str(exc) else '')})", markup=False, soft_wrap=True)
 
 
 def _say_no_undo(policy, plan: PhasePlan) -> None:

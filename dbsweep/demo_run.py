@@ -18,7 +18,7 @@ from rich.table import Table
 
 from . import service
 from .demo import DATASETS
-from .embedded import dbsweep_home, recreate_embedded_database
+from .embedded import dagster_home, dbsweep_home, recreate_embedded_database
 from .errors import BadInput, DbsweepError
 from .policy import load_policy
 from .target import connect
@@ -195,8 +195,8 @@ def launch_ui(out: Console, host: str = "127.0.0.1", port: int = 3000, storage: 
     """`dagster dev` as a child process: when it ends (Ctrl-C reaches both), this process exits
     normally and stops the embedded server it started, unless another process still uses it."""
     workspace = find_file("workspace.yaml")
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(dbsweep_home() / "dagster")))
-    home.mkdir(parents=True, exist_ok=True)
+    home = dagster_home()
+    os.environ["DAGSTER_HOME"] = str(home)
     settings = home / "dagster.yaml"
     if storage != "sqlite" or not settings.exists() or not settings.read_text().strip():
         settings.write_text(dagster_settings(storage, storage_url_env))

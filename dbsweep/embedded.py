@@ -19,6 +19,14 @@ def dbsweep_home() -> Path:
     return path
 
 
+def dagster_home() -> Path:
+    """The Dagster instance the CLI records into and `dbsweep ui` shows: DAGSTER_HOME, else
+    `$DBSWEEP_HOME/dagster`; one history for both, with nothing to set."""
+    home = Path(os.environ.get("DAGSTER_HOME") or dbsweep_home() / "dagster").expanduser()
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return home
+
+
 @lru_cache(maxsize=None)
 def _server(pgdata: str):
     with warnings.catch_warnings():

@@ -23,6 +23,10 @@ def dbsweep_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("dbsweep_home")
     os.environ["DBSWEEP_HOME"] = str(home)
     os.environ.pop("DBSWEEP_ENV", None)
+    # the CLIs the tests start record no Dagster history (its import costs a second or two each);
+    # tests/test_cli_history.py turns it on
+    os.environ["DBSWEEP_DAGSTER_HISTORY"] = "off"
+    os.environ.pop("DAGSTER_HOME", None)
     from dbsweep.embedded import embedded_url, stop_embedded
 
     embedded_url("postgres")
