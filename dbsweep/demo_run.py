@@ -214,17 +214,38 @@ def launch_ui(out: Console, host: str = "127.0.0.1", port: int = 3000, storage: 
         # started in the background by a script: dagster dev would inherit SIGINT ignored, and it
         # handles SIGTERM as it handles SIGINT, so nothing could stop it but SIGKILL
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    child = subprocess.Popen([dagster, "dev", "-w", str(workspace), "-h", host, "-p", str(port)], cwd=workspace.parent)
-    # a SIGTERM to this process reaches dagster dev too (a Ctrl-C reaches both by itself); either
-    # way this process waits for it to shut its processes down, then exits normally
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.terminate())
+    # its own process group: dagster dev, its webserver, daemon and code servers are stopped
+    # together, none left to linger after this process ends
+    child = subprocess.Popen([dagster, "dev", "-w", str(workspace), "-h", host, "-p", str(port)], cwd=workspace.parent,
+                             start_new_session=True)
     try:
-        return child.wait()
-    except KeyboardInterrupt:  # dagster dev got the same Ctrl-C and is shutting its processes down
+        code = child.wait()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (which every dbsweep command takes as Ctrl-C)
+        stop_process_group(child)
+        raise
+    stop_process_group(child)  # what dagster dev left of its group when it ended by itself
+    return code
+
+
+def stop_process_group(child: subprocess.Popen, grace_s: float = 60, linger_s: float = 10) -> None:
+    """SIGTERM to the child's whole process group; SIGKILL to what is still there after `grace_s`
+    (the child) or `linger_s` (the rest once the child has ended)."""
+    group = child.pid
+
+    def signal_group(signum) -> bool:
         try:
-            return child.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            child.terminate()
-            return child.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+            os.killpg(group, signum)
+            return True
+        except ProcessLookupError:
+            return False  # nothing of the group is left
+
+    signal_group(signal.SIGTERM)
+    try:
+        child.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        signal_group(signal.SIGKILL)
+        child.wait()
+    deadline = time.monotonic() + linger_s
+    while signal_group(0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    signal_group(signal.SIGKILL)
