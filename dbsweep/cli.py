@@ -377,20 +377,24 @@ def check(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, ta
 
 @app.command()
 @guarded
-def report(policy_path: PolicyArg):
+def report(policy_path: PolicyArg, env: EnvOpt = None, target: TargetOpt = None):
     """Where the latest expectation reports (Great Expectations Data Docs) of each phase are: its gate
-    and its verification, and the policy's report index."""
-    from expectations.runner import latest_reports, reports_dir
+    and its verification, of the plans this database's ledger holds."""
+    from expectations.runner import newest_page, reports_dir
 
-    policy = load_policy(policy_path)
-    latest = latest_reports(policy.name)
-    if not latest:
-        raise BadInput(f"{policy.path}: no expectation report yet; `dbsweep plan` or `dbsweep verify` writes them")
-    out.print(f"{policy.name}: reports under {reports_dir(policy.name)}", soft_wrap=True)
-    for phase in policy.phases:
-        pages = latest.get(phase.name, {})
-        for what in ("gate", "verification"):
-            out.print(f"  {phase.name} {what}: {pages.get(what) or 'none yet'}", soft_wrap=True)
+    from .ledger import Ledger
+
+    policy, target = _open(policy_path, env, target)
+    ledger = Ledger(target.engine)
+    plan_ids = ledger.plan_ids(policy.name, target.env) if ledger.exists() else set()
+    pages = {(phase.name, what): newest_page(policy.name, phase.name, what, plan_ids)
+             for phase in policy.phases for what in ("gate", "verification")}
+    if not any(pages.values()):
+        raise BadInput(f"{policy.path}: no expectation report of a plan in {target.display_url}'s ledger yet; "
+                       "`dbsweep plan` or `dbsweep verify` writes them")
+    out.print(f"{policy.name} on {escape(target.display_url)}: reports under {reports_dir(policy.name)}", soft_wrap=True)
+    for (phase, what), page in pages.items():
+        out.print(f"  {phase} {what}: {page or 'none yet'}", soft_wrap=True)
 
 
 @app.command()

@@ -276,6 +276,11 @@ class Ledger:
                                .order_by(r.started_at.desc()).limit(1)).first()
         return None if row is None else self._run(row)
 
+    def plan_ids(self, policy: str, env: str) -> set[str]:
+        p = self.plans.c
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(p.plan_id).where(p.policy == policy, p.env == env)).scalars())
+
     def latest_applied_run(self, policy: str, phase: str, env: str) -> RunRecord | None:
         """The phase's latest run that went to the end (finished, or restored since): the change
         `verify` judges, whatever plans `plan` or `check` recorded after it."""

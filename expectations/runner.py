@@ -109,6 +109,22 @@ def _site(plan: PhasePlan, what: str) -> Path:
     return reports_dir(plan.policy) / plan.phase / f"{what}-{plan.plan_id}-{utcnow():%Y%m%dT%H%M%S%fZ}"
 
 
+def newest_page(policy: str, phase: str, what: str, plan_ids: set[str]) -> str | None:
+    """The newest `what` ("gate" or "verification") page of the phase among the plans `plan_ids`
+    (a database's ledger's): pages of other databases, or of one dropped since, are not its own."""
+    folder = reports_dir(policy) / phase
+    sites = []
+    for site in folder.glob(f"{what}-*-*") if folder.is_dir() else []:
+        _, plan_id, stamp = site.name.rsplit("-", 2) if site.name.count("-") >= 2 else (None, None, None)
+        if plan_id in plan_ids:
+            sites.append((stamp, site))
+    for _, site in sorted(sites, reverse=True):
+        page = next(iter(sorted(site.glob("validations/**/*.html"))), None)
+        if page is not None:
+            return str(page)
+    return None
+
+
 def latest_reports(policy: str) -> dict:
     """{phase: {"gate": page, "verification": page}}: each phase's newest report pages."""
     index = reports_dir(policy) / LATEST

@@ -14,7 +14,7 @@ from tests.conftest import load_events, retention_policy, run_cli
 def test_gate_and_verification_reports_are_written_and_found(tmp_path, pg, dbname):
     load_events(pg, old=300, new=200)
     path = retention_policy(tmp_path, dbname, name="reports_only_here")  # reports are kept per policy name
-    assert "no expectation report yet" in run_cli("report", path).stderr
+    assert "no expectation report of a plan in" in run_cli("report", path).stderr
     planned = run_cli("plan", path)
     assert planned.returncode == 0, planned.stderr
     gate_page = Path(planned.stdout.split("gate report ")[1].split()[0])
@@ -31,6 +31,12 @@ def test_gate_and_verification_reports_are_written_and_found(tmp_path, pg, dbnam
     verification_page = Path(listed.stdout.split("purge verification: ")[1].split()[0])
     assert verification_page.is_file() and verification_page != gate_page
     assert (verification_page.parents[4] / "index.html").is_file()  # the report's own Data Docs site
+
+    # the same policy on another database (or this one dropped and made again): none of those pages is its own
+    (tmp_path / "elsewhere").mkdir()
+    elsewhere = retention_policy(tmp_path / "elsewhere", f"{dbname}_b", name="reports_only_here")
+    other = run_cli("report", elsewhere)
+    assert other.returncode == 2 and "no expectation report of a plan in" in other.stderr, other.stdout + other.stderr
 
 
 def test_the_dagster_gate_check_links_its_report(tmp_path, pg, dbname):
