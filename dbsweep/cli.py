@@ -208,7 +208,7 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
     """Apply phases in batches. Without --plan: resume the phase's unfinished run if there is
     one (with --window: one of that window), else plan and gate now. Exit 4 when stopped early
     (resumable: run again)."""
-    from .report import print_dry_run, print_run, print_waiting
+    from .report import print_dry_run, print_run, print_waiting, when
 
     if all_targets:
         if plan_file:
@@ -231,7 +231,7 @@ def run(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None,
                 chosen = None  # an unfinished run of another window stays for its own command
             if chosen is not None:
                 within = f"window {' to '.join(map(str, its_window))}, " if its_window else ""
-                out.print(f"[bold]{name}[/]: resuming plan {chosen.plan_id} ({within}cutoff frozen at {chosen.cutoff})")
+                out.print(f"[bold]{name}[/]: resuming plan {chosen.plan_id} ({within}cutoff frozen at {when(chosen.cutoff)})")
             else:
                 chosen = _gate(target, service.make_plan(policy, name, target, window=bounds))
                 _tell_dagster("plan_made", chosen, target)

@@ -45,9 +45,11 @@ def when(value) -> str:
 
 def print_plan(out: Console, target, plans: list[PhasePlan]) -> None:
     table = Table(title=f"plan on {escape(target.display_url)} (env {target.env})")
-    for name in ("phase", "plan id", "table", "rows", "selected", "fraction", "oldest selected", "cutoff / action",
-                 "est. bytes", "gate"):
-        table.add_column(name, justify="right" if name in ("rows", "selected", "fraction", "est. bytes") else "left")
+    for name in ("phase", "plan id", "table", "rows", "selected", "fraction", "oldest selected", "newest selected",
+                 "cutoff / action", "est. bytes removed", "gate"):
+        moment = name in ("oldest selected", "newest selected", "cutoff / action")
+        table.add_column(name, justify="right" if name in ("rows", "selected", "fraction", "est. bytes removed") else "left",
+                         overflow="fold", min_width=len(when(datetime(2000, 1, 1))) if moment else None)
     for plan in plans:
         verdict = "[green]passed[/]" if plan.gate and plan.gate.passed else f"[red]refused[/]: {plan.gate.summary if plan.gate else 'not run'}"
         for row in plan.profile:
@@ -56,10 +58,14 @@ def print_plan(out: Console, target, plans: list[PhasePlan]) -> None:
             label = row["table"] + (f" ({row['rule']})" if "rule" in row else "")
             what = row.get("detail") or row.get("sets") or when(plan.cutoff)
             table.add_row(plan.phase, plan.plan_id, label, "-" if total is None else f"{total:,}", f"{selected:,}",
-                          f"{fraction:.1%}", when(row.get("oldest_selected") or row.get("oldest_activity")), what, human_bytes(row.get("est_bytes")),
-                          verdict)
+                          f"{fraction:.1%}", when(row.get("oldest_selected") or row.get("oldest_activity")),
+                          when(row.get("newest_selected") or row.get("newest_activity")), what,
+                          human_bytes(row.get("est_bytes")), verdict)
     out.print(table)
     for plan in plans:
+        if plan.histogram:
+            ages = " · ".join(f"{age} {count:,}" for age, count in plan.histogram.items())
+            out.print(f"{plan.phase}: rows by age: {ages}", soft_wrap=True)
         for row in plan.profile:
             if row.get("whole_partitions"):
                 out.print(f"{plan.phase}: partitions going whole: {', '.join(row['whole_partitions'])}")

@@ -123,3 +123,14 @@ def test_the_demo_summary_wraps_long_names_instead_of_cutting_them():
     shown = io.StringIO()
     Console(file=shown, width=160).print(table)
     assert "…" not in shown.getvalue()  # every name whole, if on more lines
+
+
+def test_the_plan_table_shows_newest_selected_the_ages_and_bytes_removed_with_one_time_format(tmp_path, pg, dbname):
+    load_events(pg, old=300, new=100)
+    planned = run_cli("plan", retention_policy(tmp_path, dbname), env={"COLUMNS": "250"})
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    text = planned.stdout
+    assert "newest selected" in text and "est. bytes removed" in text, text
+    assert "purge: rows by age: <1d" in text and "7-30d" in text
+    moments = re.findall(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\S*(?: UTC)?", text)
+    assert len(moments) >= 3 and all(m.endswith(" UTC") and m[10] == " " for m in moments), moments

@@ -292,7 +292,9 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
             "detail": f"{strategy}: {why}; largest group {counts['largest_group']:,}" + "".join(
                 f"; {m['rows']:,} rows of {m['table']} ({m['column']}) move to the kept row, {m['collisions']:,} "
                 f"collide → {m['on_conflict']}" for m in spec.get("moves", [])),
-            "est_bytes": estimate, "blockers": "; ".join(referenced) or NONE,
+            # bytes it removes, as every kind's est_bytes means (the size after is est_bytes_after)
+            "est_bytes": bytes_now - estimate if bytes_now is not None and estimate is not None else None,
+            "blockers": "; ".join(referenced) or NONE,
         })
     rows = sum(p["rows_selected"] for p in profile)
     return PlanParts(steps=steps, profile=profile, expect={

@@ -138,7 +138,9 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         checks += found
         rows = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
         profile.append({"table": qualified, "action": action, "rows_total": rows, "rows_selected": rows,
-                        "est_bytes": dialect.table_bytes(conn, table), "detail": note})
+                        "table_bytes": (size := dialect.table_bytes(conn, table)),
+                        "est_bytes": size if action == "drop" else None,  # bytes it removes: none by a rename
+                        "detail": note})
         spec = {"action": action, "name": table.fullname, "base": base, "target": target,
                 "code_paths": [str(p) for p in code_paths]}
         steps.append(Step(table=table.fullname, walk="retire", rows_selected=rows, batch_size=1, spec=spec))
