@@ -24,6 +24,9 @@ def dagster_home() -> Path:
     `$DBSWEEP_HOME/dagster`; one history for both, with nothing to set."""
     home = Path(os.environ.get("DAGSTER_HOME") or dbsweep_home() / "dagster").expanduser()
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists():  # Dagster's defaults (it warns without the file); `dbsweep ui` writes its own
+        settings.touch()
     return home
 
 

@@ -76,8 +76,11 @@ def run_suite(name: str, frame: pd.DataFrame, parameters: dict | None = None, si
                "failed: " + "; ".join(_describe(r) for r in failed))
     report = None
     if site is not None:
+        from .offline import make_offline
+
         [page] = context.get_docs_sites_urls(resource_identifier=next(iter(result.run_results)), site_name=DOCS_SITE)
         report = page["site_url"].removeprefix("file://")
+        make_offline(site, Path(report), frame, results)
     return GateVerdict(passed=bool(result.success), checked_at=utcnow(), summary=summary, results=results,
                        report=report)
 

@@ -55,3 +55,45 @@ def wait_for_a_batch(engine, seconds: float = 300) -> None:
         assert time.monotonic() < deadline, "no batch was committed"
         time.sleep(0.05)
 
+
+
+def png_colours(path) -> dict[tuple[int, int, int], int]:
+    """How many pixels of each colour an 8-bit RGB or RGBA PNG holds (Chromium's screenshots)."""
+    import struct
+    import zlib
+    from collections import Counter
+    from pathlib import Path
+
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, colour = struct.unpack(">IIBB", body[:10])
+            assert depth == 8 and colour in (2, 6), (depth, colour)
+            channels = 3 if colour == 2 else 4
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw, stride, counts, previous = zlib.decompress(idat), width * channels, Counter(), bytearray(width * channels)
+    for row in range(height):
+        start = row * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up, corner = previous[i], previous[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 255
+            elif kind == 2:
+                line[i] = (line[i] + up) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 255
+            elif kind == 4:
+                p = left + up - corner
+                guess = min((abs(p - left), 0, left), (abs(p - up), 1, up), (abs(p - corner), 2, corner))[2]
+                line[i] = (line[i] + guess) & 255
+        counts.update(zip(line[0::channels], line[1::channels], line[2::channels]))
+        previous = line
+    return dict(counts)
