@@ -7,7 +7,6 @@ import json
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,49 +14,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from .catalog import has_table, reflect_table
+from .changes import (  # noqa: F401 (re-exported)
+    ARCHIVED_AT,
+    BATCH,
+    BATCH_NO,
+    RUN_ID,
+    ArchiveTables,
+    Change,
+    NoArchive,
+)
+from .dialects import dialect_for
 from .errors import BadInput
 from .names import derived
-
-RUN_ID, BATCH_NO, ARCHIVED_AT = "dbsweep_run_id", "dbsweep_batch_no", "dbsweep_archived_at"
-# an archive row's one stamp: its batch in `<archive>_batches` (which holds the run, batch and time)
-BATCH = "dbsweep_batch"
-
-
-class Change:
-    """What a batch does to the rows its walker picked. The walker (or the dialect, for the forms
-    only one database has) builds the DELETE that names those rows; the change carries it out,
-    asking the dialect for the SQL of its own operation, and says in `ref` what the batch's ledger
-    row records of it (an archive, a file, a moved table)."""
-
-    ref: str | None = None
-    # it can be written as CTEs of one statement (delete_cte): a dialect may then fold the batch's
-    # key search into that statement too
-    one_statement: bool = False
-
-    def begin_batch(self, run_id: str, batch_no: int) -> None:
-        self.run_id = run_id
-
-    def apply(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
-        raise NotImplementedError
-
-    def delete_cte(self, dialect, stmt: sa.Delete, table: sa.Table, suffix: str) -> tuple[list, Any]:
-        """This change as common table expressions of one bigger statement (several tables deleted
-        in one round trip): (the CTEs, the one whose rows count the change)."""
-        raise TypeError(f"{type(self).__name__} cannot be written inside one statement")
-
-
-class NoArchive(Change):
-    one_statement = True
-
-    def begin_batch(self, run_id: str, batch_no: int) -> None:
-        self.run_id, self.ref = run_id, None
-
-    def apply(self, conn: sa.Connection, stmt: sa.Delete, table: sa.Table) -> int:
-        return conn.execute(stmt).rowcount
-
-    def delete_cte(self, dialect, stmt: sa.Delete, table: sa.Table, suffix: str) -> tuple[list, Any]:
-        gone = dialect.counted_delete_cte(stmt, suffix)
-        return [gone], gone
 
 
 def archive_table_for(table: sa.Table, suffix: str = "__archive") -> sa.Table:
@@ -98,23 +66,6 @@ def stamped_copy_table(table: sa.Table, columns: list[sa.Column], suffix: str) -
     )
 
 
-@dataclass(frozen=True)
-class ArchiveTables:
-    rows: sa.Table     # the archived rows, each with its BATCH
-    batches: sa.Table  # BATCH -> run, ledger batch, time
-
-    def batch_rows(self, run_id: str, batch_no: int) -> sa.ColumnElement:
-        """The archive rows one ledger batch saved."""
-        b = self.batches.c
-        return self.rows.c[BATCH] == (sa.select(b[BATCH]).where(b[RUN_ID] == run_id, b[BATCH_NO] == batch_no)
-                                      .scalar_subquery())
-
-    def runs_rows(self, run_ids: list[str]) -> sa.ColumnElement:
-        """The archive rows the given runs saved."""
-        b = self.batches.c
-        return self.rows.c[BATCH].in_(sa.select(b[BATCH]).where(b[RUN_ID].in_(run_ids or [""])))
-
-
 def open_archive(conn: sa.Connection, archive_name: str, to_restore: bool = True) -> ArchiveTables:
     """An existing archive, by the name a ledger row gives. `to_restore`: it is about to be read
     back batch by batch, so its index on BATCH is built first if it is not there yet."""
@@ -123,8 +74,6 @@ def open_archive(conn: sa.Connection, archive_name: str, to_restore: bool = True
         raise BadInput(f"table '{rows.fullname}' is not a dbsweep archive (no column {BATCH})")
     batches = reflect_table(conn, archive_batches_for(rows).fullname)
     if to_restore:
-        from .dialects import dialect_for  # the dialects import this module
-
         index = sa.Index(derived(f"ix_{rows.name}", "_batch"), rows.c[BATCH])
         if dialect_for(conn).index_state(conn, rows, index.name) == "missing":
             index.create(conn)
@@ -194,9 +143,7 @@ def ensure_table(engine: sa.Engine, wanted: sa.Table, source: sa.Table) -> sa.Ta
             if missing:
                 raise BadInput(f"table '{wanted.fullname}' lacks columns {', '.join(missing)}: '{source.fullname}' "
                                "changed since it was created; rename the old one")
-            from .dialects import dialect_for  # the dialects import this module
-
-            dialect = dialect_for(conn)
+                dialect = dialect_for(conn)
             for index in wanted.indexes:  # one made by an earlier dbsweep may lack a newer index
                 if dialect.index_state(conn, wanted, index.name) == "missing":
                     index.create(conn)

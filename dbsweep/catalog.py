@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
+from .dialects import dialect_for
 from .errors import BadInput
 from .names import stem_for
 
@@ -67,8 +68,6 @@ def _readings(qualified: str) -> list[tuple[str | None, str]]:
 
 def has_table(conn: sa.Connection, name: str, schema: str | None = None) -> bool:
     """Whether the table exists under that name now (as the server's own catalog says)."""
-    from .dialects import dialect_for
-
     return dialect_for(conn).has_table(conn, name, schema)
 
 
@@ -98,8 +97,6 @@ def resolve_name(conn: sa.Connection, qualified: str) -> tuple[str | None, str]:
 
 def _metadata(conn: sa.Connection, tables: list[tuple[str | None, str]]) -> sa.MetaData:
     """A MetaData whose reflection keeps names as created where the catalog folds them."""
-    from .dialects import dialect_for
-
     metadata = sa.MetaData()
     dialect = dialect_for(conn)
     metadata.info["names_fold_case"] = dialect.names_fold_case
@@ -117,8 +114,6 @@ def _metadata(conn: sa.Connection, tables: list[tuple[str | None, str]]) -> sa.M
 
 
 def _with_primary_key(conn: sa.Connection, table: sa.Table) -> sa.Table:
-    from .dialects import dialect_for
-
     missed = dialect_for(conn).primary_key_columns(conn, table)
     if missed:
         table.append_constraint(sa.PrimaryKeyConstraint(*missed))
@@ -215,8 +210,6 @@ def dated_copies(conn: sa.Connection, schema: str | None, base: str, marker: str
                  stamp: str) -> list[tuple[str, datetime]]:
     """The tables named `<base><marker><moment>` that dbsweep derived from `base` (a retired copy, a
     rebuild's backup), oldest first, with the moment their name gives (UTC, `stamp` its format)."""
-    from .dialects import dialect_for
-
     dialect = dialect_for(conn)
     width = len(datetime(2000, 1, 1).strftime(stamp))
     pattern = re.compile(re.escape(stem_for(base, len(marker) + width) + marker) + rf"(\d{{{width}}})$",

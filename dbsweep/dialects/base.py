@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ..archive import ARCHIVED_AT, BATCH, BATCH_NO, RUN_ID, ArchiveTables, NoArchive
+from ..changes import ARCHIVED_AT, BATCH, BATCH_NO, RUN_ID, ArchiveTables, NoArchive
 from ..errors import BadInput
 from ..keys import after_key, up_to_key
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mssql as mssql_types
 from sqlalchemy.engine import Dialect as SqlDialect
 
-from ..archive import ARCHIVED_AT, BATCH, BATCH_NO, RUN_ID
+from ..changes import ARCHIVED_AT, BATCH, BATCH_NO, RUN_ID
 from .base import Dialect, saved_columns
 from .errors import mssql_number
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from ..archive import ARCHIVED_AT, BATCH, BATCH_NO, RUN_ID, ArchiveTables
+from ..changes import ARCHIVED_AT, BATCH, BATCH_NO, RUN_ID, ArchiveTables
 from ..keys import after_key, up_to_key
 from ..redact import redact
 from .base import NO_ARCHIVE, BatchOutcome, Dialect, saved_columns
