@@ -195,11 +195,12 @@ def launch_ui(out: Console, host: str = "127.0.0.1", port: int = 3000, storage: 
     """`dagster dev` as a child process: when it ends (Ctrl-C reaches both), this process exits
     normally and stops the embedded server it started, unless another process still uses it."""
     workspace = find_file("workspace.yaml")
+    wanted = dagster_settings(storage, storage_url_env)  # refused before anything is written
     home = dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
     settings = home / "dagster.yaml"
-    if storage != "sqlite" or not settings.exists() or not settings.read_text().strip():
-        settings.write_text(dagster_settings(storage, storage_url_env))
+    if storage != "sqlite" or not settings.read_text().strip():
+        settings.write_text(wanted)
     for path in sorted((workspace.parent / "policies").glob("*.toml")):
         policy = load_policy(path)
         default = policy.database.env[policy.database.default_env]

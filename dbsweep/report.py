@@ -27,9 +27,9 @@ def plural(count: int, one: str, many: str) -> str:
     return f"{count:,} {one if count == 1 else many}"
 
 
-def when(value) -> str:
+def when(value, zone: bool = True) -> str:
     """A moment, one way everywhere: `2026-11-23 14:05:09 UTC` (an ISO string or a datetime; one
-    without a zone is UTC, as the ledger keeps them)."""
+    without a zone is UTC, as the ledger keeps them). `zone=False` in a table whose header says UTC."""
     if value is None or value == "":
         return "-"
     if isinstance(value, str):
@@ -39,27 +39,27 @@ def when(value) -> str:
             return value
     if isinstance(value, datetime):
         value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-        return f"{value:%Y-%m-%d %H:%M:%S} UTC"
+        return f"{value:%Y-%m-%d %H:%M:%S}" + (" UTC" if zone else "")
     return str(value)
 
 
 def print_plan(out: Console, target, plans: list[PhasePlan]) -> None:
-    table = Table(title=f"plan on {escape(target.display_url)} (env {target.env})")
-    for name in ("phase", "plan id", "table", "rows", "selected", "fraction", "oldest selected", "newest selected",
-                 "cutoff / action", "est. bytes removed", "gate"):
+    table = Table(title=f"plan on {escape(target.display_url)} (env {target.env}; times in UTC)")
+    for name in ("phase", "plan id", "table", "rows", "selected", "fraction", "oldest selected",
+                 "newest selected", "cutoff / action", "est. bytes removed", "gate"):
         moment = name in ("oldest selected", "newest selected", "cutoff / action")
         table.add_column(name, justify="right" if name in ("rows", "selected", "fraction", "est. bytes removed") else "left",
-                         overflow="fold", min_width=len(when(datetime(2000, 1, 1))) if moment else None)
+                         overflow="fold", min_width=len(when(datetime(2000, 1, 1), zone=False)) if moment else None)
     for plan in plans:
         verdict = "[green]passed[/]" if plan.gate and plan.gate.passed else f"[red]refused[/]: {plan.gate.summary if plan.gate else 'not run'}"
         for row in plan.profile:
             total, selected = row.get("rows_total"), row.get("rows_selected") or 0
             fraction = row.get("fraction_selected", selected / total if total else 0.0)
             label = row["table"] + (f" ({row['rule']})" if "rule" in row else "")
-            what = row.get("detail") or row.get("sets") or when(plan.cutoff)
+            what = row.get("detail") or row.get("sets") or when(plan.cutoff, zone=False)
             table.add_row(plan.phase, plan.plan_id, label, "-" if total is None else f"{total:,}", f"{selected:,}",
-                          f"{fraction:.1%}", when(row.get("oldest_selected") or row.get("oldest_activity")),
-                          when(row.get("newest_selected") or row.get("newest_activity")), what,
+                          f"{fraction:.1%}", when(row.get("oldest_selected") or row.get("oldest_activity"), zone=False),
+                          when(row.get("newest_selected") or row.get("newest_activity"), zone=False), what,
                           human_bytes(row.get("est_bytes")), verdict)
     out.print(table)
     for plan in plans:
@@ -126,15 +126,16 @@ def print_verification(out: Console, plan: PhasePlan, rows: list[dict], verdict:
 
 
 def print_status(out: Console, policy, target, runs, undoable: set[str]) -> None:
-    table = Table(title=f"{policy.name} runs on {escape(target.display_url)} (env {target.env})")
-    for name in ("run id", "phase", "plan id", "state", "rows", "batches", "started", "updated", "why it stopped", "next"):
-        table.add_column(name, justify="right" if name in ("rows", "batches") else "left")
+    table = Table(title=f"{policy.name} runs on {escape(target.display_url)} (env {target.env}; times in UTC)")
+    for name in ("run id", "phase", "plan id", "state", "rows", "batches", "started", "updated",
+                 "why it stopped", "next"):
+        table.add_column(name, justify="right" if name in ("rows", "batches") else "left", no_wrap=name == "next")
     for run in runs:
         resumable = "yes: dbsweep run" if run.state in ("running", "stopped", "failed") else ""
         if run.run_id in undoable:
             resumable += ("; " if resumable else "") + f"undo: dbsweep restore {run.run_id}"
         table.add_row(run.run_id, run.phase, run.plan_id, run.state, f"{run.rows_done:,}", f"{run.batches_done:,}",
-                      when(run.started_at), when(run.updated_at),
+                      when(run.started_at, zone=False), when(run.updated_at, zone=False),
                       Text("" if run.stop_reason in (None, run.state) else run.stop_reason), resumable)
     out.print(table)
 
@@ -150,13 +151,13 @@ def print_health(out: Console, policy, target, findings) -> None:
 
 
 def print_stats(out: Console, policy, target, stats) -> None:
-    table = Table(title=f"{policy.name} statistics on {escape(target.display_url)} (env {target.env})")
+    table = Table(title=f"{policy.name} statistics on {escape(target.display_url)} (env {target.env}; times in UTC)")
     for name in ("phase", "runs", "succeeded", "success rate", "refused", "rows changed", "last success",
                  "median duration", "median rows/s, start to finish"):
         table.add_column(name, justify="left" if name in ("phase", "last success") else "right")
     for s in stats:
         table.add_row(s.phase, f"{s.runs:,}", f"{s.succeeded:,}", "-" if s.success_rate is None else f"{s.success_rate:.0%}",
-                      f"{s.refused:,}", f"{s.rows_changed:,}", when(s.last_success),
+                      f"{s.refused:,}", f"{s.rows_changed:,}", when(s.last_success, zone=False),
                       "-" if s.median_seconds is None else f"{s.median_seconds:.1f} s",
                       "-" if s.median_rows_per_s is None else f"{s.median_rows_per_s:,.0f}")
     out.print(table)

@@ -202,13 +202,13 @@ def test_verify_after_a_restore_says_so_instead_of_failing(tmp_path, pg, dbname)
     path = write_policy(tmp_path, RESET.format(table="Sync"), dbname, name="shapes")
     assert run_cli("plan", path).returncode == 0
     unrun = run_cli("verify", path)  # a plan not applied yet is not a failed verification
-    assert unrun.returncode == 0 and "not run to the end yet" in unrun.stdout, unrun.stdout + unrun.stderr
+    assert unrun.returncode == 0 and "no run of this phase went to the end yet" in unrun.stdout, unrun.stdout + unrun.stderr
     _, report, _ = purge(path, phase="sync")
     assert run_cli("verify", path).returncode == 0
     assert run_cli("restore", report.run_id, "--policy", path).returncode == 0
     after = run_cli("verify", path)
     assert after.returncode == 0, after.stdout + after.stderr
-    assert f"run {report.run_id} was restored" in after.stdout
+    assert f"run {report.run_id} (plan {report.plan_id}) was restored" in after.stdout
     assert _differences(pg, table, "public.original") == 0
 
 

@@ -164,7 +164,8 @@ def test_protected_env_needs_each_phase_confirmation(tmp_path, pg, dbname):
         assert refused.returncode == 2 and "--confirm community" in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
     assert snapshot(pg) == before
-    done = run_cli("run", path, "--plan", plan_file, "--phase", "community", "--confirm", "community")
+    done = run_cli("run", path, "--plan", plan_file, "--phase", "community", "--confirm", "community",
+                   "--accept-no-undo")
     assert done.returncode == 0, done.stderr
     assert snapshot(pg) == keep != before
 

@@ -78,7 +78,9 @@ def test_protected_env_needs_confirm(tmp_path, pg, dbname):
     assert result.returncode == 2 and "needs --confirm purge" in result.stderr
     assert count(pg, "events") == 500
     keep = ids(pg, "events", NEW)
-    ok = run_cli("run", path, "--phase", "purge", "--confirm", "purge")
+    unarchived = run_cli("run", path, "--phase", "purge", "--confirm", "purge")  # and nothing would be kept
+    assert unarchived.returncode == 2 and "--accept-no-undo" in unarchived.stderr and count(pg, "events") == 500
+    ok = run_cli("run", path, "--phase", "purge", "--confirm", "purge", "--accept-no-undo")
     assert ok.returncode == 0, ok.stderr
     assert ids(pg, "events") == keep
 

@@ -122,7 +122,8 @@ def test_protected_env_needs_confirm_in_dagster(tmp_path, pg, dbname):
                            raise_on_error=False)
     assert not refused.success and count(pg, "events") == 500
     confirmed = _materialize(defs, group, instance,
-                             {"ops": {"testpol__purge__apply": {"config": {"dry_run": False, "confirm": "purge"}}}})
+                             {"ops": {"testpol__purge__apply": {"config": {"dry_run": False, "confirm": "purge",
+                                                                                  "accept_no_undo": True}}}})
     assert confirmed.success and count(pg, "events") == len(ids(pg, "events", NEW))
 
 
@@ -168,7 +169,8 @@ def test_cascade_phase_in_dagster_needs_its_own_confirmation(tmp_path, pg, dbnam
         config = {"ops": {"nes__community__apply": {"config": {"dry_run": False, "confirm": confirm}}}}
         refused = _materialize(defs, group, instance, config, raise_on_error=False)
         assert not refused.success and count(pg, "contacts") == contacts
-    config = {"ops": {"nes__community__apply": {"config": {"dry_run": False, "confirm": "community"}}}}
+    config = {"ops": {"nes__community__apply": {"config": {"dry_run": False, "confirm": "community",
+                                                           "accept_no_undo": True}}}}
     done = _materialize(defs, group, instance, config)
     profile = done.asset_materializations_for_node("nes__community__profile")[0].metadata
     assert "addresses" in profile["profile"].value and "newest_activity" in profile["profile"].value

@@ -149,6 +149,7 @@ def test_cli_dry_run_lists_each_precondition_and_changes_nothing(tmp_path, pg, d
     dry = run_cli("run", path, "--phase", "retire_delta", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     for check in ("empty (or archived)", "no inbound foreign key", "no dependent view",
-                  "no routine or trigger using it", "no code reference"):
+                  "no routine or trigger using it"):
         assert f"ORDER_LIST_DELTA: {check}: ok" in dry.stdout
+    assert "ORDER_LIST_DELTA: no code reference: not checked: code_paths names no folder" in dry.stdout
     assert "rename" in dry.stdout and tables(pg) == before

@@ -152,7 +152,7 @@ def kept_though_old(cfg: Config, conn: sa.Connection, dialect: Dialect, now: dat
     due = selection(table, Step(table=table.fullname, walk="key", rows_selected=0, batch_size=1, spec=spec))
     older = time_col < _column_moment(time_col, cutoff)
     kept = conn.execute(sa.select(sa.func.count()).select_from(table).where(older, ~due)).scalar()
-    why = ([f"where {spec['where']}"] if spec.get("where") is not None else [])
+    why = ([f"not matching the policy's where: {spec['where']}"] if spec.get("where") is not None else [])
     why += [f"referenced by {keep['table']}.{keep['column']} (keep_if_referenced_by)" for keep in spec.get("keep", [])]
     why += [f"referenced through foreign key {guard['name']} of {guard['table']}" for guard in spec.get("guard", [])]
     return kept, why
