@@ -143,7 +143,7 @@ def ensure_table(engine: sa.Engine, wanted: sa.Table, source: sa.Table) -> sa.Ta
             if missing:
                 raise BadInput(f"table '{wanted.fullname}' lacks columns {', '.join(missing)}: '{source.fullname}' "
                                "changed since it was created; rename the old one")
-                dialect = dialect_for(conn)
+            dialect = dialect_for(conn)
             for index in wanted.indexes:  # one made by an earlier dbsweep may lack a newer index
                 if dialect.index_state(conn, wanted, index.name) == "missing":
                     index.create(conn)
