@@ -12,7 +12,7 @@ import time
 
 import sqlalchemy as sa
 
-from dbsweep.dialects.mssql import applock_resource
+from dbsweep.dialects.mssql import APPLOCK, applock_resource
 from dbsweep.ledger import Ledger
 from tests.conftest import ROOT, run_cli
 from tests.tsql import EVENTS, RETENTION, keys, load_order_events, rows, tsql_policy
@@ -32,14 +32,28 @@ def _batches(engine) -> int:
         return conn.execute(sa.text("SELECT count(*) FROM dbsweep.batches")).scalar()
 
 
+def _wait_for_the_killed_session(engine, seconds: float = 120) -> None:
+    """Until the killed run's server session has ended (a COMMIT it had sent is then done or
+    undone): its session holds the phase lock, which is free again only then."""
+    from dbsweep.dialects.mssql import RELEASE_APPLOCK
+
+    deadline = time.monotonic() + seconds
+    with engine.connect() as conn:
+        key = applock_resource(conn, "dbsweep:tsqlpol:purge")
+        while conn.execute(APPLOCK, {"k": key}).scalar() < 0:
+            assert time.monotonic() < deadline, "the killed run's session never ended"
+            conn.rollback()
+            time.sleep(0.05)
+        conn.execute(RELEASE_APPLOCK, {"k": key})
+        conn.commit()
+
+
 def test_the_phase_lock_refuses_a_second_run_while_the_first_holds_it(tmp_path, ms):
     load_order_events(ms, old=300, new=100)
     before = rows(ms.engine, EVENTS)
     path = tsql_policy(tmp_path, ms, RETENTION.format(batch_size=100, extra=""))
     holder = ms.engine.connect()
     try:  # the lock a running phase holds, taken as dbsweep takes it
-        from dbsweep.dialects.mssql import APPLOCK
-
         assert holder.execute(APPLOCK, {"k": applock_resource(holder, "dbsweep:tsqlpol:purge")}).scalar() >= 0
         second = run_cli("run", path)
         assert second.returncode == 1 and "already running" in second.stderr, second.stdout + second.stderr
@@ -89,7 +103,7 @@ def test_sigkills_mid_run_resume_to_exact_survivors_and_archive(tmp_path, ms):
         time.sleep(rng.uniform(0, 0.03))  # anywhere inside the next batch, or between two
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        time.sleep(0.5)  # the killed client's session ends on the server
+        _wait_for_the_killed_session(ms.engine)
         survivors = keys(ms.engine)
         archived = [r[0] for r in rows(ms.engine, "[dbo].[Order Events__archive]")]
         assert len(archived) == len(set(archived)) and set(archived) | survivors == original

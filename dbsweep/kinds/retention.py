@@ -133,12 +133,18 @@ def _rule(cfg: Config, conn: sa.Connection, dialect: Dialect, table: sa.Table, n
     return time_col, cutoff, spec
 
 
+def _due(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime):
+    """(table, time column, cutoff, spec, the rule's selection now), as health reads them."""
+    table = reflect_table(conn, cfg.table)
+    time_col, cutoff, spec = _rule(cfg, conn, dialect, table, now)
+    return table, time_col, cutoff, spec, selection(table, Step(table=table.fullname, walk="key", rows_selected=0,
+                                                                batch_size=1, spec=spec))
+
+
 def oldest(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) -> tuple[datetime | None, datetime | None]:
     """The oldest row the rule would delete now, and the oldest row of all (a kept one may be
     older): min() of the time column, an index's first entry when there is one."""
-    table = reflect_table(conn, cfg.table)
-    time_col, _, spec = _rule(cfg, conn, dialect, table, now)
-    due = selection(table, Step(table=table.fullname, walk="key", rows_selected=0, batch_size=1, spec=spec))
+    table, time_col, _, spec, due = _due(cfg, conn, dialect, now)
     row = conn.execute(sa.select(sa.select(sa.func.min(time_col)).where(due).scalar_subquery(),
                                  sa.select(sa.func.min(time_col)).scalar_subquery())).one()
     return _as_utc(row[0]), _as_utc(row[1])
@@ -147,9 +153,7 @@ def oldest(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) ->
 def kept_though_old(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime) -> tuple[int, list[str]]:
     """How many rows older than the cutoff the rule keeps, and what keeps them (the policy's
     `where`, keep_if_referenced_by, foreign keys into the table)."""
-    table = reflect_table(conn, cfg.table)
-    time_col, cutoff, spec = _rule(cfg, conn, dialect, table, now)
-    due = selection(table, Step(table=table.fullname, walk="key", rows_selected=0, batch_size=1, spec=spec))
+    table, time_col, cutoff, spec, due = _due(cfg, conn, dialect, now)
     older = time_col < _column_moment(time_col, cutoff)
     kept = conn.execute(sa.select(sa.func.count()).select_from(table).where(older, ~due)).scalar()
     why = ([f"not matching the policy's where: {spec['where']}"] if spec.get("where") is not None else [])
