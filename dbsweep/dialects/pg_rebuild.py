@@ -1,8 +1,10 @@
-"""PostgreSQL: rebuild a table from the rows it keeps, online (dedupe's `rebuild` strategy).
+"""PostgreSQL: rebuild a table from the rows it keeps, online (the `rebuild` strategy of dedupe and
+retention, `dbsweep.kinds.rebuild`).
 
-A shadow table shaped like the original (no indexes yet) is filled with the kept rows by a loose
-index scan over the natural key; a trigger on the original logs the key and natural key of every
-row written meanwhile, and those rows are replayed into the shadow; the swap renames both tables
+A shadow table shaped like the original (no indexes yet) is filled with the kept rows (dedupe: by
+a loose index scan over the natural key; retention: key range by key range); a trigger on the
+original logs the key (and what the rule needs) of every row written meanwhile, and those rows are
+replayed into the shadow; the swap renames both tables
 inside one short ACCESS EXCLUSIVE lock, after the last replay, and gives the new table every
 index, constraint, trigger, grant, comment, owner and sequence the old one had under their old
 names. The old table stays, renamed, as the exact backup."""
@@ -100,9 +102,10 @@ def column_types(conn: sa.Connection, table: sa.Table) -> dict[str, str]:
         "AND NOT attisdropped"), {"oid": _regclass(conn, table)}).all())
 
 
-def create_shadow(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk: list[str], nk: list[str]) -> None:
+def create_shadow(conn: sa.Connection, table: sa.Table, names: RebuildNames, logged: list[str]) -> None:
     """In the caller's transaction: the shadow table (columns, defaults, checks, storage, comments;
-    no indexes: the copy is faster without them), the change log, and the trigger that fills it."""
+    no indexes: the copy is faster without them), the change log of the `logged` columns, and the
+    trigger that fills it."""
     p = _prep(conn)
     schema = table.schema or _schema(conn)
     old = _qualified(conn, schema, table.name)
@@ -110,7 +113,6 @@ def create_shadow(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk:
     types = column_types(conn, table)
     conn.execute(sa.text(f"CREATE TABLE {shadow} (LIKE {old} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
                          "INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION)"))
-    logged = list(dict.fromkeys(pk + nk))
     conn.execute(sa.text(
         f"CREATE TABLE {log} (dbsweep_id bigserial PRIMARY KEY, "
         + ", ".join(f"{p.quote(c)} {types[c]}" for c in logged) + ")"))
@@ -248,25 +250,38 @@ def _comment(conn, target: str, text: str) -> None:
     conn.execute(sa.text(f"COMMENT ON {target} IS {literal}".replace(":", r"\:")))
 
 
-def consume_log(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk: list[str], nk: list[str],
-                order: list[tuple[str, bool]], columns: list[str], nulls_equal: bool, limit: int | None) -> int:
-    """Replay up to `limit` logged changes (all with None) into the shadow, deleting them from the
-    log in the same transaction: a change logged by a transaction that commits later stays in the
-    log for a later call (an id cursor would skip it). Every shadow row of a touched key or primary
-    key is replaced by what the original now keeps for that key. Returns the changes consumed."""
-    p = _prep(conn)
+TOUCHED = "dbsweep_touched"
+
+
+def take_log(conn: sa.Connection, table: sa.Table, names: RebuildNames, limit: int | None) -> int:
+    """Move up to `limit` logged changes (all with None) into the temporary table `dbsweep_touched`
+    (emptied at commit), deleting them from the log in the same transaction: a change logged by a
+    transaction that commits later stays in the log for a later call (an id cursor would skip it).
+    Returns the changes taken."""
     schema = table.schema or _schema(conn)
-    log, shadow, old = (_qualified(conn, schema, names.log), _qualified(conn, schema, names.shadow),
-                        p.format_table(table))
+    log = _qualified(conn, schema, names.log)
     take = f"ORDER BY dbsweep_id LIMIT {int(limit)}" if limit is not None else ""
-    conn.execute(sa.text(f"CREATE TEMP TABLE IF NOT EXISTS dbsweep_touched (LIKE {log}) ON COMMIT DELETE ROWS"))
-    conn.execute(sa.text("TRUNCATE dbsweep_touched"))
+    conn.execute(sa.text(f"CREATE TEMP TABLE IF NOT EXISTS {TOUCHED} (LIKE {log}) ON COMMIT DELETE ROWS"))
+    conn.execute(sa.text(f"TRUNCATE {TOUCHED}"))
     consumed = conn.execute(sa.text(
         f"WITH taken AS (DELETE FROM {log} WHERE dbsweep_id IN (SELECT dbsweep_id FROM {log} {take}) RETURNING *) "
-        "INSERT INTO dbsweep_touched SELECT * FROM taken")).rowcount
+        f"INSERT INTO {TOUCHED} SELECT * FROM taken")).rowcount
+    if consumed:
+        conn.execute(sa.text(f"ANALYZE {TOUCHED}"))  # a temporary table has no statistics otherwise
+    return consumed
+
+
+def consume_log(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk: list[str], nk: list[str],
+                order: list[tuple[str, bool]], columns: list[str], nulls_equal: bool, limit: int | None) -> int:
+    """Dedupe's replay of up to `limit` logged changes (`take_log`): every shadow row of a touched
+    key or primary key is replaced by what the original now keeps for that key. Returns the
+    changes consumed."""
+    p = _prep(conn)
+    schema = table.schema or _schema(conn)
+    shadow, old = _qualified(conn, schema, names.shadow), p.format_table(table)
+    consumed = take_log(conn, table, names, limit)
     if not consumed:
         return 0
-    conn.execute(sa.text("ANALYZE dbsweep_touched"))  # a temporary table has no statistics otherwise
     pks, nks = ", ".join(p.quote(c) for c in pk), ", ".join(p.quote(c) for c in nk)
     row = lambda alias, cs: "(" + ", ".join(f"{alias}.{p.quote(c)}" for c in cs) + ")"  # noqa: E731
     touched_key = f"{row('s', nk)} IN (SELECT {nks} FROM dbsweep_touched)"
@@ -294,6 +309,45 @@ def consume_log(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk: l
         conn.execute(sa.text(f"INSERT INTO {shadow} ({cols}) SELECT {cols} FROM {old} s WHERE {row('s', pk)} IN "
                              f"(SELECT {pks} FROM dbsweep_touched) AND ({some_null.format(a='s')})"))
     return consumed
+
+
+def _keyed(table: sa.Table, name: str, pk: list[str]) -> sa.TableClause:
+    return sa.table(name, *(sa.column(k) for k in pk), schema=table.schema)
+
+
+def replay_by_key(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk: list[str], columns: list[str],
+                  keep: sa.ColumnElement, limit: int | None) -> tuple[int, int]:
+    """Retention's replay of up to `limit` logged changes (`take_log`): each touched primary key's
+    shadow row is replaced by the original's row of that key, if the rule keeps it. Returns the
+    changes consumed and the net rows the shadow gained."""
+    consumed = take_log(conn, table, names, limit)
+    if not consumed:
+        return 0, 0
+    shadow = sa.table(names.shadow, *(sa.column(c) for c in columns), schema=table.schema)
+    touched = _keyed(table, TOUCHED, pk)
+    touched.schema = None
+    in_touched = lambda t: sa.tuple_(*(t.c[k] for k in pk)).in_(sa.select(*(touched.c[k] for k in pk)))  # noqa: E731
+    gone = _counted(conn, sa.delete(shadow).where(in_touched(shadow)))
+    back = _counted(conn, sa.insert(shadow).from_select(columns, sa.select(*(table.c[c] for c in columns)).where(
+        in_touched(table), keep)))
+    return consumed, back - gone
+
+
+def _counted(conn: sa.Connection, statement) -> int:
+    """Run an INSERT or DELETE and count its rows in the server (psycopg reports no rowcount for
+    INSERT ... SELECT under SQLAlchemy 2.1, and RETURNING would ship every row to Python)."""
+    done = statement.returning(sa.literal(1).label("one")).cte("dbsweep_done")
+    return conn.execute(sa.select(sa.func.count()).select_from(done)).scalar()
+
+
+def copy_range(conn: sa.Connection, table: sa.Table, shadow: str, columns: list[str], keep: sa.ColumnElement,
+               window: sa.ColumnElement) -> int:
+    """Copy the rows of a key window that the rule keeps into the shadow, in key order (the new
+    table comes out clustered on its key). Returns the rows copied."""
+    target = sa.table(shadow, *(sa.column(c) for c in columns), schema=table.schema)
+    keys = list(table.primary_key.columns)
+    source = sa.select(*(table.c[c] for c in columns)).where(window, keep).order_by(*keys)
+    return _counted(conn, sa.insert(target).from_select(columns, source))
 
 
 def swap(conn: sa.Connection, table: sa.Table, names: RebuildNames, pairs: list[tuple[str, str]],

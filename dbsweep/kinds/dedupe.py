@@ -38,7 +38,8 @@ from .children import canonical, journal_name, table_facts
 from .children import children as find_children
 from .common import PlanParts
 from .dedupe_in_place import InPlaceWalker, Repointing, StageSink, guard_name
-from .dedupe_rebuild import DropBackupWalker, RebuildWalker, Recorded, backups, put_back_from_backup, rebuild_blockers, rebuild_names
+from .dedupe_rebuild import WORD, DedupeRebuildWalker, rebuild_names, removed
+from .rebuild import DropBackupWalker, Recorded, check_backups, kept_backups, rebuild_blockers, restore_rebuilds
 from .dedupe_rule import AUTO, DROP_BACKUP, IN_PLACE, REBUILD, duplicate_map, is_duplicate, precedes, rule_order, same_key, selection
 
 NONE = "none"
@@ -209,23 +210,18 @@ def _strategy(rule: TableRule, dialect: Dialect, fraction: float, threshold: flo
 def _backup_rows(conn, cfg: Config, table: sa.Table, spec: dict, now: datetime) -> tuple[list[Step], list[dict]]:
     """Backups past keep_backup become steps that drop them (shown in the plan, never silent);
     younger ones are listed with the moment they become due."""
-    keep = parse_duration(cfg.keep_backup)
     steps, rows = [], []
-    for name, made in backups(conn, table):
-        due = made + keep
-        qualified = f"{table.schema}.{name}" if table.schema else name
-        size = conn.execute(sa.select(sa.func.count()).select_from(reflect_table(conn, qualified))).scalar()
-        row = {"table": qualified, "rows_total": size, "distinct_keys": None, "rows_selected": 0, "largest_group": 0,
-               "ambiguous_rows": 0, "fraction_selected": 0.0, "already_unique": NONE, "constraint": spec["constraint"],
-               "blockers": NONE}
-        if now >= due:
-            rows.append({**row, "strategy": "drop backup", "detail": f"drop backup {name}",
-                         "why": f"made {made:%Y-%m-%d %H:%M} UTC; keep_backup {cfg.keep_backup} has passed"})
-            steps.append(Step(table=table.fullname, walk=DROP_BACKUP, key=spec["key"], rows_selected=0, batch_size=1,
-                              spec={**spec, "backup": name}))
+    for backup in kept_backups(conn, table, WORD, parse_duration(cfg.keep_backup), now, spec, spec["key"]):
+        row = {"table": backup.qualified, "rows_total": backup.rows, "distinct_keys": None, "rows_selected": 0,
+               "largest_group": 0, "ambiguous_rows": 0, "fraction_selected": 0.0, "already_unique": NONE,
+               "constraint": spec["constraint"], "blockers": NONE, "why": backup.why}
+        if backup.step is not None:
+            rows.append({**row, "strategy": "drop backup", "detail": f"drop backup {backup.name}",
+                         "why": backup.why.replace("keep_backup", f"keep_backup {cfg.keep_backup}")})
+            steps.append(backup.step)
         else:
-            rows.append({**row, "strategy": "keep backup", "due": due.isoformat(), "detail": f"keep backup {name}",
-                         "why": f"made {made:%Y-%m-%d %H:%M} UTC; dropped by a run after {due:%Y-%m-%d %H:%M} UTC"})
+            rows.append({**row, "strategy": "keep backup", "due": backup.due.isoformat(),
+                         "detail": f"keep backup {backup.name}"})
     return steps, rows
 
 
@@ -312,7 +308,7 @@ def walker(ctx, table: sa.Table, step: Step, cursor: dict) -> Walker:
         archive = Repointing(archive, table, step.spec)
     archive = StageSink(archive)
     if step.walk == REBUILD:
-        return RebuildWalker(ctx, table, step, StageSink(Recorded()), cursor)
+        return DedupeRebuildWalker(ctx, table, step, StageSink(Recorded()), cursor)
     return InPlaceWalker(ctx, table, step, archive, cursor, selection(table, step))
 
 
@@ -396,11 +392,7 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
                 journal = pg_merge.journal_table(conn, repoint["table"], repoint["journal"])
                 for batch in batches:
                     pg_merge.check_journal(conn, repoint, journal, run.run_id, batch.batch_no)
-        for record in (json.loads(b.archive) for b in batches if b.archive.startswith("{")):
-            table = reflect_table(conn, record["rebuild"])
-            if not has_table(conn, record["backup"], table.schema):
-                raise BadInput(f"the backup {record['backup']} of {record['rebuild']} is gone (dropped after "
-                               "keep_backup): nothing to restore from")
+    check_backups(engine, ledger, run)
     for step in (s for s in plan.steps if s.walk != DROP_BACKUP):
         with engine.begin() as conn:
             table = reflect_table(conn, step.table)
@@ -416,21 +408,11 @@ def restore(engine: sa.Engine, ledger, run, plan: PhasePlan, archive_dir=None):
                 left = dialect.index_state(conn, table, helper) != "missing"
             if left:
                 dialect.drop_index(engine, table, helper)
-        if step.walk == REBUILD and not any(b.archive.startswith("{") and json.loads(b.archive).get("rebuild") == step.table
-                                            for b in batches):
-            from ..dialects import pg_rebuild
-
-            with engine.begin() as conn:
-                dropped = pg_rebuild.discard(conn, table, pg_rebuild.RebuildNames(**step.spec["names"]))
-            if dropped:
-                said.append(f"{step.table}: the rebuild had not swapped; dropped {', '.join(dropped)}")
+    rebuilt = restore_rebuilds(engine, ledger, run, plan, removed)
+    said += rebuilt.said
+    restored += rebuilt.rows
     steps = {step.table: step for step in plan.steps}
-    for batch in batches:
-        if batch.archive.startswith("{"):
-            record = json.loads(batch.archive)
-            restored += put_back_from_backup(engine, ledger, run.run_id, batch.batch_no, steps[record["rebuild"]],
-                                              record["backup"])
-            continue
+    for batch in (b for b in batches if not b.archive.startswith("{")):
         with engine.begin() as conn:
             table = reflect_table(conn, batch.table_name)
             step = steps[batch.table_name]
