@@ -43,6 +43,8 @@ def restore_archived(engine: sa.Engine, ledger: Ledger, run, plan: PhasePlan, ar
     archived = restored = 0
     # newest batch first: in a cascade, parents (deleted last) come back before their children
     for batch in reversed(batches):
+        if batch.archive.startswith("{"):
+            continue  # a record, not an archive: the kind's own restore undoes it (a partition, a rebuild)
         with engine.begin() as conn:
             if batch.table_name not in tables:
                 tables[batch.table_name] = reflect_table(conn, batch.table_name)

@@ -83,6 +83,8 @@ def reattach_partitions(engine: sa.Engine, ledger, run) -> tuple[int, int]:
         if not batch.archive.startswith("{"):
             continue
         moved = json.loads(batch.archive)
+        if "partition" not in moved:  # a rebuild's record (`dbsweep.kinds.rebuild`)
+            continue
         with engine.begin() as conn:
             dialect_for(conn).reattach_partition(conn, reflect_table(conn, moved["archived_as"]), moved["partition"],
                                                  reflect_table(conn, moved["parent"]), moved["bound"])

@@ -99,7 +99,7 @@ class Recorded(Change):
     """A rebuild's only record: the swap's (or a dropped backup's), written by the walker itself."""
 
     def begin_batch(self, run_id: str, batch_no: int) -> None:
-        self.run_id, self.ref = run_id, None
+        self.run_id, self.batch_no, self.ref = run_id, batch_no, None
 
 
 class RebuildWalker(StagedWalker):
@@ -257,9 +257,10 @@ def check_backups(engine, ledger, run) -> None:
 
 @dataclass
 class RebuildUndo:
-    rows: int
+    rows: int  # put back
     said: list[str]
     batches: int
+    archived: int  # the rows the swaps put back recorded removing
 
 
 def restore_rebuilds(engine, ledger, run, plan, removed: Removed, discard_unswapped: bool = True) -> RebuildUndo:
@@ -272,7 +273,7 @@ def restore_rebuilds(engine, ledger, run, plan, removed: Removed, discard_unswap
     records, exported, swaps = _records(ledger, run)
     check_backups(engine, ledger, run)
     steps = {s.table: s for s in plan.steps if s.walk == REBUILD}
-    said, rows = [], 0
+    said, rows, archived = [], 0, 0
     swapped = {r["rebuild"] for _, r in swaps}
     for step in (s for s in steps.values() if s.table not in swapped and discard_unswapped):
         with engine.begin() as conn:
@@ -287,8 +288,9 @@ def restore_rebuilds(engine, ledger, run, plan, removed: Removed, discard_unswap
             continue
         step = steps[record["rebuild"]]
         rows += put_back_from_backup(engine, ledger, run.run_id, batch.batch_no, step, record["backup"], removed(step))
+        archived += batch.rows
     for batch, record in records:
         if "dropped_backup" in record and record.get("exported"):
             with engine.begin() as conn:
                 ledger.mark_restored(conn, run.run_id, batch.batch_no)
-    return RebuildUndo(rows, said, len(swaps))
+    return RebuildUndo(rows, said, len(swaps), archived)

@@ -6,7 +6,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Literal
 
 import sqlalchemy as sa
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from .. import inbound
 from ..archive import NoArchive, archive_table_for
@@ -18,11 +18,18 @@ from ..findings import WARN, Finding, age
 from ..inbound import InboundKey
 from ..keys import from_json, up_to_key
 from ..plan import PhasePlan, Step, as_utc
-from ..phase_config import Duration, PhaseBase, Strict, TableName, Where
+from ..phase_config import Duration, PhaseBase, ServerTimeout, Strict, TableName, Where
 from ..predicate import checked_where, where_clause
 from .base import Kind
 from .common import PlanParts, key_columns, walk_step
 from .partitioned import ARCHIVE_SCHEMA, PARTITION, PartitionWalker, partition_steps, reattach_partitions
+from .rebuild import DROP_BACKUP, REBUILD, DropBackupWalker, Recorded, kept_backups, rebuild_blockers, restore_rebuilds
+from .retention_rebuild import WORD, RetentionRebuildWalker, rebuild_names
+
+DELETE, AUTO = "delete", "auto"
+# auto rebuilds above this share of the table due: bench/purge_rebuild.py measured the break-even
+# (a plain DELETE won at 50% due, the copy and swap at 90%)
+REBUILD_ABOVE = 0.7
 
 AGE_BUCKETS = [("<1d", 1), ("1-7d", 7), ("7-30d", 30), ("30-90d", 90), ("90d-1y", 365), ("1-2y", 730), (">2y", None)]
 
@@ -47,6 +54,12 @@ class Config(PhaseBase):
     # reads, about as fast as one DELETE; a selected row updated into an already-swept block stays
     walk: Literal["key", "blocks"] = "key"
     backfill: Backfill | None = None  # time windows (Dagster partitions) to purge a long history one at a time
+    # "rebuild" (PostgreSQL): copy the rows that stay into a new table and swap it in; "auto" rebuilds
+    # when more than rebuild_above of the table is due and nothing blocks it, else deletes in batches
+    strategy: Literal["delete", "auto", "rebuild"] = DELETE
+    rebuild_above: float = Field(default=REBUILD_ABOVE, ge=0, le=1)
+    keep_backup: Duration = "7 days"  # a rebuild's old table (archive = "table"), kept for restore
+    swap_lock_timeout: ServerTimeout = "500 ms"  # the longest a rebuild's swap makes writers wait
 
     @model_validator(mode="after")
     def _one_cutoff(self) -> Config:
@@ -215,7 +228,19 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         if steps is not None:
             profile["whole_partitions"] = [s.table for s in steps if s.walk == PARTITION]
     if steps is None:
-        steps = [walk_step(conn, dialect, table, chosen, rows_selected, cfg.start_batch_size, spec, cfg.walk)]
+        strategy, profile["why"] = _strategy(cfg, conn, dialect, table, spec, fraction, window)
+        profile["strategy"] = strategy
+        step = walk_step(conn, dialect, table, chosen, rows_selected, cfg.start_batch_size, spec,
+                         "key" if strategy == REBUILD else cfg.walk)
+        if strategy == REBUILD:
+            names = rebuild_names(conn, table, now)
+            step = step.model_copy(update={"walk": REBUILD, "spec": {
+                **spec, "names": names, "archive": cfg.archive, "lock_timeout_swap_s": cfg.seconds("swap_lock_timeout")}})
+            if cfg.archive == "table":
+                profile["writes"] = f"{table.schema}.{names['backup']}" if table.schema else names["backup"]
+        steps = [step]
+    dropping, profile["backups"] = _backups(conn, cfg, table, spec, now)
+    steps = dropping + steps
     return PlanParts(
         steps=steps, profile=[profile], cutoff=cutoff,
         histogram={label: int(row._mapping[label]) for label, _ in AGE_BUCKETS},
@@ -225,6 +250,41 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
             "min_rows": cfg.expect.min_rows,
         },
     )
+
+
+def _strategy(cfg: Config, conn, dialect: Dialect, table: sa.Table, spec: dict, fraction: float,
+              window) -> tuple[str, str]:
+    """(delete or rebuild, why), from the share of the table due and what a rebuild could not carry."""
+    if cfg.strategy == DELETE:
+        return DELETE, "batched deletes (strategy = \"delete\")"
+    found = rebuild_blockers(conn, dialect, table)
+    blocked = [f"it needs PostgreSQL, not {dialect.name}"] if found is None else list(found)
+    if found is not None:
+        blocked[:0] = [why for why, applies in (
+            ("a backfill window (each window is a run of its own)", window is not None),
+            ("keep_if_referenced_by (a row may become referenced while the copy runs)", bool(spec["keep"])),
+            ("no primary key (writes made meanwhile are replayed by it)", not list(table.primary_key.columns)),
+        ) if applies]
+    if cfg.strategy == REBUILD:
+        if blocked:
+            raise BadInput(f"key 'strategy': \"rebuild\" cannot be used on '{table.fullname}': {blocked[0]}; "
+                           "use \"delete\" or \"auto\"")
+        return REBUILD, "forced by the policy"
+    due = f"{fraction:.1%} of the table is due"
+    if fraction <= cfg.rebuild_above:
+        return DELETE, f"{due} (rebuild above {cfg.rebuild_above:.0%})"
+    if blocked:
+        return DELETE, f"{due}, but a rebuild cannot carry {blocked[0]}"
+    return REBUILD, f"{due}: copying the {1 - fraction:.1%} that stays writes less than deleting"
+
+
+def _backups(conn, cfg: Config, table: sa.Table, spec: dict, now: datetime) -> tuple[list[Step], str]:
+    """Earlier rebuilds' backups: steps dropping those past keep_backup, and what the plan says of all."""
+    key = [c.name for c in table.primary_key.columns]
+    found = kept_backups(conn, table, WORD, parse_duration(cfg.keep_backup), now, spec, key)
+    said = "; ".join(f"{'drop' if b.step else 'keep'} {b.name} ({b.rows:,} rows; "
+                     f"{b.why.replace('keep_backup', f'keep_backup {cfg.keep_backup}')})" for b in found)
+    return [b.step for b in found if b.step is not None], said or "none"
 
 
 def _as_utc(value):
@@ -246,13 +306,15 @@ def verify(conn: sa.Connection, dialect: Dialect, plan: PhasePlan) -> list[dict]
     """Nothing the plan selected remains (within its frozen key range); survivors are counted."""
     rows = []
     for step in plan.steps:
+        if step.walk == DROP_BACKUP:
+            continue
         if step.walk == PARTITION and not _attached(conn, step.table):
             rows.append({"table": step.table, "rows_now": 0, "remaining_selected": 0, "remaining_matching": 0})
             continue
         table = reflect_table(conn, step.table)
         chosen = selection(table, step)
         in_range = chosen
-        if step.walk in ("key", "block") and step.key and step.last_key is not None:
+        if step.walk in ("key", "block", REBUILD) and step.key and step.last_key is not None:
             keys = key_columns(table, step)
             in_range = sa.and_(chosen, up_to_key(keys, from_json(keys, step.last_key)))
         result = conn.execute(sa.select(
@@ -284,6 +346,16 @@ class Retention(Kind):
     def dry_run(self, plan, batch_size):
         lines = super().dry_run(plan, batch_size)
         for line, step in zip(lines, plan.steps):
+            if step.walk == REBUILD:
+                line.transactions, line.batch_size = line.transactions + 4, None
+                line.action = ("the rows that stay are copied into a new table in key order while a trigger logs "
+                               "what writers do, which is replayed; one short lock swaps the tables"
+                               + {"table": "; the old table stays as the backup until keep_backup has passed",
+                                  "parquet": "; the removed rows go from the old table to Parquet, then it is dropped",
+                                  "none": "; the old table is dropped at once"}[step.spec["archive"]])
+            if step.walk == DROP_BACKUP:
+                line.transactions, line.batch_size = 1, None
+                line.action = f"drop the backup {step.spec['backup']} (keep_backup has passed; not undoable)"
             if step.walk == PARTITION:
                 line.transactions, line.batch_size = 1, None
                 line.action = ("the whole partition goes at once (detach, then drop, or move to schema "
@@ -291,6 +363,10 @@ class Retention(Kind):
         return lines
 
     def walker(self, ctx, table, step, cursor):
+        if step.walk == REBUILD:
+            return RetentionRebuildWalker(ctx, table, step, Recorded(), cursor, selection)
+        if step.walk == DROP_BACKUP:
+            return DropBackupWalker(table, step, Recorded())
         if step.walk == PARTITION:
             return PartitionWalker(ctx.dialect, table, step, NoArchive(), ctx.options.archive != "none")
         return super().walker(ctx, table, step, cursor)
@@ -298,10 +374,14 @@ class Retention(Kind):
     def restore(self, engine, ledger, run, plan, archive_dir):
         from ..undo import restore_archived, rows_put_back
 
+        rebuilt = restore_rebuilds(engine, ledger, run, plan, lambda step: lambda backup, _: selection(backup, step))
         partitions, whole_rows = reattach_partitions(engine, ledger, run)
         rows = restore_archived(engine, ledger, run, plan, archive_dir)
-        return rows_put_back(run.run_id, plan.phase, partitions + rows.batches, whole_rows + rows.rows_archived,
-                             whole_rows + rows.rows_restored)
+        report = rows_put_back(run.run_id, plan.phase, partitions + rows.batches + rebuilt.batches,
+                               whole_rows + rows.rows_archived + rebuilt.archived,
+                               whole_rows + rows.rows_restored + rebuilt.rows)
+        report.detail = "; ".join([*rebuilt.said, report.detail])
+        return report
 
     def measures(self, cfg, conn, dialect, now) -> dict[str, float]:
         table = reflect_table(conn, cfg.table)

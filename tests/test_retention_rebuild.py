@@ -1,0 +1,195 @@
+"""Retention by rebuild on the embedded PostgreSQL: the rows that stay are copied into a new table
+and swapped in; what the rule keeps survives row for row (NULL times included), the old table is
+the archive (backup, Parquet, or nothing), restore puts back exactly what went, and `auto` chooses
+by the share due and by what a swap could not carry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from dbsweep import service
+from dbsweep.ledger import Ledger
+from expectations.runner import verification
+from tests.conftest import checksums, retention_policy, run_cli
+from tests.helpers import plan_and_gate, purge
+
+TABLE = '"Sensor Readings"'
+
+
+def load(engine, rows: int = 6000, due_share: float = 0.9) -> None:
+    """A reading table with what a swap must carry: an identity key, a text column with a default,
+    a check, an index on the time, a trigger, a comment, a grant; rows `due_share` of them older
+    than 7 days (ids correlated with time, as an insert-only table has them), and NULL times."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"""CREATE TABLE {TABLE} (
+            id bigint PRIMARY KEY, "Device Id" text NOT NULL DEFAULT 'unknown', reading numeric CHECK (reading >= 0),
+            created_at timestamptz)""")
+        conn.exec_driver_sql(f'CREATE INDEX "readings by time" ON {TABLE} (created_at)')
+        conn.exec_driver_sql(f"COMMENT ON TABLE {TABLE} IS 'meter readings'")
+        conn.exec_driver_sql(f"GRANT SELECT ON {TABLE} TO PUBLIC")
+        conn.exec_driver_sql("CREATE TABLE audit (n bigint)")
+        conn.exec_driver_sql("CREATE FUNCTION count_insert() RETURNS trigger LANGUAGE plpgsql AS "
+                             "$$ BEGIN INSERT INTO audit VALUES (NEW.id); RETURN NEW; END $$")
+        conn.exec_driver_sql(f"CREATE TRIGGER audit_insert AFTER INSERT ON {TABLE} FOR EACH ROW EXECUTE FUNCTION count_insert()")
+        conn.execute(sa.text(f"""
+            INSERT INTO {TABLE} (id, "Device Id", reading, created_at)
+            SELECT g, 'dev-' || (g % 37), g % 1000,
+                   CASE WHEN g % 97 = 0 THEN NULL
+                        WHEN g <= :due THEN now() - interval '30 days' + make_interval(secs => g)
+                        ELSE now() - interval '1 day' + make_interval(secs => g - :due) END
+            FROM generate_series(1, :rows) g"""), {"rows": rows, "due": int(rows * due_share)})
+        conn.exec_driver_sql("ANALYZE")
+
+
+def rows(engine, where: str = "true") -> dict[int, tuple]:
+    with engine.connect() as conn:
+        return {r[0]: tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {TABLE} WHERE {where}"))}
+
+
+KEPT = "created_at >= now() - interval '7 days' OR created_at IS NULL"
+
+
+def policy(tmp_path, dbname, strategy="rebuild", archive="table", extra="", **kw):
+    path = retention_policy(tmp_path, dbname, table="Sensor Readings", batch_size=500,
+                            extra=f'strategy = "{strategy}"\narchive = "{archive}"\n{extra}', **kw)
+    return path
+
+
+@pytest.mark.parametrize("archive", ["table", "parquet", "none"])
+def test_rebuild_keeps_every_row_the_rule_keeps_and_restore_puts_back_the_rest(tmp_path, pg, dbname, archive):
+    load(pg)
+    before, kept = rows(pg), rows(pg, KEPT)
+    assert 600 < len(kept) < 700 and any(r[3] is None for r in kept.values())
+    path = policy(tmp_path, dbname, archive=archive, archive_dir=str(tmp_path / "archive"))
+    plan, report, target = purge(path)
+    assert plan.steps[-1].walk == "rebuild"
+    assert report.state == "finished" and report.rows == len(before) - len(kept) == plan.rows_selected
+    assert rows(pg) == kept  # row for row, NULL times included
+    verdict = verification(plan, service.verify(target, plan))
+    assert verdict.passed, verdict.summary
+    with pg.connect() as conn:
+        backup = plan.steps[-1].spec["names"]["backup"]
+        assert sa.inspect(conn).has_table(backup) == (archive == "table")
+        # the swap carried the structure: index, trigger, check, default, comment, grant
+        assert {ix["name"] for ix in sa.inspect(conn).get_indexes("Sensor Readings")} == {"readings by time"}
+        assert conn.execute(sa.text("SELECT obj_description(to_regclass(:t), 'pg_class')"), {"t": TABLE}).scalar() == "meter readings"
+        assert conn.execute(sa.text("SELECT has_table_privilege('public', to_regclass(:t), 'SELECT')"), {"t": TABLE}).scalar()
+        audited = conn.execute(sa.text("SELECT count(*) FROM audit")).scalar()
+    with pg.begin() as conn:
+        conn.execute(sa.text(f'INSERT INTO {TABLE} (id, reading, created_at) VALUES (-1, 5, now())'))
+        assert conn.execute(sa.text(f'SELECT "Device Id" FROM {TABLE} WHERE id = -1')).scalar() == "unknown"
+        assert conn.execute(sa.text("SELECT count(*) FROM audit")).scalar() == audited + 1
+        with pytest.raises(sa.exc.IntegrityError):
+            with conn.begin_nested():
+                conn.execute(sa.text(f"INSERT INTO {TABLE} (id, reading) VALUES (-2, -1)"))
+        conn.execute(sa.text(f"DELETE FROM {TABLE} WHERE id = -1"))
+    ledger = Ledger(target.engine)
+    assert ledger.ledger_rows(report.run_id) == report.rows
+    restored = run_cli("restore", report.run_id, "--policy", path)
+    if archive == "none":
+        assert restored.returncode == 2 and "nothing to restore from" in restored.stderr, restored.stderr
+        assert rows(pg) == kept
+        return
+    assert restored.returncode == 0, restored.stderr
+    assert rows(pg) == before  # every removed row back, and nothing twice
+    again = run_cli("restore", report.run_id, "--policy", path)
+    assert rows(pg) == before, again.stderr
+
+
+def test_writes_during_the_copy_are_replayed(tmp_path, pg, dbname):
+    """Inserts, updates that make a due row stay (and a kept row due), and deletes, committed while
+    the copy is half way, are all in the new table as they were committed."""
+    load(pg)
+    path = policy(tmp_path, dbname)
+    _, target, plan = plan_and_gate(path)
+    walker = _walker(target, plan)
+    with target.engine.connect() as conn:
+        while not (walker.stage == "copy" and walker.cursor.get("after")):
+            _one_batch(conn, walker)
+    assert walker.stage == "copy"
+    with pg.begin() as conn:  # the writer, between two copy batches
+        conn.execute(sa.text(f"INSERT INTO {TABLE} (id, reading, created_at) VALUES (100001, 1, now()), "
+                             "(100002, 2, now() - interval '90 days')"))
+        conn.execute(sa.text(f"UPDATE {TABLE} SET created_at = now() WHERE id = 10"))  # was due: now stays
+        conn.execute(sa.text(f"UPDATE {TABLE} SET created_at = now() - interval '60 days' WHERE id = 5990"))  # now due
+        conn.execute(sa.text(f"UPDATE {TABLE} SET reading = 999 WHERE id = 5980"))  # a kept row, changed
+        conn.execute(sa.text(f"DELETE FROM {TABLE} WHERE id = 5970"))  # a kept row, gone
+    expected = rows(pg, KEPT)
+    with target.engine.connect() as conn:
+        while not walker.done:
+            _one_batch(conn, walker)
+    got = rows(pg)
+    assert got == expected
+    assert 10 in got and 5990 not in got and got[5980][2] == 999 and 5970 not in got and 100001 in got and 100002 not in got
+
+
+def _walker(target, plan):
+    """The rebuild's walker, driven batch by batch as the executor drives it: the test decides
+    where a writer's transaction falls, not a race against the clock."""
+    from dbsweep.executor import RunOptions
+    from dbsweep.kinds import kind_named
+    from dbsweep.walkers import WalkContext
+
+    with target.engine.connect() as conn:
+        table = sa.Table("Sensor Readings", sa.MetaData(), autoload_with=conn)
+    from dbsweep.dialects import dialect_for
+
+    ctx = WalkContext(target.engine, dialect_for(target.engine), RunOptions(archive="table"))
+    return kind_named("retention").walker(ctx, table, plan.steps[-1], {})
+
+
+def _one_batch(conn, walker, size: int = 1000) -> None:
+    walker.sink.begin_batch("test", 1)
+    with conn.begin():
+        rows, cursor = walker.batch(conn, size)
+    walker.advance(cursor if cursor is not None else {}, rows, size)
+
+
+def test_auto_chooses_by_the_share_due_and_what_blocks_a_swap(tmp_path, pg, dbname):
+    load(pg, due_share=0.5)
+    path = policy(tmp_path, dbname, strategy="auto")
+    _, _, plan = plan_and_gate(path)
+    assert plan.steps[-1].walk == "key" and "rebuild above 70%" in plan.profile[0]["why"]
+    with pg.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM {TABLE} WHERE id BETWEEN 3001 AND 5700")  # now about 90% due
+    _, _, plan = plan_and_gate(path)
+    assert plan.steps[-1].walk == "rebuild" and "copying the" in plan.profile[0]["why"], plan.profile[0]["why"]
+    with pg.begin() as conn:  # a foreign key into the table: a swap cannot carry it
+        conn.exec_driver_sql(f"CREATE TABLE notes (id int PRIMARY KEY, reading_id bigint REFERENCES {TABLE} (id))")
+    _, _, plan = plan_and_gate(path)
+    assert plan.steps[-1].walk == "key" and "foreign key notes_reading_id_fkey" in plan.profile[0]["why"]
+    before = checksums(pg)
+    forced = run_cli("plan", policy(tmp_path, dbname, strategy="rebuild"))
+    assert forced.returncode == 2 and "key 'strategy'" in forced.stderr and len(forced.stderr.strip().splitlines()) == 1
+    assert checksums(pg) == before
+
+
+def test_keep_backup_drops_the_backup_as_a_later_plan_step(tmp_path, pg, dbname):
+    from datetime import timedelta
+
+    from expectations.runner import gate
+
+    load(pg)
+    path = policy(tmp_path, dbname, strategy="auto", extra='keep_backup = "2 days"')
+    plan, report, target = purge(path)
+    backup = plan.steps[-1].spec["names"]["backup"]
+    policy_ = plan_and_gate(path)[0]
+    soon = service.make_plan(policy_, "purge", target, now=plan.created_at + timedelta(days=1))
+    assert [s.walk for s in soon.steps] == ["key"] and f"keep {backup}" in soon.profile[0]["backups"]
+    later = service.make_plan(policy_, "purge", target, now=plan.created_at + timedelta(days=2, minutes=2))
+    service.record_gate(target, later, gate(later))
+    assert [s.walk for s in later.steps][0] == "drop_backup" and f"drop {backup}" in later.profile[0]["backups"]
+    assert later.gate.passed, later.gate.summary
+    kept = rows(pg)
+    done = service.apply(policy_, target, later, dry_run=False)
+    assert done.state == "finished"
+    with pg.connect() as conn:
+        assert not sa.inspect(conn).has_table(backup)
+    assert set(rows(pg)) <= set(kept)
+    refused = run_cli("restore", report.run_id, "--policy", path)
+    assert refused.returncode == 2 and "is gone" in refused.stderr, refused.stderr
+    record = [json.loads(b.archive) for b in Ledger(target.engine).archived_batches(done.run_id) if b.archive.startswith("{")]
+    assert {"dropped_backup": backup, "undoable": False} in record
