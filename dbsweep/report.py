@@ -71,6 +71,10 @@ def print_plan(out: Console, target, plans: list[PhasePlan]) -> None:
                 out.print(f"{plan.phase}: partitions going whole: {', '.join(row['whole_partitions'])}")
             if row.get("window"):
                 out.print(f"{plan.phase}: only the window {row['window']} of {row['table']}")
+            if row.get("strategy") and row.get("why") and not row.get("detail"):
+                out.print(f"{plan.phase}: {escape(row['table'])}: {row['strategy']}: {escape(row['why'])}", soft_wrap=True)
+            if row.get("backups", "none") != "none":
+                out.print(f"{plan.phase}: {escape(row['table'])}: rebuild backups: {escape(row['backups'])}", soft_wrap=True)
         for writes in dict.fromkeys(row["writes"] for row in plan.profile if row.get("writes")):
             out.print(f"{plan.phase}: saves what it changes in {writes}", soft_wrap=True)
         _print_checks(out, plan.phase, plan.checks)

@@ -107,8 +107,10 @@ def test_writes_during_the_copy_are_replayed(tmp_path, pg, dbname):
     _, target, plan = plan_and_gate(path)
     walker = _walker(target, plan)
     with target.engine.connect() as conn:
-        while not (walker.stage == "copy" and walker.cursor.get("after")):
-            _one_batch(conn, walker)
+        for _ in range(5):  # into the copy, half way: it walks the kept rows 100 at a time
+            if walker.stage == "copy" and walker.cursor.get("after"):
+                break
+            _one_batch(conn, walker, 100)
     assert walker.stage == "copy"
     with pg.begin() as conn:  # the writer, between two copy batches
         conn.execute(sa.text(f"INSERT INTO {TABLE} (id, reading, created_at) VALUES (100001, 1, now()), "
@@ -117,12 +119,18 @@ def test_writes_during_the_copy_are_replayed(tmp_path, pg, dbname):
         conn.execute(sa.text(f"UPDATE {TABLE} SET created_at = now() - interval '60 days' WHERE id = 5990"))  # now due
         conn.execute(sa.text(f"UPDATE {TABLE} SET reading = 999 WHERE id = 5980"))  # a kept row, changed
         conn.execute(sa.text(f"DELETE FROM {TABLE} WHERE id = 5970"))  # a kept row, gone
+        # a kept row the walk has copied, moved ahead of it: copied twice, left once by the replay
+        conn.execute(sa.text(f"UPDATE {TABLE} SET created_at = now() + interval '1 hour', reading = 7 WHERE id = 5401"))
     expected = rows(pg, KEPT)
     with target.engine.connect() as conn:
-        while not walker.done:
-            _one_batch(conn, walker)
+        for _ in range(100):
+            if walker.done:
+                break
+            _one_batch(conn, walker, 100)
+    assert walker.done
     got = rows(pg)
     assert got == expected
+    assert got[5401][2] == 7
     assert 10 in got and 5990 not in got and got[5980][2] == 999 and 5970 not in got and 100001 in got and 100002 not in got
 
 
@@ -193,3 +201,83 @@ def test_keep_backup_drops_the_backup_as_a_later_plan_step(tmp_path, pg, dbname)
     assert refused.returncode == 2 and "is gone" in refused.stderr, refused.stderr
     record = [json.loads(b.archive) for b in Ledger(target.engine).archived_batches(done.run_id) if b.archive.startswith("{")]
     assert {"dropped_backup": backup, "undoable": False} in record
+
+
+def test_sigkills_in_the_copy_the_swap_and_the_export_then_resume(tmp_path, pg, dbname):
+    import time
+
+    from tests.test_dedupe_faults import _start_phase
+    from tests.test_faults import _kill_after, _wait_for_orphaned_backends
+
+    load(pg)
+    before, kept = rows(pg), rows(pg, KEPT)
+    path = policy(tmp_path, dbname, archive="parquet", extra="sleep_ms = 20", archive_dir=str(tmp_path / "archive"))
+    path.write_text(path.read_text().replace('name = "purge"', 'name = "dedupe"'))  # the phase _start_phase runs
+    _, target, plan = plan_and_gate(path, "dedupe")
+    names = plan.steps[-1].spec["names"]
+    # 1: killed while copying: the table is untouched, its trigger logs what writers do
+    proc = _start_phase(path)
+    _kill_after(pg, proc, more_batches=4, jitter_s=0.01)
+    assert rows(pg) == before
+    # 2: killed inside the swap (its last statement waits on a lock this test holds): all rolled back
+    holder = pg.connect()
+    holder.exec_driver_sql(f'LOCK TABLE "{names["log"]}" IN ACCESS SHARE MODE')
+    proc = _start_phase(path)
+    deadline = time.monotonic() + 120
+    with pg.connect() as conn:
+        while not conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                       "AND query LIKE 'DROP TABLE%'")).scalar():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never reached the swap"
+            conn.rollback()
+            time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    holder.rollback()
+    holder.close()
+    _wait_for_orphaned_backends(pg)
+    assert rows(pg) == before
+    with pg.connect() as conn:
+        assert not sa.inspect(conn).has_table(names["backup"])
+    # 3: killed while the removed rows go to Parquet: the new table is in place, the rest still in the backup
+    proc = _start_phase(path)
+    _kill_after(pg, proc, more_batches=4, jitter_s=0.01)
+    assert rows(pg) == kept
+    with pg.connect() as conn:
+        left = conn.execute(sa.text(f'SELECT count(*) FROM "{names["backup"]}"')).scalar()
+    assert len(kept) < left < len(before)  # the export had begun and not finished
+    done = run_cli("run", path, "--phase", "dedupe")
+    assert done.returncode == 0, done.stderr
+    assert rows(pg) == kept
+    with pg.connect() as conn:
+        assert not sa.inspect(conn).has_table(names["backup"])
+        rows_done, recorded = conn.execute(sa.text(
+            "SELECT r.rows_done, (SELECT sum(rows) FROM dbsweep.batches b WHERE b.run_id = r.run_id) FROM dbsweep.runs r")).one()
+    assert rows_done == recorded == len(before) - len(kept)
+    run_id = Ledger(target.engine).list_runs("testpol")[0].run_id
+    restored = run_cli("restore", run_id, "--policy", path)
+    assert restored.returncode == 0, restored.stderr
+    assert rows(pg) == before
+
+
+def test_rebuild_through_the_dagster_graph_then_its_restore_job(tmp_path, pg, dbname):
+    """Profile → blocking gate → apply (a rebuild) → verified, then the restore job puts back the
+    removed rows from the backup."""
+    import dagster as dg
+
+    from tests.test_dagster import _defs, _materialize
+
+    load(pg)
+    before, kept = rows(pg), rows(pg, KEPT)
+    policy(tmp_path, dbname, strategy="auto")
+    defs = _defs(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _materialize(defs, dg.AssetSelection.groups("testpol_purge"), instance,
+                          run_config={"ops": {"testpol__purge__apply": {"config": {"dry_run": False}}}})
+    assert result.success and rows(pg) == kept
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"gate": True, "postconditions": True}
+    run_id = result.asset_materializations_for_node("testpol__purge__apply")[0].metadata["run_id"].value
+    restored = defs.resolve_job_def("testpol__restore").execute_in_process(instance=instance, run_config={
+        "ops": {"testpol__restore_run": {"config": {"run_id": run_id}}}})
+    assert restored.success and rows(pg) == before

@@ -340,6 +340,21 @@ def _counted(conn: sa.Connection, statement) -> int:
     return conn.execute(sa.select(sa.func.count()).select_from(done)).scalar()
 
 
+def copy_next(conn: sa.Connection, table: sa.Table, shadow: str, columns: list[str], where: list[sa.ColumnElement],
+              order: list[sa.Column], size: int) -> tuple[int, list | None]:
+    """Copy the next `size` rows that `where` selects, in `order`, into the shadow, in one
+    statement; returns the rows copied and the `order` values of the last (None: none left)."""
+    target = sa.table(shadow, *(sa.column(c) for c in columns), schema=table.schema)
+    names = list(dict.fromkeys([*columns, *(c.name for c in order)]))
+    picked = sa.select(*(table.c[n] for n in names)).where(*where).order_by(*order).limit(size).cte("dbsweep_picked")
+    copied = sa.insert(target).from_select(columns, sa.select(*(picked.c[c] for c in columns))).cte("dbsweep_copied")
+    found = conn.execute(sa.select(sa.select(sa.func.count()).select_from(picked).scalar_subquery(),
+                                   *(sa.select(picked.c[c.name]).order_by(*(picked.c[o.name].desc() for o in order))
+                                     .limit(1).scalar_subquery() for c in order))
+                         .add_cte(copied)).one()
+    return found[0], (list(found[1:]) if found[0] else None)
+
+
 def copy_range(conn: sa.Connection, table: sa.Table, shadow: str, columns: list[str], keep: sa.ColumnElement,
                window: sa.ColumnElement) -> int:
     """Copy the rows of a key window that the rule keeps into the shadow, in key order (the new

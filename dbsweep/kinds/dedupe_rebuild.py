@@ -31,7 +31,7 @@ def removed(step):
 
 
 class DedupeRebuildWalker(rebuild.RebuildWalker, Staged):
-    stages = ("prepare", "helper", "copy", "nulls", "build", "catchup", "swap", "count")
+    stages = ("prepare", "helper", "copy", "nulls", "settle", "build", "catchup", "swap", "count")
     outside = frozenset({"helper"})
 
     def logged(self) -> list[str]:

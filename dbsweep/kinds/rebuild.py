@@ -107,7 +107,7 @@ class RebuildWalker(StagedWalker):
     replays a logged change (`replay`), adds what the new table needs besides the old one's
     structure (`constraints`) and counts what the swap removed (`rows_removed`)."""
 
-    stages = ("prepare", "copy", "build", "catchup", "swap", "count")
+    stages = ("prepare", "copy", "settle", "build", "catchup", "swap", "count")
     carried = ("pairs", "kept")  # cursor entries every later stage keeps
 
     def __init__(self, ctx, table, step, sink, cursor):
@@ -154,6 +154,12 @@ class RebuildWalker(StagedWalker):
         if not has_table(conn, self.names.shadow, self.table.schema):
             self.sql.create_shadow(conn, self.table, self.names, list(dict.fromkeys(self.logged())))
         return 0, self.next_stage(kept=0)
+
+    def _settle(self, conn, size, exact):
+        """Replay everything logged during the copy before the shadow gets its keys: a row a writer
+        moved ahead of the walk was copied twice, and the replay of its key leaves it once."""
+        _, gained = self.replay(conn, None)
+        return 0, self.next_stage(kept=self.cursor.get("kept", 0) + gained)
 
     def _build(self, conn, size, exact):
         """The shadow gets the old table's indexes and constraints, and what the rule adds."""

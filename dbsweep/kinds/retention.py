@@ -24,7 +24,7 @@ from .base import Kind
 from .common import PlanParts, key_columns, walk_step
 from .partitioned import ARCHIVE_SCHEMA, PARTITION, PartitionWalker, partition_steps, reattach_partitions
 from .rebuild import DROP_BACKUP, REBUILD, DropBackupWalker, Recorded, kept_backups, rebuild_blockers, restore_rebuilds
-from .retention_rebuild import WORD, RetentionRebuildWalker, rebuild_names
+from .retention_rebuild import WORD, RetentionRebuildWalker, copy_walk, rebuild_names
 
 DELETE, AUTO = "delete", "auto"
 # auto rebuilds above this share of the table due: bench/purge_rebuild.py measured the break-even
@@ -235,7 +235,8 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
         if strategy == REBUILD:
             names = rebuild_names(conn, table, now)
             step = step.model_copy(update={"walk": REBUILD, "spec": {
-                **spec, "names": names, "archive": cfg.archive, "lock_timeout_swap_s": cfg.seconds("swap_lock_timeout")}})
+                **spec, "names": names, "archive": cfg.archive, "lock_timeout_swap_s": cfg.seconds("swap_lock_timeout"),
+                "copy_walk": copy_walk(dialect.indexes(conn, table), spec)}})
             if cfg.archive == "table":
                 profile["writes"] = f"{table.schema}.{names['backup']}" if table.schema else names["backup"]
         steps = [step]
@@ -255,8 +256,10 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
 def _strategy(cfg: Config, conn, dialect: Dialect, table: sa.Table, spec: dict, fraction: float,
               window) -> tuple[str, str]:
     """(delete or rebuild, why), from the share of the table due and what a rebuild could not carry."""
-    if cfg.strategy == DELETE:
-        return DELETE, "batched deletes (strategy = \"delete\")"
+    if cfg.strategy == DELETE:  # said only when the other strategy may be faster
+        return DELETE, "" if fraction <= cfg.rebuild_above else (
+            f"{fraction:.1%} of the table is due: strategy = \"auto\" would copy what stays into a new table instead "
+            "of deleting, when nothing blocks a swap (faster above about 70% due)")
     found = rebuild_blockers(conn, dialect, table)
     blocked = [f"it needs PostgreSQL, not {dialect.name}"] if found is None else list(found)
     if found is not None:
@@ -364,7 +367,8 @@ class Retention(Kind):
 
     def walker(self, ctx, table, step, cursor):
         if step.walk == REBUILD:
-            return RetentionRebuildWalker(ctx, table, step, Recorded(), cursor, selection)
+            cutoff = _column_moment(table.c[step.spec["time_column"]], datetime.fromisoformat(step.spec["cutoff"]))
+            return RetentionRebuildWalker(ctx, table, step, Recorded(), cursor, selection, cutoff)
         if step.walk == DROP_BACKUP:
             return DropBackupWalker(table, step, Recorded())
         if step.walk == PARTITION:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from ..archive import make_archive
 from ..catalog import reflect_table
-from ..keys import after_key, from_json, to_json
+from ..keys import from_json, to_json
 from ..ledger import NOT_UNDOABLE_KEY
 from ..walkers import table_walker
 from . import rebuild
@@ -35,16 +35,29 @@ def kept(selection: sa.ColumnElement) -> sa.ColumnElement:
     return selection.is_not(sa.true())
 
 
-class RetentionRebuildWalker(rebuild.RebuildWalker):
-    stages = ("prepare", "copy", "build", "catchup", "swap", "count", "export", "drop")
+TIME, KEY = "time", "key"  # how the copy walks: the time column's index from the cutoff on, or the key
 
-    def __init__(self, ctx, table, step, sink, cursor, selection):
+
+def copy_walk(indexes: list[dict], spec: dict) -> str:
+    """The time index when one leads with the time column and the rule is the cutoff alone (the
+    kept rows are then exactly those from the cutoff on and those without a time: the copy reads
+    only them); else the key, reading the whole table."""
+    plain = spec.get("where") is None and not spec.get("window") and not spec.get("keep") and not spec.get("guard")
+    indexed = any(ix["columns"][:1] == [spec["time_column"]] and not ix["partial"] for ix in indexes)
+    return TIME if plain and indexed else KEY
+
+
+class RetentionRebuildWalker(rebuild.RebuildWalker):
+    stages = ("prepare", "copy", "nulls", "settle", "build", "catchup", "swap", "count", "export", "drop")
+
+    def __init__(self, ctx, table, step, sink, cursor, selection, cutoff):
         super().__init__(ctx, table, step, sink, cursor)
         self.selection = selection  # the kind's selection(table, step), for any table shaped like this one
+        self.cutoff = cutoff  # the cutoff as the time column compares it
         self.keep = kept(selection(table, step))
         self.mode = step.spec["archive"]
         self.keys = key_columns(table, step)
-        self.recorded, self.inner, self.scanned = sink, None, 0
+        self.recorded, self.inner, self.copied = sink, None, 0
 
     @property
     def sink(self):
@@ -56,27 +69,40 @@ class RetentionRebuildWalker(rebuild.RebuildWalker):
         self.recorded = value
 
     def units(self, rows: int) -> int:
-        return self.scanned or rows  # the copy is sized by the keys it walks, the export by its rows
+        return self.copied or rows  # the copy is sized by the rows it copies (it removes none)
 
     def batch(self, conn, size, exact=False):
-        self.scanned = 0
+        self.copied = 0
         return super().batch(conn, size, exact)
 
     def _copy(self, conn, size, exact):
-        """The kept rows of the next `size` keys (key order), each batch its own short transaction:
-        it reads the table, so no writer waits on it."""
+        """The next `size` kept rows, each batch its own short transaction that only reads the
+        table (no writer waits on it): along the time index from the cutoff, or along the key."""
+        if self.step.spec.get("copy_walk") == TIME:
+            when = self.table.c[self.step.spec["time_column"]]
+            order, where = [when, *self.keys], [when >= self.cutoff]
+        else:
+            order, where = list(self.keys), [self.keep]
         after = self.cursor.get("after")
-        lower = [] if after is None else [after_key(self.keys, from_json(self.keys, after))]
-        boundary = conn.execute(sa.select(*self.keys).where(*lower).order_by(*self.keys)
-                                .offset(size - 1).limit(1)).first()
-        upper = [] if boundary is None else [sa.not_(after_key(self.keys, list(boundary)))]
-        copied = self.sql.copy_range(conn, self.table, self.names.shadow, self.columns, self.keep,
-                                     sa.and_(sa.true(), *lower, *upper))
-        self.scanned = size
+        if after is not None:
+            values = from_json(order, after)
+            where += [sa.tuple_(*order) > sa.tuple_(*(sa.literal(v, c.type) for v, c in zip(values, order)))]
+            if order[0] is not self.keys[0]:
+                where.append(order[0] >= sa.literal(values[0], order[0].type))  # the index's own range
+        copied, last = self.sql.copy_next(conn, self.table, self.names.shadow, self.columns, where, order, size)
+        self.copied = copied
         total = self.cursor.get("kept", 0) + copied
-        if boundary is None:  # rows written since the trigger began are in its log, replayed later
+        if last is None or copied < size:  # rows written since the trigger began are in its log, replayed later
             return 0, self.next_stage(kept=total)
-        return 0, {**self.cursor, "after": to_json(boundary), "kept": total}
+        return 0, {**self.cursor, "after": to_json(last), "kept": total}
+
+    def _nulls(self, conn, size, exact):
+        """After a walk of the time index: the rows without a time, which the rule keeps."""
+        if self.step.spec.get("copy_walk") != TIME:
+            return 0, self.next_stage()
+        when = self.table.c[self.step.spec["time_column"]]
+        copied = self.sql.copy_range(conn, self.table, self.names.shadow, self.columns, when.is_(None), sa.true())
+        return 0, self.next_stage(kept=self.cursor.get("kept", 0) + copied)
 
     def replay(self, conn, limit):
         return self.sql.replay_by_key(conn, self.table, self.names, self.step.key, self.columns, self.keep, limit)
