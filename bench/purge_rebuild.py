@@ -119,6 +119,8 @@ class Writer(threading.Thread):
                     self.errors += 1
                 self.longest_s = max(self.longest_s, time.perf_counter() - began)
                 time.sleep(0.005)
+            conn.exec_driver_sql("RESET lock_timeout")  # the connection goes back to the pool
+            conn.commit()
 
     def lost(self, engine: sa.Engine) -> int:
         with engine.connect() as conn:

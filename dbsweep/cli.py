@@ -377,6 +377,72 @@ def check(policy_path: PolicyArg, phase: PhaseOpt = None, env: EnvOpt = None, ta
 
 @app.command()
 @guarded
+def discover(policy_path: Annotated[Optional[Path], typer.Argument(help="Read the database of this policy's env (or --target); default: the embedded server's --database.")] = None,
+             env: EnvOpt = None, target: TargetOpt = None,
+             database: Annotated[Optional[str], typer.Option("--database", help="Without a policy: this database of the embedded server.")] = None,
+             url_env: Annotated[Optional[str], typer.Option("--url-env", help="Without a policy: the environment variable holding the database's URL.")] = None,
+             as_json: Annotated[bool, typer.Option("--json", help="Print the discovery as JSON.")] = False,
+             write_policy: Annotated[Optional[Path], typer.Option("--write-policy", help="Write a draft policy with every proposed phase and its evidence (the file's name is the policy's).")] = None):
+    """Read a whole database (read-only: catalog, statistics, samples) and propose phases with their
+    evidence: old rows, duplicates, polymorphic children, duplicate roots, unused copies, health."""
+    import json
+
+    from .discover import discover as read_all
+    from .discover_policy import database_block, draft
+    from .report import print_discovery
+
+    engine, shown = _discovery_source(policy_path, env, target, database, url_env)
+    try:
+        found = read_all(engine)
+    finally:
+        engine.dispose()
+    if as_json:
+        print(json.dumps(found.as_json(), default=str, indent=2))
+    else:
+        print_discovery(out, shown, found)
+    if write_policy is not None:
+        if not any(p.phase for p in found.proposals):
+            raise BadInput(f"--write-policy {write_policy}: nothing to propose, so no policy was written")
+        text = draft(found, write_policy, database_block(policy_path, database or "postgres", url_env))
+        write_policy.write_text(text)
+        (err if as_json else out).print(f"draft policy written to {escape(str(write_policy))}: review it, then "
+                                        f"`dbsweep plan {escape(str(write_policy))}`", soft_wrap=True)
+
+
+def _discovery_source(policy_path, env, target, database, url_env):
+    """(engine, how to name it) of the database to discover."""
+    import sqlalchemy as sa
+
+    from .target import display_url, parse_url
+
+    if policy_path is not None:
+        if database or url_env:
+            raise BadInput("discover: give a policy, or --database / --url-env, not both")
+        policy, opened = _open(policy_path, env, target)
+        return opened.engine, opened.display_url
+    if url_env is not None:
+        raw = os.environ.get(url_env)
+        if not raw:
+            raise BadInput(f"discover: environment variable {url_env} is not set")
+        url = parse_url(raw)
+        return sa.create_engine(url), display_url(url)
+    from .embedded import embedded_url
+
+    admin = embedded_url("postgres")  # never creates the database to discover: discovery writes nothing
+    engine = sa.create_engine(admin)
+    try:
+        with engine.connect() as conn:
+            there = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database or "postgres"}).first()
+    finally:
+        engine.dispose()
+    if there is None:
+        raise BadInput(f"discover: the embedded server has no database {database!r}")
+    url = admin.set(database=database or "postgres")
+    return sa.create_engine(url), display_url(url, embedded=True)
+
+
+@app.command()
+@guarded
 def report(policy_path: PolicyArg, env: EnvOpt = None, target: TargetOpt = None):
     """Where the latest expectation reports (Great Expectations Data Docs) of each phase are: its gate
     and its verification, of the plans this database's ledger holds."""

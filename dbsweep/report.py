@@ -178,3 +178,19 @@ def print_alerts(out: Console, policy, results) -> None:
         status = f"[{'red' if r.severity == 'error' else 'yellow'}]{r.severity}: fired[/]" if r.fired else "[green]ok[/]"
         table.add_row(Text(r.alert), Text(r.subject), Text(r.text), status)
     out.print(table)
+
+
+def print_discovery(out: Console, source: str, found) -> None:
+    """What discover proposes, kind by kind: the table, why, and how sure."""
+    out.print(f"discovery of {escape(source)}: {found.tables} tables in {found.seconds:.1f} s, read-only; statistics "
+              f"since {when(found.stats_reset)}", soft_wrap=True)
+    kinds = dict.fromkeys(p.kind for p in found.proposals)
+    for kind in kinds:
+        table = Table(title=f"{kind}: " + ("evidence only" if kind == "health" else "proposed phases"))
+        for name in ("table", "why", "how sure", "phase"):
+            table.add_column(name, overflow="fold")
+        for p in (p for p in found.proposals if p.kind == kind):
+            table.add_row(escape(p.table), escape(p.why), p.sure, "draft" if p.phase else "-")
+        out.print(table)
+    if not any(p.phase for p in found.proposals):
+        out.print("nothing to propose: no table has old rows, duplicates, duplicate roots or unused copies")
