@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import build_backfill, build_health, build_phase, build_restore_job, build_stats
+from assets import build_backfill, build_discovery, build_health, build_phase, build_restore_job, build_stats
 from assets.fleet import target_partitions, targets_sensor
 from assets.integrity_asset import build_integrity
 from assets.naming import PhaseNames
@@ -37,7 +37,8 @@ def build_definitions(policy_dir: str | None = None) -> dg.Definitions:
                 if built.schedule:
                     schedules.append(built.schedule)
         jobs.append(build_restore_job(policy.name, targets))
-        for asset, job in (build_health(policy, targets), build_stats(policy.name, targets)):
+        for asset, job in (build_health(policy, targets), build_stats(policy.name, targets),
+                           build_discovery(policy.name, targets)):
             assets.append(asset)
             jobs.append(job)
         assets.append(build_integrity(policy, targets))

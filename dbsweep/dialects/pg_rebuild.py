@@ -340,6 +340,14 @@ def _counted(conn: sa.Connection, statement) -> int:
     return conn.execute(sa.select(sa.func.count()).select_from(done)).scalar()
 
 
+def correlation(conn: sa.Connection, table: sa.Table, column: str) -> float | None:
+    """How closely the column's order follows the rows' physical order (pg_stats, -1 to 1; None
+    before an ANALYZE)."""
+    return conn.execute(sa.text(
+        "SELECT correlation FROM pg_stats WHERE schemaname = :s AND tablename = :t AND attname = :c"),
+        {"s": table.schema or _schema(conn), "t": table.name, "c": column}).scalar()
+
+
 def copy_next(conn: sa.Connection, table: sa.Table, shadow: str, columns: list[str], where: list[sa.ColumnElement],
               order: list[sa.Column], size: int) -> tuple[int, list | None]:
     """Copy the next `size` rows that `where` selects, in `order`, into the shadow, in one

@@ -23,6 +23,7 @@ from ..predicate import checked_where, where_clause
 from .base import Kind
 from .common import PlanParts, key_columns, walk_step
 from .partitioned import ARCHIVE_SCHEMA, PARTITION, PartitionWalker, partition_steps, reattach_partitions
+from ..dialects import pg_rebuild
 from .rebuild import DROP_BACKUP, REBUILD, DropBackupWalker, Recorded, kept_backups, rebuild_blockers, restore_rebuilds
 from .retention_rebuild import WORD, RetentionRebuildWalker, copy_walk, rebuild_names
 
@@ -236,7 +237,8 @@ def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime
             names = rebuild_names(conn, table, now)
             step = step.model_copy(update={"walk": REBUILD, "spec": {
                 **spec, "names": names, "archive": cfg.archive, "lock_timeout_swap_s": cfg.seconds("swap_lock_timeout"),
-                "copy_walk": copy_walk(dialect.indexes(conn, table), spec)}})
+                "copy_walk": copy_walk(dialect.indexes(conn, table), spec,
+                                       pg_rebuild.correlation(conn, table, spec["time_column"]))}})
             if cfg.archive == "table":
                 profile["writes"] = f"{table.schema}.{names['backup']}" if table.schema else names["backup"]
         steps = [step]
