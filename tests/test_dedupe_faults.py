@@ -240,3 +240,45 @@ def test_a_staged_walk_refuses_a_ledger_cursor_naming_a_stage_it_does_not_have()
     assert TwoStages(None, None, step, None, {"stage": "swap"}).stage == "swap"
     with pytest.raises(BadInput, match="names stage 'prepare', not one of copy, swap"):
         TwoStages(None, None, step, None, {"stage": "prepare"})
+
+
+def test_a_row_a_writer_moves_ahead_of_the_copy_is_left_once(tmp_path, pg, dbname):
+    """The loose index scan copied a key's kept row; a writer then gives that row a natural key the
+    walk has not reached, where it is the only row, so the walk copies it again: the settle replay
+    before the shadow gets its primary key leaves it once (without it, the key's build fails)."""
+    from dbsweep.dialects import dialect_for
+    from dbsweep.executor import RunOptions
+    from dbsweep.kinds import kind_named
+    from dbsweep.walkers import WalkContext
+
+    load(pg, keys=300, copies=4, singles=0)
+    _, target, plan = plan_and_gate(policy_for(tmp_path, dbname, "rebuild"), "dedupe")
+    with pg.connect() as conn:
+        table = sa.Table("Task Requirements", sa.MetaData(), autoload_with=conn)
+        first = conn.execute(sa.text(f"""SELECT id FROM {TABLE} WHERE "Task PK" = 1 ORDER BY created_at, id LIMIT 1""")).scalar()
+    walker = kind_named("dedupe").walker(WalkContext(target.engine, dialect_for(target.engine), RunOptions()),
+                                         table, plan.steps[0], {})
+
+    def one(conn, size):
+        walker.sink.begin_batch("test", 1)
+        with conn.begin():
+            rows, cursor = walker.batch(conn, size)
+        walker.advance(cursor if cursor is not None else {}, rows, size)
+
+    with target.engine.connect() as conn:
+        for _ in range(5):
+            if walker.stage == "copy" and walker.cursor.get("after"):
+                break
+            one(conn, 20)
+        assert walker.stage == "copy"
+        with pg.begin() as writer:  # key (1, 'r1') was copied; (99999, 'moved') lies ahead of the walk
+            writer.execute(sa.text(f"""UPDATE {TABLE} SET "Task PK" = 99999, requirement_id = 'moved' WHERE id = :i"""),
+                           {"i": first})
+        for _ in range(200):
+            if walker.done:
+                break
+            one(conn, 20)
+    assert walker.done
+    with pg.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT count(*) FROM {TABLE} WHERE id = :i"), {"i": first}).scalar() == 1
+        assert conn.execute(sa.text(f"""SELECT "Task PK" FROM {TABLE} WHERE id = :i"""), {"i": first}).scalar() == 99999
