@@ -73,6 +73,7 @@ def fresh(engine: sa.Engine, rows: int, share: float) -> None:
             if name.startswith("readings"):
                 conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}" CASCADE')
         conn.exec_driver_sql("DROP SCHEMA IF EXISTS dbsweep CASCADE")
+        conn.exec_driver_sql("DROP FUNCTION IF EXISTS readings__retention_capture()")  # a killed rebuild's
         conn.execute(sa.text(
             "CREATE TABLE readings AS SELECT id, device_id, value, timestamptz '2026-01-01' + "
             "make_interval(secs => seq - :due - 1) AS created_at FROM template"), {"due": due})

@@ -67,6 +67,7 @@ def fresh(engine: sa.Engine) -> None:
             if name.startswith("readings"):
                 conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}" CASCADE')
         conn.exec_driver_sql("DROP SCHEMA IF EXISTS dbsweep CASCADE")
+        conn.exec_driver_sql("DROP FUNCTION IF EXISTS readings__retention_capture()")  # a killed rebuild's
         conn.exec_driver_sql("CREATE TABLE readings AS SELECT * FROM template")
         conn.exec_driver_sql("ALTER TABLE readings ADD PRIMARY KEY (id)")
         conn.exec_driver_sql("CREATE INDEX readings_created_at ON readings (created_at)")

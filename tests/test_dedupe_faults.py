@@ -77,6 +77,21 @@ def test_sigkill_mid_copy_and_inside_the_swap_then_resume(tmp_path, pg, dbname):
     assert rows_by_id(pg) == before
     # 2: killed inside the swap: the renames are done, the last statement (dropping the log) waits
     # on a lock this test holds; the kill rolls the whole swap back
+    kill_inside_the_swap(pg, path, log)
+    assert rows_by_id(pg) == before  # the old table, whole, under its name: never neither
+    with pg.connect() as conn:
+        assert not sa.inspect(conn).has_table(plan.steps[0].spec["names"]["backup"])
+    done = run_cli("run", path, "--phase", "dedupe")
+    assert done.returncode == 0, done.stderr
+    after = rows_by_id(pg)
+    assert set(after) == survivors and all(after[i] == before[i] for i in survivors)
+    rows_done, ledger_sum = _ledger_rows(pg)
+    assert rows_done == ledger_sum == len(before) - len(survivors)
+
+
+def kill_inside_the_swap(pg, path, log: str) -> None:
+    """Run the phase until its swap's last statement (dropping the rebuild's log) waits on a lock
+    this test holds, SIGKILL it there, and wait for its session to end: the swap rolls back whole."""
     holder = pg.connect()
     holder.exec_driver_sql(f'LOCK TABLE "{log}" IN ACCESS SHARE MODE')
     proc = _start_phase(path)
@@ -94,15 +109,6 @@ def test_sigkill_mid_copy_and_inside_the_swap_then_resume(tmp_path, pg, dbname):
     holder.rollback()  # the killed session never sent its COMMIT: whatever it does next, it cannot commit
     holder.close()
     _wait_for_orphaned_backends(pg)
-    assert rows_by_id(pg) == before  # the old table, whole, under its name: never neither
-    with pg.connect() as conn:
-        assert not sa.inspect(conn).has_table(plan.steps[0].spec["names"]["backup"])
-    done = run_cli("run", path, "--phase", "dedupe")
-    assert done.returncode == 0, done.stderr
-    after = rows_by_id(pg)
-    assert set(after) == survivors and all(after[i] == before[i] for i in survivors)
-    rows_done, ledger_sum = _ledger_rows(pg)
-    assert rows_done == ledger_sum == len(before) - len(survivors)
 
 
 class EtlWriter(threading.Thread):

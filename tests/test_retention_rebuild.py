@@ -203,11 +203,17 @@ def test_keep_backup_drops_the_backup_as_a_later_plan_step(tmp_path, pg, dbname)
     assert {"dropped_backup": backup, "undoable": False} in record
 
 
-def test_sigkills_in_the_copy_the_swap_and_the_export_then_resume(tmp_path, pg, dbname):
-    import time
+def _backup_name(engine) -> str | None:
+    """The rebuild's backup, as the run named it (the CLI plans for itself: its minute may differ)."""
+    with engine.connect() as conn:
+        found = [t for t in sa.inspect(conn).get_table_names() if t.startswith("Sensor Readings__retention_2")]
+    return found[0] if found else None
 
-    from tests.test_dedupe_faults import _start_phase
-    from tests.test_faults import _kill_after, _wait_for_orphaned_backends
+
+def test_sigkills_in_the_copy_the_swap_and_the_export_then_resume(tmp_path, pg, dbname):
+
+    from tests.test_dedupe_faults import _start_phase, kill_inside_the_swap
+    from tests.test_faults import _kill_after
 
     load(pg)
     before, kept = rows(pg), rows(pg, KEPT)
@@ -220,37 +226,19 @@ def test_sigkills_in_the_copy_the_swap_and_the_export_then_resume(tmp_path, pg, 
     _kill_after(pg, proc, more_batches=4, jitter_s=0.01)
     assert rows(pg) == before
     # 2: killed inside the swap (its last statement waits on a lock this test holds): all rolled back
-    holder = pg.connect()
-    holder.exec_driver_sql(f'LOCK TABLE "{names["log"]}" IN ACCESS SHARE MODE')
-    proc = _start_phase(path)
-    deadline = time.monotonic() + 120
-    with pg.connect() as conn:
-        while not conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                       "AND query LIKE 'DROP TABLE%'")).scalar():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the run never reached the swap"
-            conn.rollback()
-            time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    holder.rollback()
-    holder.close()
-    _wait_for_orphaned_backends(pg)
-    assert rows(pg) == before
-    with pg.connect() as conn:
-        assert not sa.inspect(conn).has_table(names["backup"])
+    kill_inside_the_swap(pg, path, names["log"])
+    assert rows(pg) == before and _backup_name(pg) is None
     # 3: killed while the removed rows go to Parquet: the new table is in place, the rest still in the backup
     proc = _start_phase(path)
     _kill_after(pg, proc, more_batches=4, jitter_s=0.01)
     assert rows(pg) == kept
     with pg.connect() as conn:
-        left = conn.execute(sa.text(f'SELECT count(*) FROM "{names["backup"]}"')).scalar()
+        left = conn.execute(sa.text(f'SELECT count(*) FROM "{_backup_name(pg)}"')).scalar()
     assert len(kept) < left < len(before)  # the export had begun and not finished
     done = run_cli("run", path, "--phase", "dedupe")
     assert done.returncode == 0, done.stderr
-    assert rows(pg) == kept
+    assert rows(pg) == kept and _backup_name(pg) is None
     with pg.connect() as conn:
-        assert not sa.inspect(conn).has_table(names["backup"])
         rows_done, recorded = conn.execute(sa.text(
             "SELECT r.rows_done, (SELECT sum(rows) FROM dbsweep.batches b WHERE b.run_id = r.run_id) FROM dbsweep.runs r")).one()
     assert rows_done == recorded == len(before) - len(kept)
@@ -299,3 +287,39 @@ def test_rows_out_of_time_order_are_copied_along_the_key(tmp_path, pg, dbname):
     plan, report, _ = purge(path)
     assert plan.steps[-1].walk == "rebuild" and plan.steps[-1].spec["copy_walk"] == "key"
     assert rows(pg) == kept and report.rows == 5000 - len(kept)
+
+
+def test_sigkills_at_random_batches_of_every_stage_then_resume(tmp_path, pg, dbname):
+    """Killed again and again, each time a few batches on (so each kill lands in another stage),
+    until a run finishes: the kept rows exact, the ledger equal to the rows gone, the Parquet
+    export whole (restore brings every row back)."""
+    import random
+
+    from tests.test_dedupe_faults import _start_phase
+    from tests.test_faults import _kill_after
+
+    load(pg)
+    before, kept = rows(pg), rows(pg, KEPT)
+    path = policy(tmp_path, dbname, archive="parquet", extra="sleep_ms = 15", archive_dir=str(tmp_path / "archive"))
+    path.write_text(path.read_text().replace('name = "purge"', 'name = "dedupe"'))
+    plan_and_gate(path, "dedupe")
+    rng, kills = random.Random(31), 0
+    while kills < 8:
+        proc = _start_phase(path)
+        try:
+            _kill_after(pg, proc, more_batches=rng.randint(1, 4), jitter_s=rng.uniform(0, 0.03))
+        except AssertionError:  # the run ended before the kill: nothing left to kill
+            proc.wait()
+            break
+        kills += 1
+        assert set(rows(pg)) in (set(before), set(kept))  # the old table whole, or the new one: never between
+    done = run_cli("run", path, "--phase", "dedupe")
+    assert done.returncode == 0, done.stderr
+    assert kills >= 4 and rows(pg) == kept
+    with pg.connect() as conn:
+        rows_done, recorded = conn.execute(sa.text(
+            "SELECT r.rows_done, (SELECT sum(rows) FROM dbsweep.batches b WHERE b.run_id = r.run_id) FROM dbsweep.runs r")).one()
+    assert rows_done == recorded == len(before) - len(kept)
+    run_id = Ledger(pg).list_runs("testpol")[0].run_id
+    assert run_cli("restore", run_id, "--policy", path).returncode == 0
+    assert rows(pg) == before

@@ -121,7 +121,7 @@ def create_shadow(conn: sa.Connection, table: sa.Table, names: RebuildNames, log
     new_values = ", ".join(f"NEW.{p.quote(c)}" for c in logged)
     column_list = ", ".join(p.quote(c) for c in logged)
     conn.execute(sa.text(f"""
-        CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $dbsweep$
+        CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $dbsweep$
         BEGIN
             IF TG_OP IN ('UPDATE', 'DELETE') THEN
                 INSERT INTO {log} ({column_list}) VALUES ({old_values});
