@@ -30,29 +30,13 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.retention_phase import plan_gate_run, write_policy  # noqa: E402
 from dbsweep import service  # noqa: E402
 from dbsweep.embedded import embedded_url  # noqa: E402
 from dbsweep.policy import load_policy  # noqa: E402
 from dbsweep.target import connect  # noqa: E402
-from expectations.runner import gate  # noqa: E402
 
 DATABASE = "dbsweep_bench_rebuild"
-POLICY = """
-[policy]
-name = "bench_rebuild"
-[database]
-default_env = "dev"
-database_name = "{database}"
-env.dev = {{ url = "embedded" }}
-[[phase]]
-name = "purge"
-kind = "retention"
-table = "readings"
-time_column = "created_at"
-cutoff = 2026-01-01T00:00:00Z
-strategy = "{strategy}"
-archive = "{archive}"
-"""
 
 
 def make_template(engine: sa.Engine, rows: int) -> None:
@@ -152,31 +136,8 @@ def by_hand(engine: sa.Engine) -> float:
     return time.perf_counter() - began
 
 
-def dbsweep(folder: Path, strategy: str, archive: str = "none") -> dict:
-    path = folder / "bench_rebuild.toml"
-    path.write_text(POLICY.format(database=DATABASE, strategy=strategy, archive=archive))
-    policy = load_policy(path)
-    target = connect(policy)
-    began = time.perf_counter()
-    plan = service.make_plan(policy, "purge", target)
-    planned = time.perf_counter()
-    service.record_gate(target, plan, gate(plan))
-    gated = time.perf_counter()
-    assert plan.gate.passed, plan.gate.summary
-    report = service.apply(policy, target, plan, dry_run=False)
-    with target.engine.connect() as conn:  # the rebuild's exact count of what the swap removed (a scan of the old table)
-        count_ms = conn.execute(sa.text("SELECT duration_ms FROM dbsweep.batches WHERE run_id = :r "
-                                        "AND cursor LIKE '%\"stage\": \"export\"%'"), {"r": report.run_id}).scalar()
-    target.engine.dispose()
-    return {"count_s": (count_ms or 0) / 1000, "walk": plan.steps[-1].walk, "why": plan.profile[0].get("why", ""), "rows": report.rows,
-            "plan_s": planned - began, "gate_s": gated - planned, "run_s": report.seconds,
-            "longest_batch_ms": report.batch_ms["max"], "batches": report.batches}
-
-
 def auto_choice(folder: Path) -> tuple[str, str]:
-    path = folder / "bench_rebuild.toml"
-    path.write_text(POLICY.format(database=DATABASE, strategy="auto", archive="none"))
-    policy = load_policy(path)
+    policy = load_policy(write_policy(folder, "bench_rebuild", DATABASE, "auto"))
     target = connect(policy)
     plan = service.make_plan(policy, "purge", target)
     target.engine.dispose()
@@ -209,7 +170,7 @@ def main() -> None:
             if method.startswith("dbsweep"):
                 writer = Writer(engine, args.rows)
                 writer.start()
-                found = dbsweep(folder, method.split()[1])
+                found = plan_gate_run(write_policy(folder, "bench_rebuild", DATABASE, method.split()[1]))
                 writer.stop.set()
                 writer.join()
                 seconds = found["run_s"]

@@ -27,29 +27,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dbsweep import service  # noqa: E402
+from bench.retention_phase import plan_gate_run, write_policy  # noqa: E402
 from dbsweep.embedded import embedded_url  # noqa: E402
-from dbsweep.policy import load_policy  # noqa: E402
-from dbsweep.target import connect  # noqa: E402
-from expectations.runner import gate  # noqa: E402
 
 DATABASE = "dbsweep_bench_scale"
-POLICY = """
-[policy]
-name = "bench_scale"
-[database]
-default_env = "dev"
-database_name = "{database}"
-env.dev = {{ url = "embedded" }}
-[[phase]]
-name = "purge"
-kind = "retention"
-table = "readings"
-time_column = "created_at"
-cutoff = 2026-01-01T00:00:00Z
-strategy = "{strategy}"
-archive = "{archive}"
-"""
 
 
 def make_template(engine: sa.Engine, rows: int) -> None:
@@ -88,23 +69,6 @@ def plain(engine: sa.Engine) -> dict:
     return {"run_s": time.perf_counter() - began, "rows": rows}
 
 
-def dbsweep(folder: Path, strategy: str, archive: str) -> dict:
-    path = folder / "bench_scale.toml"
-    path.write_text(POLICY.format(database=DATABASE, strategy=strategy, archive=archive))
-    policy = load_policy(path)
-    target = connect(policy)
-    began = time.perf_counter()
-    plan = service.make_plan(policy, "purge", target)
-    planned = time.perf_counter()
-    service.record_gate(target, plan, gate(plan))
-    gated = time.perf_counter()
-    assert plan.gate.passed, plan.gate.summary
-    report = service.apply(policy, target, plan, dry_run=False)
-    target.engine.dispose()
-    return {"plan_s": planned - began, "gate_s": gated - planned, "run_s": report.seconds, "rows": report.rows,
-            "batches": report.batches}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1,4,16,48", help="millions of rows")
@@ -129,7 +93,8 @@ def main() -> None:
                 size = conn.execute(sa.text("SELECT pg_total_relation_size('readings')")).scalar()
             before = wal_lsn(engine)
             strategy, _, archive = path.partition("+")
-            found = plain(engine) if path == "plain" else dbsweep(folder, strategy, archive or "none")
+            found = plain(engine) if path == "plain" else plan_gate_run(
+                write_policy(folder, "bench_scale", DATABASE, strategy, archive or "none"))
             wal = wal_lsn(engine) - before
             if path == "plain":
                 plain_s = found["run_s"]
