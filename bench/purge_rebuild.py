@@ -30,7 +30,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.retention_phase import plan_gate_run, write_policy  # noqa: E402
+from bench.retention_phase import plan_gate_run, start_over, write_policy  # noqa: E402
 from dbsweep import service  # noqa: E402
 from dbsweep.embedded import embedded_url  # noqa: E402
 from dbsweep.policy import load_policy  # noqa: E402
@@ -53,11 +53,7 @@ def fresh(engine: sa.Engine, rows: int, share: float) -> None:
     """A copy of the template whose first `share` of keys are before the cutoff."""
     due = int(rows * share)
     with engine.begin() as conn:
-        for name in sa.inspect(conn).get_table_names():
-            if name.startswith("readings"):
-                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}" CASCADE')
-        conn.exec_driver_sql("DROP SCHEMA IF EXISTS dbsweep CASCADE")
-        conn.exec_driver_sql("DROP FUNCTION IF EXISTS readings__retention_capture()")  # a killed rebuild's
+        start_over(conn)
         conn.execute(sa.text(
             "CREATE TABLE readings AS SELECT id, device_id, value, timestamptz '2026-01-01' + "
             "make_interval(secs => seq - :due - 1) AS created_at FROM template"), {"due": due})

@@ -33,6 +33,16 @@ archive = "{archive}"
 """
 
 
+def start_over(conn: sa.Connection) -> None:
+    """Drop every `readings` table (a backup, an archive, a shadow), the ledger and a killed
+    rebuild's capture function, before a fresh copy."""
+    for name in sa.inspect(conn).get_table_names():
+        if name.startswith("readings"):
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}" CASCADE')
+    conn.exec_driver_sql("DROP SCHEMA IF EXISTS dbsweep CASCADE")
+    conn.exec_driver_sql("DROP FUNCTION IF EXISTS readings__retention_capture()")
+
+
 def write_policy(folder: Path, name: str, database: str, strategy: str, archive: str = "none") -> Path:
     path = folder / f"{name}.toml"
     path.write_text(POLICY.format(name=name, database=database, strategy=strategy, archive=archive))

@@ -27,7 +27,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.retention_phase import plan_gate_run, write_policy  # noqa: E402
+from bench.retention_phase import plan_gate_run, start_over, write_policy  # noqa: E402
 from dbsweep.embedded import embedded_url  # noqa: E402
 
 DATABASE = "dbsweep_bench_scale"
@@ -44,11 +44,7 @@ def make_template(engine: sa.Engine, rows: int) -> None:
 
 def fresh(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        for name in sa.inspect(conn).get_table_names():
-            if name.startswith("readings"):
-                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}" CASCADE')
-        conn.exec_driver_sql("DROP SCHEMA IF EXISTS dbsweep CASCADE")
-        conn.exec_driver_sql("DROP FUNCTION IF EXISTS readings__retention_capture()")  # a killed rebuild's
+        start_over(conn)
         conn.exec_driver_sql("CREATE TABLE readings AS SELECT * FROM template")
         conn.exec_driver_sql("ALTER TABLE readings ADD PRIMARY KEY (id)")
         conn.exec_driver_sql("CREATE INDEX readings_created_at ON readings (created_at)")

@@ -418,7 +418,7 @@ def _discovery_source(policy_path, env, target, database, url_env):
     if policy_path is not None:
         if database or url_env:
             raise BadInput("discover: give a policy, or --database / --url-env, not both")
-        policy, opened = _open(policy_path, env, target)
+        _, opened = _open(policy_path, env, target)
         return opened.engine, opened.display_url
     if url_env is not None:
         raw = os.environ.get(url_env)
@@ -426,18 +426,11 @@ def _discovery_source(policy_path, env, target, database, url_env):
             raise BadInput(f"discover: environment variable {url_env} is not set")
         url = parse_url(raw)
         return sa.create_engine(url), display_url(url)
-    from .embedded import embedded_url
+    from .embedded import embedded_database_exists, embedded_url
 
-    admin = embedded_url("postgres")  # never creates the database to discover: discovery writes nothing
-    engine = sa.create_engine(admin)
-    try:
-        with engine.connect() as conn:
-            there = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database or "postgres"}).first()
-    finally:
-        engine.dispose()
-    if there is None:
+    if not embedded_database_exists(database or "postgres"):
         raise BadInput(f"discover: the embedded server has no database {database!r}")
-    url = admin.set(database=database or "postgres")
+    url = embedded_url(database or "postgres")
     return sa.create_engine(url), display_url(url, embedded=True)
 
 

@@ -387,13 +387,9 @@ def _collisions(facts: TableFacts) -> dict[str, str]:
     rules = {}
     for con in facts.inbound:
         child = con.get("table_label")
-        if child and any(u["kind"] == "u" and con["cols"][0] in u["cols"] for u in _constraints_of(facts, con)):
+        if child and any(u["kind"] == "u" and con["cols"][0] in u["cols"] for u in con.get("child_constraints", [])):
             rules[child] = "merge" if con["oid"] == facts.oid else "rename"
     return rules
-
-
-def _constraints_of(facts: TableFacts, con: dict) -> list[dict]:
-    return con.get("child_constraints", [])
 
 
 # retire and health ---------------------------------------------------------------------------

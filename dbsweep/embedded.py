@@ -87,6 +87,16 @@ def stop_embedded() -> None:
     _server.cache_clear()
 
 
+def embedded_database_exists(database: str) -> bool:
+    """Whether the embedded server has `database`, without creating it (discovery writes nothing)."""
+    engine = sa.create_engine(embedded_url("postgres"))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database}).first() is not None
+    finally:
+        engine.dispose()
+
+
 def recreate_embedded_database(database: str) -> None:
     """Drop `database` in the embedded server (its sessions ended) so the next embedded_url makes it
     anew: demo data never sits beside a ledger, archives or retired copies from earlier data."""

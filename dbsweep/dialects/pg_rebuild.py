@@ -311,10 +311,6 @@ def consume_log(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk: l
     return consumed
 
 
-def _keyed(table: sa.Table, name: str, pk: list[str]) -> sa.TableClause:
-    return sa.table(name, *(sa.column(k) for k in pk), schema=table.schema)
-
-
 def replay_by_key(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk: list[str], columns: list[str],
                   keep: sa.ColumnElement, limit: int | None) -> tuple[int, int]:
     """Retention's replay of up to `limit` logged changes (`take_log`): each touched primary key's
@@ -324,8 +320,7 @@ def replay_by_key(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk:
     if not consumed:
         return 0, 0
     shadow = sa.table(names.shadow, *(sa.column(c) for c in columns), schema=table.schema)
-    touched = _keyed(table, TOUCHED, pk)
-    touched.schema = None
+    touched = sa.table(TOUCHED, *(sa.column(k) for k in pk))  # temporary: no schema
     in_touched = lambda t: sa.tuple_(*(t.c[k] for k in pk)).in_(sa.select(*(touched.c[k] for k in pk)))  # noqa: E731
     gone = _counted(conn, sa.delete(shadow).where(in_touched(shadow)))
     back = _counted(conn, sa.insert(shadow).from_select(columns, sa.select(*(table.c[c] for c in columns)).where(

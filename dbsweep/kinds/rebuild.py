@@ -269,7 +269,7 @@ class RebuildUndo:
     archived: int  # the rows the swaps put back recorded removing
 
 
-def restore_rebuilds(engine, ledger, run, plan, removed: Removed, discard_unswapped: bool = True) -> RebuildUndo:
+def restore_rebuilds(engine, ledger, run, plan, removed: Removed) -> RebuildUndo:
     """Undo the rebuilds of a run: each swap's removed rows put back from its backup (or, when the
     run exported them and dropped the backup, left to the export's own batches); an unfinished
     rebuild's shadow, log and trigger dropped. Refused before anything changes when a backup the
@@ -281,7 +281,7 @@ def restore_rebuilds(engine, ledger, run, plan, removed: Removed, discard_unswap
     steps = {s.table: s for s in plan.steps if s.walk == REBUILD}
     said, rows, archived = [], 0, 0
     swapped = {r["rebuild"] for _, r in swaps}
-    for step in (s for s in steps.values() if s.table not in swapped and discard_unswapped):
+    for step in (s for s in steps.values() if s.table not in swapped):
         with engine.begin() as conn:
             dropped = pg_rebuild.discard(conn, reflect_table(conn, step.table),
                                          pg_rebuild.RebuildNames(**step.spec["names"]))
