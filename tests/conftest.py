@@ -31,6 +31,9 @@ def dbsweep_home(tmp_path_factory):
 
     embedded_url("postgres")
     yield home
+    from tests.warm_cli import stop_warm_cli
+
+    stop_warm_cli()
     stop_embedded()
     left = _left_behind(tmp_path_factory.getbasetemp())
     assert not left, "processes left behind by the tests:\n" + "\n".join(left)
@@ -147,7 +150,12 @@ def retention_policy(tmp_path, dbname, table="events", batch_size=1000, extra=""
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`dbsweep ARGS` as a process of its own (forked from a warm interpreter: tests/warm_cli.py)."""
     full_env = {**os.environ, **(env or {})}
+    if not os.environ.get("DBSWEEP_TEST_FRESH_CLI"):
+        from tests.warm_cli import warm_cli
+
+        return warm_cli().run([str(a) for a in args], full_env, ROOT, timeout)
     return subprocess.run([sys.executable, "-m", "dbsweep.cli", *map(str, args)], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=ROOT)
 

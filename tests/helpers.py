@@ -1,7 +1,12 @@
-"""Drive the engine the way the CLI does: plan, GE gate, apply; scrape the metrics exporter."""
+"""Drive the engine the way the CLI does: plan, GE gate, apply; scrape the metrics exporter;
+receive what the alert sensors post."""
 
+import json
 import socket
+import threading
 import urllib.request
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -38,6 +43,29 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
     text = urllib.request.urlopen(url, timeout=30).read().decode()
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+@contextmanager
+def webhook():
+    """A webhook on loopback: yields (its URL, the JSON messages posted to it so far)."""
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def wait_for_a_batch(engine, seconds: float = 300) -> None:

@@ -1,10 +1,8 @@
 """[alerts]: each threshold fires on data built to cross it and stays quiet on data built to stay
 under it; `dbsweep check` exits 1 when one fires; Dagster's sensors post to a real webhook."""
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
 import sqlalchemy as sa
@@ -13,6 +11,7 @@ from dbsweep.alerts import evaluate
 from dbsweep.policy import load_policy
 from dbsweep.target import connect
 from tests.conftest import load_events, retention_policy, run_cli
+from tests.helpers import webhook
 
 CROSSED = """
 [alerts]
@@ -111,27 +110,12 @@ def test_check_exits_1_when_an_alert_fires_and_changes_nothing(tmp_path, pg, dbn
         assert conn.execute(sa.text("SELECT count(*) FROM events")).scalar() == 400
 
 
-class _Hook(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802
-        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def test_sensors_post_failed_runs_and_failed_checks_to_the_webhook(tmp_path, pg, dbname, monkeypatch):
     from assets.sensors import failed_checks_webhook, run_failure_webhook
     from pipelines.definitions import build_definitions
 
-    server = HTTPServer(("127.0.0.1", 0), _Hook)
-    _Hook.received = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("DBSWEEP_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
-    try:
+    with webhook() as (url, received):
+        monkeypatch.setenv("DBSWEEP_WEBHOOK_URL", url)
         load_events(pg, old=300, new=100)
         _policy(tmp_path, dbname, "[alerts]\nrows_due = { max = 10, severity = \"error\" }\n",
                 extra="expect = { max_rows = 1 }")
@@ -153,10 +137,8 @@ def test_sensors_post_failed_runs_and_failed_checks_to_the_webhook(tmp_path, pg,
             sensor_name="dbsweep_failed_checks_webhook", dagster_event=health.get_run_success_event(),
             dagster_instance=instance, dagster_run=health.dagster_run)
         failed_checks_webhook(context)
-    finally:
-        server.shutdown()
-    assert len(_Hook.received) == 2, _Hook.received
-    run_message, checks_message = _Hook.received
+    assert len(received) == 2, received
+    run_message, checks_message = received
     assert run_message["dbsweep"]["event"] == "run_failed" and "failed" in run_message["text"]
     assert checks_message["dbsweep"]["checks"] == ["testpol/health:alert_rows_due"], checks_message
     assert "rows due" in checks_message["text"]
