@@ -31,6 +31,10 @@ def post(message: dict) -> bool:
 def run_failure_webhook(context: dg.RunFailureSensorContext):
     run = context.dagster_run
     why = redact(context.failure_event.message or "failed")
+    steps = context.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    errors = [e.dagster_event.step_failure_data.error for e in steps if e.dagster_event.step_failure_data.error]
+    if errors:  # the on-call reads why, not only which step
+        why += " " + "; ".join(redact(f"{e.cls_name}: {e.message.strip()}")[:500] for e in errors[:3])
     post({"text": f"dbsweep: run {run.run_id} of {run.job_name} failed: {why}",
           "dbsweep": {"event": "run_failed", "run_id": run.run_id, "job": run.job_name, "tags": dict(run.tags)}})
 

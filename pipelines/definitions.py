@@ -47,7 +47,10 @@ def build_definitions(policy_dir: str | None = None) -> dg.Definitions:
         purpose, purpose_schedules = purpose_jobs(policy, phase_keys, targets)
         jobs += purpose
         schedules += purpose_schedules
+    # each run is one database's steps in a row, and its pool already allows one step at a time:
+    # steps in the run's own process (one pod per run under Kubernetes), not a process per step
     return dg.Definitions(
+        executor=dg.in_process_executor,
         assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules, sensors=sensors,
         resources={"dbsweep": DbsweepResource(policy_dir=str(folder))},
     )
