@@ -22,7 +22,7 @@ from dbsweep.embedded import embedded_url, recreate_embedded_database
 
 ROOT = Path(__file__).resolve().parents[1]
 STORAGE_URL_ENV = "DBSWEEP_DAGSTER_STORAGE_URL"
-TERMINAL = ("COMPLETED_SUCCESS", "COMPLETED_FAILED", "COMPLETED", "FAILED", "CANCELED", "FAILING")
+ENDED = ("COMPLETED_SUCCESS", "COMPLETED_FAILED", "COMPLETED", "FAILED", "CANCELED")
 
 
 @dataclass
@@ -92,6 +92,12 @@ def launch_asset_backfill(instance, defs, keys, partitions: list[str], run_confi
         dynamic_partitions_store=instance, all_partitions=False, title=None, description=None, run_config=run_config)
     instance.add_backfill(backfill)
     return backfill.backfill_id
+
+
+def ended_backfills(instance, backfill_ids: list[str]) -> list[str] | None:
+    """Each backfill's status once every one has ended, else None."""
+    states = [instance.get_backfill(b).status.value for b in backfill_ids]
+    return states if all(s in ENDED for s in states) else None
 
 
 def wait_for(what: str, condition, deployment: Deployment, timeout_s: float = 600, every_s: float = 1.0):

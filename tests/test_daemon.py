@@ -9,9 +9,10 @@ import uuid
 import sqlalchemy as sa
 
 from dbsweep.embedded import embedded_url
-from tests.conftest import ids, load_events, write_policy
+from tests.conftest import RETENTION, ids, load_events, write_policy
 from tests.daemon import (
     deployment,
+    ended_backfills,
     launch_asset_backfill,
     overlaps_per_partition,
     peak_concurrency,
@@ -23,15 +24,6 @@ from tests.helpers import webhook
 
 TARGETS = [f"t{i:02d}" for i in range(1, 11)]
 MAX_RUNS = 4
-EVENTS = """
-[[phase]]
-name = "events"
-kind = "retention"
-table = "events"
-time_column = "created_at"
-older_than = "7 days"
-batch_size = 200
-"""
 RENAMED = """
 [schedules]
 check = "* * * * *"
@@ -64,23 +56,19 @@ def test_two_backfills_of_a_ten_database_fleet_a_schedule_tick_and_a_failure_ale
     policies = tmp_path / "policies"
     policies.mkdir()
     listed = ", ".join(f'{{ name = "{n}", database = "{prefix}_{n}" }}' for n in TARGETS)
-    write_policy(policies, EVENTS, "unused", env_block=f'env.dev = {{ url = "embedded", targets = [{listed}] }}')
+    write_policy(policies, RETENTION.format(table="events", batch_size=200, extra=""), "unused",
+                 env_block=f'env.dev = {{ url = "embedded", targets = [{listed}] }}')
     write_policy(policies, RENAMED, f"{prefix}_renamed", name="renamed")
     defs = build_definitions(str(policies))
-    keys = [dg.AssetKey(["testpol", "events", leaf]) for leaf in ("profile", "apply", "verified")]
-    real = {"ops": {"testpol__events__apply": {"config": {"dry_run": False}}}}
+    keys = [dg.AssetKey(["testpol", "purge", leaf]) for leaf in ("profile", "apply", "verified")]
+    real = {"ops": {"testpol__purge__apply": {"config": {"dry_run": False}}}}
 
     with webhook() as (url, posted), deployment(tmp_path, policies, MAX_RUNS, {"DBSWEEP_WEBHOOK_URL": url}) as deployed:
         started = deployed.dagster("schedule", "start", "renamed__check__schedule")
         assert started.returncode == 0, started.stdout + started.stderr
         with deployed.instance() as instance:
             backfills = [launch_asset_backfill(instance, defs, keys, TARGETS, real) for _ in range(2)]
-
-            def finished():
-                states = [instance.get_backfill(b).status.value for b in backfills]
-                return all(s.startswith("COMPLETED") or s in ("FAILED", "CANCELED") for s in states) and states
-
-            states = wait_for("both backfills end", finished, deployed)
+            states = wait_for("both backfills end", lambda: ended_backfills(instance, backfills), deployed)
             spans = run_spans(instance, backfills)
 
             def scheduled_failure():
@@ -99,7 +87,7 @@ def test_two_backfills_of_a_ten_database_fleet_a_schedule_tick_and_a_failure_ale
     for name, engine in engines.items():
         assert ids(engine, "events") == keep[name], name
         with engine.connect() as conn:
-            runs = conn.execute(sa.text("SELECT state, rows_done FROM dbsweep.runs WHERE phase = 'events'")).all()
+            runs = conn.execute(sa.text("SELECT state, rows_done FROM dbsweep.runs WHERE phase = 'purge'")).all()
         assert sorted(runs) == [("finished", 0), ("finished", len(before[name] - keep[name]))], (name, runs)
         engine.dispose()
     alert = alerts[0]
