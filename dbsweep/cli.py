@@ -601,12 +601,12 @@ def ui(host: Annotated[str, typer.Option("--host", help="Address the Dagster UI 
        port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port of the Dagster UI.")] = 3000,
        storage: Annotated[str, typer.Option("--storage", help="Dagster's own runs, events and schedules: sqlite (files in DAGSTER_HOME) or postgres.")] = "sqlite",
        storage_url_env: Annotated[Optional[str], typer.Option("--storage-url-env", help="With --storage postgres: the environment variable holding the PostgreSQL URL (default: the embedded server's `dagster` database).")] = None):
-    """Start `dagster dev` on this project with the embedded database ready; Ctrl-C stops both."""
+    """Start `dg dev` (Dagster's UI, daemon and code server) on this project with the embedded database ready; Ctrl-C stops both."""
     from .demo_run import launch_ui
 
     code = launch_ui(out, host, port, storage, storage_url_env)
     if code:
-        raise DbsweepError(f"dagster dev exited with code {code}")
+        raise DbsweepError(f"dg dev exited with code {code}")
 
 
 def main() -> None:

@@ -192,8 +192,9 @@ def summary_table(scale: float) -> Table:
 
 def launch_ui(out: Console, host: str = "127.0.0.1", port: int = 3000, storage: str = "sqlite",
               storage_url_env: str | None = None) -> int:
-    """`dagster dev` as a child process: when it ends (Ctrl-C reaches both), this process exits
-    normally and stops the embedded server it started, unless another process still uses it."""
+    """`dg dev -w workspace.yaml` as a child process (what `dagster dev` starts, which Dagster 1.13
+    marks superseded by it): when it ends (Ctrl-C reaches both), this process exits normally and
+    stops the embedded server it started, unless another process still uses it."""
     workspace = find_file("workspace.yaml")
     wanted = dagster_settings(storage, storage_url_env)  # refused before anything is written
     home = dagster_home()
@@ -206,25 +207,25 @@ def launch_ui(out: Console, host: str = "127.0.0.1", port: int = 3000, storage: 
         default = policy.database.env[policy.database.default_env]
         if default.url == "embedded" and not default.fleet:
             connect(policy)  # starts the embedded server and creates the policy's database
-    beside = Path(sys.executable).parent / "dagster"  # the venv's, even when it is not activated
-    dagster = str(beside) if beside.exists() else shutil.which("dagster")
-    if dagster is None:
-        raise DbsweepError("the `dagster` command is not installed in this environment")
-    out.print(f"starting dagster dev on http://{host}:{port} (DAGSTER_HOME={home})")
+    beside = Path(sys.executable).parent / "dg"  # the venv's, even when it is not activated
+    dg = str(beside) if beside.exists() else shutil.which("dg")
+    if dg is None:
+        raise DbsweepError("the `dg` command (dagster-dg-cli) is not installed in this environment")
+    out.print(f"starting dg dev on http://{host}:{port} (DAGSTER_HOME={home})")
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        # started in the background by a script: dagster dev would inherit SIGINT ignored, and it
+        # started in the background by a script: dg dev would inherit SIGINT ignored, and it
         # handles SIGTERM as it handles SIGINT, so nothing could stop it but SIGKILL
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    # its own process group: dagster dev, its webserver, daemon and code servers are stopped
+    # its own process group: dg dev, its webserver, daemon and code servers are stopped
     # together, none left to linger after this process ends
-    child = subprocess.Popen([dagster, "dev", "-w", str(workspace), "-h", host, "-p", str(port)], cwd=workspace.parent,
+    child = subprocess.Popen([dg, "dev", "-w", str(workspace), "-h", host, "-p", str(port)], cwd=workspace.parent,
                              start_new_session=True)
     try:
         code = child.wait()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (which every dbsweep command takes as Ctrl-C)
         stop_process_group(child)
         raise
-    stop_process_group(child)  # what dagster dev left of its group when it ended by itself
+    stop_process_group(child)  # what dg dev left of its group when it ended by itself
     return code
 
 

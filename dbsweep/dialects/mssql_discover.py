@@ -1,0 +1,172 @@
+"""SQL Server's catalog and statistics as discovery reads them, in the shape pg_discover gives:
+sys.tables, sys.columns, sys.key_constraints, sys.foreign_keys, sys.indexes and sys.partitions'
+row counts; sizes from sys.dm_db_partition_stats and read/write counters from
+sys.dm_db_index_usage_stats (reset when the server starts) where the server has them. Babelfish
+has neither view: there a table's size and reads are unknown (None), never taken as zero.
+Samples are `TABLESAMPLE (p PERCENT)`, whole pages as in SQL Server. All reads."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+
+from .mssql import is_babelfish, lock_timeout_statement
+
+SKIPPED_SCHEMAS = ("sys", "INFORMATION_SCHEMA", "dbsweep", "dbsweep_archive")
+# discovery judges types by PostgreSQL's names: the time types and the integer ones
+TYPE_NAMES = {"datetime": "timestamp", "datetime2": "timestamp", "smalldatetime": "timestamp",
+              "datetimeoffset": "timestamp with time zone", "date": "date", "int": "integer", "bigint": "bigint",
+              "smallint": "smallint", "tinyint": "smallint"}
+
+
+@contextmanager
+def read_only(conn: sa.Connection, statement_timeout_s: float, lock_timeout_s: float):
+    """SQL Server has no read-only transaction: discovery sends SELECTs only, in a transaction the
+    caller rolls back, under a lock timeout and pymssql's query timeout (the statement timeout),
+    both put back when it ends."""
+    driver = conn.connection.dbapi_connection._conn  # pymssql's connection: the query timeout is its own
+    before = driver.query_timeout
+    driver.query_timeout = max(1, int(statement_timeout_s))
+    conn.execute(lock_timeout_statement(lock_timeout_s))
+    try:
+        yield
+    finally:
+        driver.query_timeout = before
+        conn.execute(sa.text("SET LOCK_TIMEOUT -1"))
+
+
+def stats_reset(conn: sa.Connection):
+    """When the usage counters began: they are reset at every server start."""
+    if is_babelfish(conn):
+        return None
+    return conn.execute(sa.text("SELECT sqlserver_start_time FROM sys.dm_os_sys_info")).scalar()
+
+
+def counters_known(conn: sa.Connection) -> bool:
+    return not is_babelfish(conn)
+
+
+TABLES = """
+    SELECT t.object_id AS oid, s.name AS [schema], t.name AS name,
+           COALESCE((SELECT SUM(p.rows) FROM sys.partitions p
+                     WHERE p.object_id = t.object_id AND p.index_id IN (0, 1)), -1) AS est_rows,
+           {pages} AS pages, {bytes} AS bytes, {reads} AS reads, {writes} AS writes
+    FROM sys.tables t JOIN sys.schemas s ON s.schema_id = t.schema_id
+    WHERE t.is_ms_shipped = 0 AND s.name NOT IN :skipped
+    ORDER BY s.name, t.name"""
+SIZES = {"pages": "(SELECT COALESCE(SUM(ps.used_page_count), 0) FROM sys.dm_db_partition_stats ps "
+                  "WHERE ps.object_id = t.object_id AND ps.index_id IN (0, 1))",
+         "bytes": "(SELECT COALESCE(SUM(ps.reserved_page_count), 0) * 8192 FROM sys.dm_db_partition_stats ps "
+                  "WHERE ps.object_id = t.object_id)",
+         "reads": "(SELECT COALESCE(SUM(u.user_seeks + u.user_scans + u.user_lookups), 0) FROM "
+                  "sys.dm_db_index_usage_stats u WHERE u.database_id = DB_ID() AND u.object_id = t.object_id)",
+         "writes": "(SELECT COALESCE(SUM(u.user_updates), 0) FROM sys.dm_db_index_usage_stats u "
+                   "WHERE u.database_id = DB_ID() AND u.object_id = t.object_id)"}
+
+
+def tables(conn: sa.Connection) -> list[dict]:
+    known = counters_known(conn)
+    parts = {k: v if known else "NULL" for k, v in SIZES.items()}
+    stmt = sa.text(TABLES.format(**parts)).bindparams(sa.bindparam("skipped", expanding=True))
+    found = []
+    for r in conn.execute(stmt, {"skipped": list(SKIPPED_SCHEMAS)}):
+        row = dict(r._mapping)
+        est = int(row["est_rows"])
+        # no dead-tuple counter: SQL Server cleans its ghost records itself
+        found.append({**row, "est_rows": est, "pages": row["pages"] if known else None,
+                      "bytes": row["bytes"] if known else None, "live": max(est, 0), "dead": 0, "vacuumed": None})
+    return found
+
+
+def columns(conn: sa.Connection, oids: list[int]) -> list[dict]:
+    rows = conn.execute(sa.text("""
+        SELECT c.object_id AS oid, c.name, TYPE_NAME(c.system_type_id) AS type, c.is_nullable
+        FROM sys.columns c WHERE c.object_id IN :oids ORDER BY c.object_id, c.column_id""")
+                        .bindparams(sa.bindparam("oids", expanding=True)), {"oids": oids or [0]})
+    return [{"oid": r.oid, "name": r.name, "type": TYPE_NAMES.get((r.type or "").lower(), (r.type or "").lower()),
+             "not_null": not r.is_nullable} for r in rows]
+
+
+def constraints(conn: sa.Connection, oids: list[int]) -> list[dict]:
+    """Primary keys and unique constraints (their columns from sys.indexes: Babelfish's
+    sys.key_constraints do not name their index) and foreign keys."""
+    oids = oids or [0]
+    keys: dict[tuple, dict] = {}
+    for r in conn.execute(sa.text("""
+            SELECT i.object_id AS oid, i.name, i.is_primary_key, c.name AS col
+            FROM sys.indexes i
+            JOIN sys.index_columns ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.is_included_column = 0
+            JOIN sys.columns c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
+            WHERE (i.is_primary_key = 1 OR i.is_unique_constraint = 1) AND i.object_id IN :oids
+            ORDER BY i.object_id, i.index_id, ic.key_ordinal""").bindparams(sa.bindparam("oids", expanding=True)),
+            {"oids": oids}):
+        con = keys.setdefault((r.oid, r.name), {"name": r.name, "kind": "p" if r.is_primary_key else "u", "oid": r.oid,
+                                                "refers_to": 0, "cols": [], "ref_cols": []})
+        con["cols"].append(r.col)
+    for r in conn.execute(sa.text("""
+            SELECT fk.name, fk.parent_object_id AS oid, fk.referenced_object_id AS refers_to,
+                   pc.name AS col, rc.name AS ref_col
+            FROM sys.foreign_keys fk
+            JOIN sys.foreign_key_columns fkc ON fkc.constraint_object_id = fk.object_id
+            JOIN sys.columns pc ON pc.object_id = fkc.parent_object_id AND pc.column_id = fkc.parent_column_id
+            JOIN sys.columns rc ON rc.object_id = fkc.referenced_object_id AND rc.column_id = fkc.referenced_column_id
+            WHERE fk.parent_object_id IN :oids OR fk.referenced_object_id IN :oids
+            ORDER BY fk.object_id, fkc.constraint_column_id""").bindparams(sa.bindparam("oids", expanding=True)),
+            {"oids": oids}):
+        con = keys.setdefault((r.oid, r.name), {"name": r.name, "kind": "f", "oid": r.oid, "refers_to": r.refers_to,
+                                                "cols": [], "ref_cols": []})
+        con["cols"].append(r.col)
+        con["ref_cols"].append(r.ref_col)
+    return list(keys.values())
+
+
+def indexes(conn: sa.Connection, oids: list[int]) -> list[dict]:
+    known = counters_known(conn)
+    size = ("(SELECT COALESCE(SUM(ps.used_page_count), 0) * 8192 FROM sys.dm_db_partition_stats ps "
+            "WHERE ps.object_id = i.object_id AND ps.index_id = i.index_id)") if known else "NULL"
+    scans = ("(SELECT COALESCE(SUM(u.user_seeks + u.user_scans + u.user_lookups), 0) FROM sys.dm_db_index_usage_stats u "
+             "WHERE u.database_id = DB_ID() AND u.object_id = i.object_id AND u.index_id = i.index_id)") if known else "NULL"
+    found: dict[tuple, dict] = {}
+    for r in conn.execute(sa.text(f"""
+            SELECT i.object_id AS oid, i.name, i.is_unique, i.is_primary_key, i.has_filter, {size} AS bytes,
+                   {scans} AS scans, c.name AS col
+            FROM sys.indexes i
+            JOIN sys.index_columns ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.is_included_column = 0
+            JOIN sys.columns c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
+            WHERE i.object_id IN :oids AND i.name IS NOT NULL
+            ORDER BY i.object_id, i.index_id, ic.key_ordinal""").bindparams(sa.bindparam("oids", expanding=True)),
+            {"oids": oids or [0]}):
+        ix = found.setdefault((r.oid, r.name), {"oid": r.oid, "name": r.name, "is_unique": bool(r.is_unique),
+                                                "is_primary": bool(r.is_primary_key), "partial": bool(r.has_filter),
+                                                "bytes": r.bytes, "scans": r.scans, "cols": []})
+        ix["cols"].append(r.col)
+    return list(found.values())
+
+
+def _qualified(conn, schema: str, name: str) -> str:
+    prep = conn.dialect.identifier_preparer
+    return f"{prep.quote(schema)}.{prep.quote(name)}"
+
+
+def sample(conn: sa.Connection, schema: str, name: str, cols: list[str], percent: float | None) -> list[tuple]:
+    """The rows' values of `cols`: every row (percent None), or the rows of about `percent` of the
+    pages, the same pages each time (REPEATABLE)."""
+    prep = conn.dialect.identifier_preparer
+    picked = ", ".join(prep.quote(c) for c in cols)
+    sampled = "" if percent is None else f" TABLESAMPLE ({float(percent):.6f} PERCENT) REPEATABLE (42)"
+    return [tuple(r) for r in conn.execute(sa.text(f"SELECT {picked} FROM {_qualified(conn, schema, name)}{sampled}"))]
+
+
+def exact_rows(conn: sa.Connection, schema: str, name: str) -> int:
+    return conn.execute(sa.text(f"SELECT COUNT_BIG(*) FROM {_qualified(conn, schema, name)}")).scalar()
+
+
+def ids_found(conn: sa.Connection, schema: str, name: str, key: str, ids: list, type_column: str | None,
+              type_value) -> int:
+    """How many of `ids` are keys of the table (of its rows of that type, when it has the type column)."""
+    prep = conn.dialect.identifier_preparer
+    same_type = f" AND {prep.quote(type_column)} = :t" if type_column else ""
+    stmt = sa.text(f"SELECT COUNT(*) FROM {_qualified(conn, schema, name)} WHERE {prep.quote(key)} IN :ids{same_type}")
+    return conn.execute(stmt.bindparams(sa.bindparam("ids", expanding=True)),
+                        {"ids": list(dict.fromkeys(ids)), "t": type_value}).scalar()
