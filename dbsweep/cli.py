@@ -413,7 +413,7 @@ def _discovery_source(policy_path, env, target, database, url_env):
     """(engine, how to name it) of the database to discover."""
     import sqlalchemy as sa
 
-    from .target import display_url, parse_url
+    from .target import create_engine, display_url, parse_url
 
     if policy_path is not None:
         if database or url_env:
@@ -425,7 +425,7 @@ def _discovery_source(policy_path, env, target, database, url_env):
         if not raw:
             raise BadInput(f"discover: environment variable {url_env} is not set")
         url = parse_url(raw)
-        return sa.create_engine(url), display_url(url)
+        return create_engine(url), display_url(url)
     from .embedded import embedded_database_exists, embedded_url
 
     if not embedded_database_exists(database or "postgres"):

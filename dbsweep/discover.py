@@ -25,8 +25,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .dialects import pg_discover as sql
-from .errors import BadInput
+from .dialects import discovery_catalog
+from .dialects.discovery import NotSampled
+from .kinds import kind_named
 
 EXACT_BELOW = 100_000  # rows: counted and read whole below this, sampled above
 SAMPLE_ROWS = 30_000
@@ -36,6 +37,7 @@ TIME_TYPES = ("timestamp", "date")
 KEY_LIKE = re.compile(r"(_id|_pk|_key)$", re.IGNORECASE)
 COPY_LIKE = re.compile(r"(_delta|_old|_bak|_backup|_copy|_tmp|_\d{8}|_\d{6}|__retired_\d{8})$", re.IGNORECASE)
 DBSWEEP_BACKUP = re.compile(r"__(dedupe|retention)_\d{12}$")
+DEFAULT_SCHEMAS = ("public", "dbo")  # a table there is named as a policy names it, without its schema
 
 
 @dataclass
@@ -67,10 +69,10 @@ class TableFacts:
     schema: str
     name: str
     est_rows: int
-    pages: int
-    bytes: int
-    reads: int
-    writes: int
+    pages: int | None  # None: the server does not say (Babelfish)
+    bytes: int | None
+    reads: int | None
+    writes: int | None
     live: int
     dead: int
     vacuumed: Any
@@ -84,7 +86,7 @@ class TableFacts:
 
     @property
     def label(self) -> str:
-        return self.name if self.schema == "public" else f"{self.schema}.{self.name}"
+        return self.name if self.schema in DEFAULT_SCHEMAS else f"{self.schema}.{self.name}"
 
     @property
     def key(self) -> list[str]:
@@ -96,27 +98,40 @@ class TableFacts:
 
 def discover(engine: sa.Engine, now: datetime | None = None, statement_timeout_s: float = 30,
              lock_timeout_s: float = 1) -> Discovery:
-    if engine.dialect.name != "postgresql":
-        raise BadInput(f"discover reads PostgreSQL's catalog and statistics; {engine.dialect.name} is not supported yet")
+    sql = discovery_catalog(engine)
     now = now or datetime.now(timezone.utc)
     began = time.perf_counter()
-    with engine.connect() as conn, conn.begin():
-        sql.read_only(conn, statement_timeout_s, lock_timeout_s)
-        found = _facts(conn)
-        reset = sql.stats_reset(conn)
-        per_table, proposals = {}, []
-        retire = _retire(found, reset)  # the read counters first: discovery's own sampling reads them
-        for facts in found:
-            started = time.perf_counter()
-            _read(conn, facts)
-            proposals += _retention(facts, now) + _dedupe(facts) + _polymorphic(conn, facts, found) + _merge(facts)
-            per_table[facts.label] = round(time.perf_counter() - started, 4)
-        proposals += _cascades(found, proposals) + retire + _health(found)
+    with engine.connect() as conn:
+        try:
+            with sql.read_only(conn, statement_timeout_s, lock_timeout_s):
+                found = _facts(conn, sql)
+                reset = sql.stats_reset(conn)
+                per_table, proposals = {}, []
+                retire = _retire(found, reset)  # the read counters first: discovery's own sampling reads them
+                for facts in found:
+                    started = time.perf_counter()
+                    _read(conn, sql, facts)
+                    proposals += (_retention(facts, now) + _dedupe(facts) + _polymorphic(conn, sql, facts, found)
+                                  + _merge(facts))
+                    per_table[facts.label] = round(time.perf_counter() - started, 4)
+                proposals += _cascades(found, proposals) + retire + _health(found)
+        finally:
+            conn.rollback()  # nothing was written, and nothing is committed either
     return Discovery(engine.url.database or "", reset.isoformat() if reset else None, len(found),
-                     round(time.perf_counter() - began, 3), per_table, proposals)
+                     round(time.perf_counter() - began, 3), per_table,
+                     [_runnable(p, engine.dialect.name) for p in proposals])
 
 
-def _facts(conn) -> list[TableFacts]:
+def _runnable(proposal: Proposal, dialect_name: str) -> Proposal:
+    """A proposal whose kind cannot run on this database keeps its evidence, not a draft phase."""
+    why_not = proposal.phase and kind_named(proposal.kind).cannot_run_on(dialect_name)
+    if not why_not:
+        return proposal
+    return Proposal(proposal.kind, proposal.table, f"{proposal.why}; evidence only: {why_not}", proposal.sure,
+                    proposal.evidence)
+
+
+def _facts(conn, sql) -> list[TableFacts]:
     found = [TableFacts(**row) for row in sql.tables(conn)]
     by_oid = {t.oid: t for t in found}
     oids = list(by_oid)
@@ -133,12 +148,12 @@ def _facts(conn) -> list[TableFacts]:
     return found
 
 
-def _read(conn, facts: TableFacts) -> None:
+def _read(conn, sql, facts: TableFacts) -> None:
     """Rows (exact below EXACT_BELOW, else the statistics) and the values of the columns discovery
     judges: every row of a small table, a block sample of a large one."""
     wanted = [c["name"] for c in facts.columns if _is_time(c) or KEY_LIKE.search(c["name"]) or _fk_column(facts, c["name"])
               or c["name"].endswith("_type")]
-    small = facts.est_rows < EXACT_BELOW or facts.pages < 100
+    small = facts.est_rows < EXACT_BELOW or (facts.pages is not None and facts.pages < 100)
     if facts.est_rows <= 0 and facts.pages == 0 and facts.live == 0:  # empty by the statistics: not read (a read counts as a scan)
         facts.rows, facts.sure, facts.sample = 0, "statistics", {c: [] for c in wanted}
         return
@@ -150,7 +165,11 @@ def _read(conn, facts: TableFacts) -> None:
         facts.sample = {c: [] for c in wanted}
         return
     percent = None if small else min(100.0, 100.0 * SAMPLE_ROWS / facts.rows)
-    rows = sql.sample(conn, facts.schema, facts.name, wanted, percent)
+    try:
+        rows = sql.sample(conn, facts.schema, facts.name, wanted, percent, facts.key)
+    except NotSampled as why:
+        facts.sample, facts.sure = {c: [] for c in wanted}, f"not sampled: {why}"
+        return
     facts.sample = {c: [r[i] for r in rows] for i, c in enumerate(wanted)}
     if not small:
         facts.sure = f"sample of {len(rows):,} rows"
@@ -275,7 +294,7 @@ def _pairs(facts: TableFacts) -> list[tuple[str, str]]:
     return sorted(found)
 
 
-def _polymorphic(conn, facts: TableFacts, found: list[TableFacts]) -> list[Proposal]:
+def _polymorphic(conn, sql, facts: TableFacts, found: list[TableFacts]) -> list[Proposal]:
     out = []
     for type_column, id_column in _pairs(facts):
         if type_column not in facts.sample or id_column not in facts.sample:
@@ -285,7 +304,7 @@ def _polymorphic(conn, facts: TableFacts, found: list[TableFacts]) -> list[Propo
         parents = {}
         for value, _ in per_type.most_common(20):
             ids = [i for t, i in zip(facts.sample[type_column], facts.sample[id_column]) if t == value][:200]
-            parents[str(value)] = _parent_of(conn, value, ids, type_column, found, facts)
+            parents[str(value)] = _parent_of(conn, sql, value, ids, type_column, found, facts)
         evidence = {"type_column": type_column, "id_column": id_column, "rows_per_type": distribution,
                     "parents": {t: p[0] if p else "unknown" for t, p in parents.items()}}
         why = f"polymorphic pair ({type_column}, {id_column}): " + ", ".join(
@@ -295,7 +314,7 @@ def _polymorphic(conn, facts: TableFacts, found: list[TableFacts]) -> list[Propo
     return out
 
 
-def _parent_of(conn, value, ids: list, type_column: str, found: list[TableFacts], child: TableFacts):
+def _parent_of(conn, sql, value, ids: list, type_column: str, found: list[TableFacts], child: TableFacts):
     """The table a type's ids point at: one that has the same type column (its rows of that type),
     or one named like a text type ('folder' → folders); confirmed by the sampled ids found in it."""
     if not ids:
@@ -401,18 +420,26 @@ def _retire(found: list[TableFacts], reset) -> list[Proposal]:
             out.append(Proposal("retire", facts.label, "a dbsweep rebuild backup: its phase's keep_backup drops it",
                                 "statistics", {"bytes": facts.bytes}))
             continue
+        if not COPY_LIKE.search(facts.name) or facts.inbound:
+            continue
         empty = facts.est_rows <= 0 and facts.live == 0
-        if (facts.reads == 0 or empty) and COPY_LIKE.search(facts.name) and not facts.inbound:
-            used = f"nothing has read it {since}" if facts.reads == 0 else f"read {facts.reads} times {since}, and empty"
-            out.append(Proposal("retire", facts.label, f"named like a copy; {used}", "statistics",
-                                {"reads": facts.reads, "bytes": facts.bytes, "est_rows": max(facts.est_rows, 0)},
-                                {"kind": "retire", "tables": [facts.label], "grace": "7 days"}))
+        if facts.reads is None:
+            used, sure = "this server keeps no read counters: make sure nothing reads it", "name only"
+        elif facts.reads == 0:
+            used, sure = f"nothing has read it {since}", "statistics"
+        elif empty:
+            used, sure = f"read {facts.reads} times {since}, and empty", "statistics"
+        else:
+            continue
+        out.append(Proposal("retire", facts.label, f"named like a copy; {used}", sure,
+                            {"reads": facts.reads, "bytes": facts.bytes, "est_rows": max(facts.est_rows, 0)},
+                            {"kind": "retire", "tables": [facts.label], "grace": "7 days"}))
     return out
 
 
 def _health(found: list[TableFacts]) -> list[Proposal]:
     out = []
-    for facts in sorted(found, key=lambda t: -t.bytes)[:5]:
+    for facts in sorted((t for t in found if t.bytes is not None), key=lambda t: -t.bytes)[:5]:
         out.append(Proposal("health", facts.label, f"among the largest tables: {facts.bytes / 2**20:,.1f} MB",
                             "statistics", {"bytes": facts.bytes}))
     for facts in found:
@@ -420,7 +447,7 @@ def _health(found: list[TableFacts]) -> list[Proposal]:
             out.append(Proposal("health", facts.label, f"dead tuples {facts.dead:,} against {facts.live:,} live",
                                 "statistics", {"dead": facts.dead, "live": facts.live}))
         for ix in facts.indexes:
-            if ix["scans"] == 0 and not ix["is_unique"] and ix["bytes"] > 8 * 2**20:
+            if ix["scans"] == 0 and not ix["is_unique"] and (ix["bytes"] or 0) > 8 * 2**20:
                 out.append(Proposal("health", facts.label, f"index {ix['name']} ({ix['bytes'] / 2**20:,.1f} MB) "
                                     "has never been scanned", "statistics", {"index": ix["name"]}))
     return out

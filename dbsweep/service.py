@@ -42,6 +42,8 @@ def make_plan(policy: Policy, phase_name: str, target: Target, now: datetime | N
     dialect = dialect_for(target.engine)
     if window is not None and not kind.windowed:
         raise BadInput(f"phase '{cfg.name}': a {cfg.kind} phase cannot be cut into time windows")
+    if why_not := kind.cannot_run_on(dialect.name):
+        raise BadInput(f"{policy.path}: phase '{cfg.name}': {why_not}")
     with target.engine.connect() as conn:
         try:  # discovery waits no longer than a batch would: an idle lock holder cannot hang it
             dialect.set_session_timeouts(conn, cfg.seconds("lock_timeout"), cfg.seconds("statement_timeout"), local=True)

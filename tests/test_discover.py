@@ -96,8 +96,7 @@ def test_discovery_writes_nothing(demo_dbs):
     assert checksums(engine) == before and counters() == stats_before  # no row, no counter, no relation
     from dbsweep.dialects import pg_discover
 
-    with engine.connect() as conn, conn.begin():  # discovery's transaction: a write inside it is refused
-        pg_discover.read_only(conn, 5, 1)
+    with engine.connect() as conn, conn.begin(), pg_discover.read_only(conn, 5, 1):  # a write inside is refused
         with pytest.raises(sa.exc.DBAPIError, match="read-only transaction"):
             conn.execute(sa.text("CREATE TABLE discovered (i int)"))
     assert discover(engine).tables == 9

@@ -256,3 +256,29 @@ def test_newest_activity_needs_no_greatest():
     assert "greatest" not in text.lower()
     assert ("(SELECT max(v) FROM (SELECT dbo.contacts.updated_at AS v UNION ALL "
             "SELECT dbo.contacts.[last login] AS v) AS latest) <") in text
+
+
+def test_discovery_reads_sql_server_keeps_and_babelfish_lacks():
+    """What discover reads only on SQL Server (Babelfish has none of these views and parses
+    TABLESAMPLE without sampling): sizes from sys.dm_db_partition_stats, reads and writes from
+    sys.dm_db_index_usage_stats of this database, and a page sample; each parses as T-SQL, and
+    without the counters none of those views is named."""
+    import sqlglot
+
+    from dbsweep.dialects import mssql_discover
+
+    def parsed(stmt) -> str:
+        bound = stmt.bindparams(**{name: [1] for name in stmt._bindparams})  # each list: one value
+        return sqlglot.parse_one(sql(bound), read="tsql").sql("tsql")
+
+    tables = " ".join(parsed(mssql_discover.tables_statement(True)).split())
+    assert "SUM(ps.reserved_page_count), 0) * 8192 FROM sys.dm_db_partition_stats AS ps" in tables
+    assert "SUM(u.user_seeks + u.user_scans + u.user_lookups), 0) FROM sys.dm_db_index_usage_stats AS u" in tables
+    assert "u.database_id = DB_ID()" in tables and "SUM(u.user_updates)" in tables
+    indexes = " ".join(parsed(mssql_discover.indexes_statement(True)).split())
+    assert "ps.index_id = i.index_id" in indexes and "u.index_id = i.index_id" in indexes
+    for stmt in (mssql_discover.tables_statement(False), mssql_discover.indexes_statement(False)):
+        assert "dm_db" not in parsed(stmt)
+    sample = sql(mssql_discover.sample_statement(MSSQL, "dbo", "Order List", ["Task Pk", "created_at"], 2.5))
+    assert sample == "SELECT [Task Pk], created_at FROM dbo.[Order List] TABLESAMPLE (2.500000 PERCENT) REPEATABLE (42)"
+    assert parsed(mssql_discover.sample_statement(MSSQL, "dbo", "Order List", ["id"], 2.5))

@@ -51,6 +51,21 @@ def test_walk_blocks_on_sqlite_is_bad_input_and_changes_nothing(tmp_path):
     assert len(_ids(engine)) == 3000
 
 
+def test_a_kind_that_cannot_run_on_sqlite_is_refused_before_planning(tmp_path):
+    """Merge keeps its journal as jsonb: on SQLite its phase is refused in one line naming the
+    file and the phase, exit 2, nothing planned and the table unchanged."""
+    db = tmp_path / "local.db"
+    engine = _sqlite_events(db, with_key=True)
+    body = '[[phase]]\nname = "folders"\nkind = "merge"\ntable = "events"\ngroup_by = ["created_at"]\nsurvivor = "lowest_key"\n'
+    policy = write_policy(tmp_path, body, "unused", env_block=f'env.dev = {{ url = "sqlite:///{db}" }}')
+    result = run_cli("plan", policy)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(policy) in lines[0] and "phase 'folders'" in lines[0], lines
+    assert "merge needs PostgreSQL" in lines[0] and "not sqlite" in lines[0]
+    assert len(_ids(engine)) == 3000 and not sa.inspect(engine).has_table("dbsweep_plans")
+
+
 def test_engine_imports_neither_dagster_nor_great_expectations():
     code = ("import sys, dbsweep.cli, dbsweep.service, dbsweep.executor, dbsweep.kinds.retention, dbsweep.demo_run;"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('dagster', 'great_expectations')];"

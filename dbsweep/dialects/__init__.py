@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 from ..errors import BadInput
 from .base import Dialect
+from .discovery import DiscoveryCatalog
 
 
 def dialect_for(bind: sa.Engine | sa.Connection) -> Dialect:
@@ -25,4 +26,18 @@ def dialect_for(bind: sa.Engine | sa.Connection) -> Dialect:
     raise BadInput(f"database dialect {name!r} is not supported (postgresql, mssql, sqlite)")
 
 
-__all__ = ["Dialect", "dialect_for"]
+def discovery_catalog(bind: sa.Engine | sa.Connection) -> DiscoveryCatalog:
+    """The catalog and statistics reads of `dbsweep discover` for this database."""
+    name = bind.dialect.name
+    if name == "postgresql":
+        from . import pg_discover
+
+        return pg_discover
+    if name == "mssql":
+        from . import mssql_discover
+
+        return mssql_discover
+    raise BadInput(f"discover reads the catalog and statistics of PostgreSQL or SQL Server, not {name}")
+
+
+__all__ = ["Dialect", "DiscoveryCatalog", "dialect_for", "discovery_catalog"]

@@ -7,10 +7,13 @@ Samples are `TABLESAMPLE (p PERCENT)`, whole pages as in SQL Server. All reads."
 
 from __future__ import annotations
 
+import math
+import re
 from contextlib import contextmanager
 
 import sqlalchemy as sa
 
+from .discovery import NotSampled
 from .mssql import is_babelfish, lock_timeout_statement
 
 SKIPPED_SCHEMAS = ("sys", "INFORMATION_SCHEMA", "dbsweep", "dbsweep_archive")
@@ -65,10 +68,15 @@ SIZES = {"pages": "(SELECT COALESCE(SUM(ps.used_page_count), 0) FROM sys.dm_db_p
                    "WHERE u.database_id = DB_ID() AND u.object_id = t.object_id)"}
 
 
+def tables_statement(known: bool) -> sa.TextClause:
+    """Sizes and usage counters where the server keeps them (`known`), NULL elsewhere."""
+    parts = {k: v if known else "NULL" for k, v in SIZES.items()}
+    return sa.text(TABLES.format(**parts)).bindparams(sa.bindparam("skipped", expanding=True))
+
+
 def tables(conn: sa.Connection) -> list[dict]:
     known = counters_known(conn)
-    parts = {k: v if known else "NULL" for k, v in SIZES.items()}
-    stmt = sa.text(TABLES.format(**parts)).bindparams(sa.bindparam("skipped", expanding=True))
+    stmt = tables_statement(known)
     found = []
     for r in conn.execute(stmt, {"skipped": list(SKIPPED_SCHEMAS)}):
         row = dict(r._mapping)
@@ -121,27 +129,41 @@ def constraints(conn: sa.Connection, oids: list[int]) -> list[dict]:
     return list(keys.values())
 
 
-def indexes(conn: sa.Connection, oids: list[int]) -> list[dict]:
-    known = counters_known(conn)
+def indexes_statement(known: bool) -> sa.TextClause:
     size = ("(SELECT COALESCE(SUM(ps.used_page_count), 0) * 8192 FROM sys.dm_db_partition_stats ps "
             "WHERE ps.object_id = i.object_id AND ps.index_id = i.index_id)") if known else "NULL"
     scans = ("(SELECT COALESCE(SUM(u.user_seeks + u.user_scans + u.user_lookups), 0) FROM sys.dm_db_index_usage_stats u "
              "WHERE u.database_id = DB_ID() AND u.object_id = i.object_id AND u.index_id = i.index_id)") if known else "NULL"
-    found: dict[tuple, dict] = {}
-    for r in conn.execute(sa.text(f"""
-            SELECT i.object_id AS oid, i.name, i.is_unique, i.is_primary_key, i.has_filter, {size} AS bytes,
+    return sa.text(f"""
+            SELECT i.object_id AS oid, OBJECT_NAME(i.object_id) AS table_name, i.name, i.is_unique, i.is_primary_key, i.has_filter, {size} AS bytes,
                    {scans} AS scans, c.name AS col
             FROM sys.indexes i
             JOIN sys.index_columns ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.is_included_column = 0
             JOIN sys.columns c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
             WHERE i.object_id IN :oids AND i.name IS NOT NULL
-            ORDER BY i.object_id, i.index_id, ic.key_ordinal""").bindparams(sa.bindparam("oids", expanding=True)),
-            {"oids": oids or [0]}):
-        ix = found.setdefault((r.oid, r.name), {"oid": r.oid, "name": r.name, "is_unique": bool(r.is_unique),
+            ORDER BY i.object_id, i.index_id, ic.key_ordinal""").bindparams(sa.bindparam("oids", expanding=True))
+
+
+def indexes(conn: sa.Connection, oids: list[int]) -> list[dict]:
+    found: dict[tuple, dict] = {}
+    babelfish = is_babelfish(conn)
+    for r in conn.execute(indexes_statement(counters_known(conn)), {"oids": oids or [0]}):
+        name = _given_name(r.name, r.table_name) if babelfish else r.name
+        ix = found.setdefault((r.oid, r.name), {"oid": r.oid, "name": name, "is_unique": bool(r.is_unique),
                                                 "is_primary": bool(r.is_primary_key), "partial": bool(r.has_filter),
                                                 "bytes": r.bytes, "scans": r.scans, "cols": []})
         ix["cols"].append(r.col)
     return list(found.values())
+
+
+def _given_name(stored: str, table: str) -> str:
+    """The index name Babelfish was given, as far as it keeps it: it stores the first 31
+    characters of index name + table name, lower case, then an md5."""
+    match = re.fullmatch(r"(.*)[0-9a-f]{32}", stored)
+    if not match:
+        return stored
+    kept = match.group(1)
+    return next(kept[:k] for k in range(len(kept) + 1) if kept[k:] == table.lower()[:len(kept) - k])
 
 
 def _qualified(conn, schema: str, name: str) -> str:
@@ -149,13 +171,43 @@ def _qualified(conn, schema: str, name: str) -> str:
     return f"{prep.quote(schema)}.{prep.quote(name)}"
 
 
-def sample(conn: sa.Connection, schema: str, name: str, cols: list[str], percent: float | None) -> list[tuple]:
+WINDOWS = 30
+
+
+def sample_statement(sql_dialect, schema: str, name: str, cols: list[str], percent: float) -> sa.TextClause:
+    """SQL Server's page sample: about `percent` of the pages, the same ones each time."""
+    prep = sql_dialect.identifier_preparer
+    picked = ", ".join(prep.quote(c) for c in cols)
+    return sa.text(f"SELECT {picked} FROM {prep.quote(schema)}.{prep.quote(name)} "
+                   f"TABLESAMPLE ({float(percent):.6f} PERCENT) REPEATABLE (42)")
+
+
+def sample(conn: sa.Connection, schema: str, name: str, cols: list[str], percent: float | None,
+           key: list[str]) -> list[tuple]:
     """The rows' values of `cols`: every row (percent None), or the rows of about `percent` of the
-    pages, the same pages each time (REPEATABLE)."""
+    pages, the same pages each time (REPEATABLE). Babelfish accepts TABLESAMPLE but reads every
+    row: there the sample is WINDOWS runs of consecutive keys spread evenly over an integer key's
+    range, each an index seek."""
     prep = conn.dialect.identifier_preparer
     picked = ", ".join(prep.quote(c) for c in cols)
-    sampled = "" if percent is None else f" TABLESAMPLE ({float(percent):.6f} PERCENT) REPEATABLE (42)"
-    return [tuple(r) for r in conn.execute(sa.text(f"SELECT {picked} FROM {_qualified(conn, schema, name)}{sampled}"))]
+    table = _qualified(conn, schema, name)
+    if percent is None:
+        return [tuple(r) for r in conn.execute(sa.text(f"SELECT {picked} FROM {table}"))]
+    if not is_babelfish(conn):
+        return [tuple(r) for r in conn.execute(sample_statement(conn.dialect, schema, name, cols, percent))]
+    if len(key) != 1:
+        raise NotSampled("Babelfish samples along a single-column integer key, and this table has none")
+    column = prep.quote(key[0])
+    low, high = conn.execute(sa.text(f"SELECT MIN({column}), MAX({column}) FROM {table}")).one()
+    if not isinstance(low, int) or not isinstance(high, int):
+        raise NotSampled("Babelfish samples along a single-column integer key, and this table has none")
+    span = high - low + 1
+    per_window = max(1, math.ceil(percent / 100 * span / WINDOWS))
+    window = sa.text(f"SELECT TOP ({per_window}) {picked} FROM {table} WHERE {column} >= :start ORDER BY {column}")
+    found = []
+    for i in range(WINDOWS):
+        found += [tuple(r) for r in conn.execute(window, {"start": low + span * i // WINDOWS})]
+    return found
 
 
 def exact_rows(conn: sa.Connection, schema: str, name: str) -> int:

@@ -4,16 +4,21 @@ sample of a table's rows (`TABLESAMPLE SYSTEM`: whole pages, never a full scan).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import sqlalchemy as sa
 
 SKIPPED_SCHEMAS = ("pg_catalog", "information_schema", "dbsweep", "dbsweep_archive")
 
 
-def read_only(conn: sa.Connection, statement_timeout_s: float, lock_timeout_s: float) -> None:
-    """The caller's transaction becomes read-only, under the timeouts: discovery can change nothing."""
+@contextmanager
+def read_only(conn: sa.Connection, statement_timeout_s: float, lock_timeout_s: float):
+    """The caller's transaction becomes read-only, under the timeouts: discovery can change nothing.
+    The settings are the transaction's own (SET LOCAL): its rollback ends them."""
     conn.execute(sa.text("SET TRANSACTION READ ONLY"))
     conn.execute(sa.text(f"SET LOCAL statement_timeout = '{int(statement_timeout_s * 1000)}ms'"))
     conn.execute(sa.text(f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'"))
+    yield
 
 
 def stats_reset(conn: sa.Connection):
@@ -71,7 +76,8 @@ def _qualified(conn, schema: str, name: str) -> str:
     return f"{prep.quote(schema)}.{prep.quote(name)}"
 
 
-def sample(conn: sa.Connection, schema: str, name: str, cols: list[str], percent: float | None) -> list[tuple]:
+def sample(conn: sa.Connection, schema: str, name: str, cols: list[str], percent: float | None,
+           key: list[str]) -> list[tuple]:
     """The rows' values of `cols`: every row (percent None), or a block sample of about `percent`
     of the pages, the same pages each time (REPEATABLE)."""
     prep = conn.dialect.identifier_preparer

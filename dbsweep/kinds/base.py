@@ -75,6 +75,11 @@ class Kind:
         raise NotImplementedError
 
     # defaults -----------------------------------------------------------------------------
+    def cannot_run_on(self, dialect_name: str) -> str | None:
+        """Why no phase of this kind can run on this database (refused before planning, and
+        discovery drafts none there), or None."""
+        return None
+
     def tables(self, cfg) -> list[str]:
         """The tables the phase touches (health, reports)."""
         return [cfg.table]

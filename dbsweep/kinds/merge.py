@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from ..archive import Change
 from ..catalog import column, has_table, reflect_table, time_column
 from ..dialects import Dialect, pg_merge
-from ..errors import BadInput, StoppedEarly
+from ..errors import StoppedEarly
 from ..names import MAX_IDENTIFIER_BYTES
 from ..plan import PhasePlan, Step
 from ..phase_config import PhaseBase, Strict, TableName, Where
@@ -80,8 +80,6 @@ class Config(PhaseBase):
 
 
 def build_plan(cfg: Config, conn: sa.Connection, dialect: Dialect, now: datetime, window=None) -> PlanParts:
-    if dialect.name != "postgresql":
-        raise BadInput(f"merge needs PostgreSQL (its journal keeps whole rows as jsonb), not {dialect.name}")
     table = reflect_table(conn, cfg.table)
     for name in cfg.group_by:
         column(table, name, "group_by")
@@ -314,6 +312,11 @@ class Merge(Kind):
     verify = staticmethod(verify)
     walker = staticmethod(walker)
     restore = staticmethod(restore)
+
+    def cannot_run_on(self, dialect_name: str) -> str | None:
+        if dialect_name != "postgresql":
+            return f"merge needs PostgreSQL (its journal keeps whole rows as jsonb), not {dialect_name}"
+        return None
 
     def tables(self, cfg) -> list[str]:
         return [cfg.table, *dict.fromkeys(p.table for p in cfg.polymorphic)]
