@@ -182,8 +182,9 @@ def print_alerts(out: Console, policy, results) -> None:
 
 def print_discovery(out: Console, source: str, found) -> None:
     """What discover proposes, kind by kind: the table, why, and how sure."""
-    out.print(f"discovery of {escape(source)}: {found.tables} tables in {found.seconds:.1f} s, read-only; statistics "
-              f"since {when(found.stats_reset)}", soft_wrap=True)
+    since = f"statistics since {when(found.stats_reset)}" if found.stats_reset else "the statistics' start is not recorded"
+    out.print(f"discovery of {escape(source)}: {found.tables} tables in {found.seconds:.1f} s, read-only; {since}",
+              soft_wrap=True)
     kinds = dict.fromkeys(p.kind for p in found.proposals)
     for kind in kinds:
         table = Table(title=f"{kind}: " + ("evidence only" if kind == "health" else "proposed phases"))
