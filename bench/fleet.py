@@ -28,12 +28,7 @@ sys.path.insert(0, str(ROOT))
 from dbsweep.embedded import embedded_url, recreate_embedded_database  # noqa: E402
 
 PREFIX = "fleet_bench_"
-POLICY = """
-[policy]
-name = "fleet_bench"
-[database]
-default_env = "dev"
-env.dev = {{ url = "embedded", databases_like = "{pattern}" }}
+PHASE = """
 [[phase]]
 name = "events"
 kind = "retention"
@@ -41,6 +36,13 @@ table = "events"
 time_column = "created_at"
 older_than = "7 days"
 """
+POLICY = """
+[policy]
+name = "fleet_bench"
+[database]
+default_env = "dev"
+env.dev = {{ url = "embedded", databases_like = "{pattern}" }}
+""" + PHASE
 
 
 def fresh(databases: int, rows: int) -> list[str]:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from fleet import PREFIX, cli, fresh  # noqa: E402
+from fleet import PHASE, PREFIX, cli, fresh  # noqa: E402
 
 from tests.daemon import (  # noqa: E402
     deployment,
@@ -47,13 +47,7 @@ name = "fleet_daemon_bench"
 [database]
 default_env = "dev"
 env.dev = {{ url = "embedded", targets = [{targets}] }}
-[[phase]]
-name = "events"
-kind = "retention"
-table = "events"
-time_column = "created_at"
-older_than = "7 days"
-"""
+""" + PHASE
 
 
 def daemon_backfill(folder: Path, policies: Path, names: list[str], max_runs: int):

@@ -44,3 +44,19 @@ class DiscoveryCatalog(Protocol):
 
 class NotSampled(Exception):
     """A large table this server cannot sample cheaply: discovery reads none of its rows."""
+
+
+def qualified(conn: sa.Connection, schema: str, name: str) -> str:
+    prep = conn.dialect.identifier_preparer
+    return f"{prep.quote(schema)}.{prep.quote(name)}"
+
+
+def ids_found(conn: sa.Connection, schema: str, name: str, key: str, ids: list, type_column: str | None,
+              type_value) -> int:
+    """How many of `ids` are keys of the table (of its rows of that type, when it has the type
+    column): the same SQL on every server."""
+    prep = conn.dialect.identifier_preparer
+    same_type = f" AND {prep.quote(type_column)} = :t" if type_column else ""
+    stmt = sa.text(f"SELECT COUNT(*) FROM {qualified(conn, schema, name)} WHERE {prep.quote(key)} IN :ids{same_type}")
+    return conn.execute(stmt.bindparams(sa.bindparam("ids", expanding=True)),
+                        {"ids": list(dict.fromkeys(ids)), "t": type_value}).scalar()

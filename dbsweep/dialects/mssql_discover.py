@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
-from .discovery import NotSampled
+from .discovery import NotSampled, ids_found, qualified  # noqa: F401  (ids_found: this module's part of the protocol)
 from .mssql import is_babelfish, lock_timeout_statement
 
 SKIPPED_SCHEMAS = ("sys", "INFORMATION_SCHEMA", "dbsweep", "dbsweep_archive")
@@ -166,10 +166,6 @@ def _given_name(stored: str, table: str) -> str:
     return next(kept[:k] for k in range(len(kept) + 1) if kept[k:] == table.lower()[:len(kept) - k])
 
 
-def _qualified(conn, schema: str, name: str) -> str:
-    prep = conn.dialect.identifier_preparer
-    return f"{prep.quote(schema)}.{prep.quote(name)}"
-
 
 WINDOWS = 30
 
@@ -190,7 +186,7 @@ def sample(conn: sa.Connection, schema: str, name: str, cols: list[str], percent
     range, each an index seek."""
     prep = conn.dialect.identifier_preparer
     picked = ", ".join(prep.quote(c) for c in cols)
-    table = _qualified(conn, schema, name)
+    table = qualified(conn, schema, name)
     if percent is None:
         return [tuple(r) for r in conn.execute(sa.text(f"SELECT {picked} FROM {table}"))]
     if not is_babelfish(conn):
@@ -211,14 +207,4 @@ def sample(conn: sa.Connection, schema: str, name: str, cols: list[str], percent
 
 
 def exact_rows(conn: sa.Connection, schema: str, name: str) -> int:
-    return conn.execute(sa.text(f"SELECT COUNT_BIG(*) FROM {_qualified(conn, schema, name)}")).scalar()
-
-
-def ids_found(conn: sa.Connection, schema: str, name: str, key: str, ids: list, type_column: str | None,
-              type_value) -> int:
-    """How many of `ids` are keys of the table (of its rows of that type, when it has the type column)."""
-    prep = conn.dialect.identifier_preparer
-    same_type = f" AND {prep.quote(type_column)} = :t" if type_column else ""
-    stmt = sa.text(f"SELECT COUNT(*) FROM {_qualified(conn, schema, name)} WHERE {prep.quote(key)} IN :ids{same_type}")
-    return conn.execute(stmt.bindparams(sa.bindparam("ids", expanding=True)),
-                        {"ids": list(dict.fromkeys(ids)), "t": type_value}).scalar()
+    return conn.execute(sa.text(f"SELECT COUNT_BIG(*) FROM {qualified(conn, schema, name)}")).scalar()

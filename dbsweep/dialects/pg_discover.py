@@ -8,6 +8,8 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
+from .discovery import ids_found, qualified  # noqa: F401  (ids_found: this module's part of the protocol)
+
 SKIPPED_SCHEMAS = ("pg_catalog", "information_schema", "dbsweep", "dbsweep_archive")
 
 
@@ -71,10 +73,6 @@ def indexes(conn: sa.Connection, oids: list[int]) -> list[dict]:
         WHERE i.indrelid = ANY(:oids)"""), {"oids": oids})]
 
 
-def _qualified(conn, schema: str, name: str) -> str:
-    prep = conn.dialect.identifier_preparer
-    return f"{prep.quote(schema)}.{prep.quote(name)}"
-
 
 def sample(conn: sa.Connection, schema: str, name: str, cols: list[str], percent: float | None,
            key: list[str]) -> list[tuple]:
@@ -83,17 +81,8 @@ def sample(conn: sa.Connection, schema: str, name: str, cols: list[str], percent
     prep = conn.dialect.identifier_preparer
     picked = ", ".join(prep.quote(c) for c in cols)
     sampled = "" if percent is None else f" TABLESAMPLE SYSTEM ({float(percent):.6f}) REPEATABLE (42)"
-    return [tuple(r) for r in conn.execute(sa.text(f"SELECT {picked} FROM {_qualified(conn, schema, name)}{sampled}"))]
+    return [tuple(r) for r in conn.execute(sa.text(f"SELECT {picked} FROM {qualified(conn, schema, name)}{sampled}"))]
 
 
 def exact_rows(conn: sa.Connection, schema: str, name: str) -> int:
-    return conn.execute(sa.text(f"SELECT count(*) FROM {_qualified(conn, schema, name)}")).scalar()
-
-
-def ids_found(conn: sa.Connection, schema: str, name: str, key: str, ids: list, type_column: str | None,
-              type_value) -> int:
-    """How many of `ids` are keys of the table (of its rows of that type, when it has the type column)."""
-    prep = conn.dialect.identifier_preparer
-    same_type = f" AND {prep.quote(type_column)} = :t" if type_column else ""
-    return conn.execute(sa.text(f"SELECT count(*) FROM {_qualified(conn, schema, name)} WHERE {prep.quote(key)} = "
-                                f"ANY(:ids){same_type}"), {"ids": ids, "t": type_value}).scalar()
+    return conn.execute(sa.text(f"SELECT count(*) FROM {qualified(conn, schema, name)}")).scalar()
