@@ -37,7 +37,6 @@ TIME_TYPES = ("timestamp", "date")
 KEY_LIKE = re.compile(r"(_id|_pk|_key)$", re.IGNORECASE)
 COPY_LIKE = re.compile(r"(_delta|_old|_bak|_backup|_copy|_tmp|_\d{8}|_\d{6}|__retired_\d{8})$", re.IGNORECASE)
 DBSWEEP_BACKUP = re.compile(r"__(dedupe|retention)_\d{12}$")
-DEFAULT_SCHEMAS = ("public", "dbo")  # a table there is named as a policy names it, without its schema
 
 
 @dataclass
@@ -83,10 +82,11 @@ class TableFacts:
     rows: int = 0
     sure: str = "statistics"
     sample: dict[str, list] | None = None  # column -> values, for the columns read
+    home: str = "public"  # the server's default schema: a table there is named without its schema, as a policy names it
 
     @property
     def label(self) -> str:
-        return self.name if self.schema in DEFAULT_SCHEMAS else f"{self.schema}.{self.name}"
+        return self.name if self.schema == self.home else f"{self.schema}.{self.name}"
 
     @property
     def key(self) -> list[str]:
@@ -132,7 +132,7 @@ def _runnable(proposal: Proposal, dialect_name: str) -> Proposal:
 
 
 def _facts(conn, sql) -> list[TableFacts]:
-    found = [TableFacts(**row) for row in sql.tables(conn)]
+    found = [TableFacts(**row, home=sql.DEFAULT_SCHEMA) for row in sql.tables(conn)]
     by_oid = {t.oid: t for t in found}
     oids = list(by_oid)
     for column in sql.columns(conn, oids):

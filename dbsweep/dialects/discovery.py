@@ -11,6 +11,8 @@ import sqlalchemy as sa
 
 
 class DiscoveryCatalog(Protocol):
+    DEFAULT_SCHEMA: str  # where an unqualified table name points
+
     def read_only(self, conn: sa.Connection, statement_timeout_s: float,
                   lock_timeout_s: float) -> AbstractContextManager[None]:
         """Inside it, the connection can change nothing and waits no longer than the timeouts."""

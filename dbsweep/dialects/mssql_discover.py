@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from .discovery import NotSampled, ids_found, qualified  # noqa: F401  (ids_found: this module's part of the protocol)
 from .mssql import is_babelfish, lock_timeout_statement
 
+DEFAULT_SCHEMA = "dbo"  # where a policy's unqualified table name points
 SKIPPED_SCHEMAS = ("sys", "INFORMATION_SCHEMA", "dbsweep", "dbsweep_archive")
 # discovery judges types by PostgreSQL's names: the time types and the integer ones
 TYPE_NAMES = {"datetime": "timestamp", "datetime2": "timestamp", "smalldatetime": "timestamp",

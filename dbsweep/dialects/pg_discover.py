@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from .discovery import ids_found, qualified  # noqa: F401  (ids_found: this module's part of the protocol)
 
+DEFAULT_SCHEMA = "public"  # where a policy's unqualified table name points
 SKIPPED_SCHEMAS = ("pg_catalog", "information_schema", "dbsweep", "dbsweep_archive")
 
 
