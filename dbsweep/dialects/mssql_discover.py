@@ -76,15 +76,13 @@ def tables_statement(known: bool) -> sa.TextClause:
 
 
 def tables(conn: sa.Connection) -> list[dict]:
-    known = counters_known(conn)
-    stmt = tables_statement(known)
+    stmt = tables_statement(counters_known(conn))
     found = []
     for r in conn.execute(stmt, {"skipped": list(SKIPPED_SCHEMAS)}):
         row = dict(r._mapping)
         est = int(row["est_rows"])
         # no dead-tuple counter: SQL Server cleans its ghost records itself
-        found.append({**row, "est_rows": est, "pages": row["pages"] if known else None,
-                      "bytes": row["bytes"] if known else None, "live": max(est, 0), "dead": 0, "vacuumed": None})
+        found.append({**row, "est_rows": est, "live": max(est, 0), "dead": 0, "vacuumed": None})
     return found
 
 
@@ -165,7 +163,6 @@ def _given_name(stored: str, table: str) -> str:
         return stored
     kept = match.group(1)
     return next(kept[:k] for k in range(len(kept) + 1) if kept[k:] == table.lower()[:len(kept) - k])
-
 
 
 WINDOWS = 30

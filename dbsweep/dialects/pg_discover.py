@@ -74,7 +74,6 @@ def indexes(conn: sa.Connection, oids: list[int]) -> list[dict]:
         WHERE i.indrelid = ANY(:oids)"""), {"oids": oids})]
 
 
-
 def sample(conn: sa.Connection, schema: str, name: str, cols: list[str], percent: float | None,
            key: list[str]) -> list[tuple]:
     """The rows' values of `cols`: every row (percent None), or a block sample of about `percent`
