@@ -289,6 +289,30 @@ def test_rows_out_of_time_order_are_copied_along_the_key(tmp_path, pg, dbname):
     assert rows(pg) == kept and report.rows == 5000 - len(kept)
 
 
+def test_the_time_walk_copies_rows_sharing_one_time_once_whatever_the_batch(tmp_path, pg, dbname):
+    """Kept rows in runs of one timestamp far longer than a batch (a bulk load stamps thousands
+    alike): each time window takes every row of its last time, so none is copied twice or left."""
+    with pg.begin() as conn:
+        conn.exec_driver_sql(f"""CREATE TABLE {TABLE} (id bigint PRIMARY KEY, "Device Id" text, reading numeric,
+                                 created_at timestamptz)""")
+        conn.exec_driver_sql(f"CREATE INDEX ON {TABLE} (created_at)")
+        conn.exec_driver_sql(f"""INSERT INTO {TABLE} SELECT g, 'dev-' || mod(g, 5), mod(g, 100),
+                                 CASE WHEN g <= 4000 THEN timestamptz '2020-01-01' + make_interval(secs => g)
+                                      WHEN mod(g, 101) = 0 THEN NULL
+                                      ELSE date_trunc('day', now()) - make_interval(days => (9000 - g) / 1500)
+                                 END FROM generate_series(1, 9000) g""")
+        conn.exec_driver_sql("ANALYZE")
+    kept = rows(pg, KEPT)
+    path = policy(tmp_path, dbname, archive="none")
+    plan, report, _ = purge(path)
+    assert plan.steps[-1].spec["copy_walk"] == "time"
+    assert rows(pg) == kept and report.rows == 9000 - len(kept) == 4000
+    with pg.connect() as conn:
+        copies = [json.loads(c) for c in conn.execute(sa.text(
+            "SELECT cursor FROM dbsweep.batches WHERE cursor LIKE '%\"stage\": \"copy\"%' ORDER BY batch_no")).scalars()]
+    assert len(copies) >= 3  # several windows, each ending on a time whose rows outnumber a batch
+
+
 def test_sigkills_at_random_batches_of_every_stage_then_resume(tmp_path, pg, dbname):
     """Killed again and again, each time a few batches on (so each kill lands in another stage),
     until a run finishes: the kept rows exact, the ledger equal to the rows gone, the Parquet

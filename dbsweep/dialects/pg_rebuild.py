@@ -358,6 +358,20 @@ def copy_next(conn: sa.Connection, table: sa.Table, shadow: str, columns: list[s
     return found[0], (list(found[1:]) if found[0] else None)
 
 
+def copy_window(conn: sa.Connection, table: sa.Table, shadow: str, columns: list[str], when: sa.Column,
+                start: sa.ColumnElement, size: int) -> tuple[int, object]:
+    """Copy the rows from `start` (a test on `when`) up to the `size`-th one in `when`'s order and
+    every row that shares its time, as one plain range INSERT: no sort, and the bound found by
+    reading `size` entries of `when`'s index. Returns the rows copied and the last time copied
+    (None: the rest of the table was copied)."""
+    bound = conn.execute(sa.select(when).where(start).order_by(when).offset(size - 1).limit(1)).scalar()
+    window = start if bound is None else sa.and_(start, when <= bound)
+    target = sa.table(shadow, *(sa.column(c) for c in columns), schema=table.schema)
+    copied = _counted(conn, sa.insert(target).from_select(columns, sa.select(*(table.c[c] for c in columns))
+                                                          .where(window)))
+    return copied, bound
+
+
 def copy_range(conn: sa.Connection, table: sa.Table, shadow: str, columns: list[str], keep: sa.ColumnElement,
                window: sa.ColumnElement) -> int:
     """Copy the rows of a key window that the rule keeps into the shadow, in key order (the new

@@ -82,24 +82,32 @@ class RetentionRebuildWalker(rebuild.RebuildWalker):
 
     def _copy(self, conn, size, exact):
         """The next `size` kept rows, each batch its own short transaction that only reads the
-        table (no writer waits on it): along the time index from the cutoff, or along the key."""
+        table (no writer waits on it): time windows along the time index from the cutoff, or the
+        key order."""
         if self.step.spec.get("copy_walk") == TIME:
-            when = self.table.c[self.step.spec["time_column"]]
-            order, where = [when, *self.keys], [when >= self.cutoff]
-        else:
-            order, where = list(self.keys), [self.keep]
+            return self._copy_window(conn, size)
+        order, where = list(self.keys), [self.keep]
         after = self.cursor.get("after")
         if after is not None:
             values = from_json(order, after)
-            where += [sa.tuple_(*order) > sa.tuple_(*(sa.literal(v, c.type) for v, c in zip(values, order)))]
-            if order[0] is not self.keys[0]:
-                where.append(order[0] >= sa.literal(values[0], order[0].type))  # the index's own range
+            where.append(sa.tuple_(*order) > sa.tuple_(*(sa.literal(v, c.type) for v, c in zip(values, order))))
         copied, last = self.sql.copy_next(conn, self.table, self.names.shadow, self.columns, where, order, size)
+        return self._copied(copied, None if last is None or copied < size else to_json(last))
+
+    def _copy_window(self, conn, size):
+        when = self.table.c[self.step.spec["time_column"]]
+        after = self.cursor.get("after")
+        start = when >= self.cutoff if after is None else when > sa.literal(from_json([when], after)[0], when.type)
+        copied, last = self.sql.copy_window(conn, self.table, self.names.shadow, self.columns, when, start, size)
+        return self._copied(copied, None if last is None else to_json([last]))
+
+    def _copied(self, copied, after):
+        """Rows written since the trigger began are in its log, replayed later."""
         self.copied = copied
         total = self.cursor.get("kept", 0) + copied
-        if last is None or copied < size:  # rows written since the trigger began are in its log, replayed later
+        if after is None:
             return 0, self.next_stage(kept=total)
-        return 0, {**self.cursor, "after": to_json(last), "kept": total}
+        return 0, {**self.cursor, "after": after, "kept": total}
 
     def _nulls(self, conn, size, exact):
         """After a walk of the time index: the rows without a time, which the rule keeps."""
