@@ -194,7 +194,11 @@ class Executor:
             table = reflect_table(conn, step.table)
         cursor = run.cursor if run.cursor["step"] == index else {"step": index, "after": None}
         try:
-            return self._walk_step(run, index, self.kind.walker(self.ctx, table, step, cursor))
+            walker = self.kind.walker(self.ctx, table, step, cursor)
+            try:
+                return self._walk_step(run, index, walker)
+            finally:
+                walker.close()
         finally:
             self._disconnect()
 

@@ -63,6 +63,10 @@ class Walker:
         when the step holds more."""
         return True
 
+    def close(self) -> None:
+        """The run leaves the step (done, stopped or failed): stop whatever the walker runs beside
+        its batches."""
+
     def batch(self, conn: sa.Connection, size: int, exact: bool = False) -> tuple[int, dict | None]:
         raise NotImplementedError
 

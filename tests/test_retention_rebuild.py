@@ -134,7 +134,7 @@ def test_writes_during_the_copy_are_replayed(tmp_path, pg, dbname):
     assert 10 in got and 5990 not in got and got[5980][2] == 999 and 5970 not in got and 100001 in got and 100002 not in got
 
 
-def _walker(target, plan):
+def _walker(target, plan, cursor: dict | None = None):
     """The rebuild's walker, driven batch by batch as the executor drives it: the test decides
     where a writer's transaction falls, not a race against the clock."""
     from dbsweep.executor import RunOptions
@@ -146,7 +146,7 @@ def _walker(target, plan):
     from dbsweep.dialects import dialect_for
 
     ctx = WalkContext(target.engine, dialect_for(target.engine), RunOptions(archive="table"))
-    return kind_named("retention").walker(ctx, table, plan.steps[-1], {})
+    return kind_named("retention").walker(ctx, table, plan.steps[-1], cursor or {})
 
 
 def _one_batch(conn, walker, size: int = 1000) -> None:
@@ -154,6 +154,114 @@ def _one_batch(conn, walker, size: int = 1000) -> None:
     with conn.begin():
         rows, cursor = walker.batch(conn, size)
     walker.advance(cursor if cursor is not None else {}, rows, size)
+
+
+def _walk_to_the_end(conn, walker, size: int = 100) -> tuple[int, set[str]]:
+    """The rows the walker's batches removed, and the stages whose cursor carried a census."""
+    removed, censused = 0, set()
+    for _ in range(200):
+        if walker.done:
+            return removed, censused
+        walker.sink.begin_batch("test", 1)
+        with conn.begin():
+            rows_, cursor = walker.batch(conn, size)
+        if cursor and "census" in cursor:
+            censused.add(cursor["stage"])
+        walker.advance(cursor if cursor is not None else {}, rows_, size)
+        removed += rows_
+    raise AssertionError("the walk did not end")
+
+
+def _backup_rows(engine, walker) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(f'SELECT count(*) FROM "{walker.names.backup}"')).scalar()
+
+
+def _writes(conn, ids: list[int], due: list[int], gone: list[int]) -> None:
+    """Inserts of kept rows `ids`, of due rows `due`, and deletes of rows `gone`."""
+    for i in ids + due:
+        when = "now()" if i in ids else "now() - interval '90 days'"
+        conn.execute(sa.text(f"INSERT INTO {TABLE} (id, reading, created_at) VALUES (:i, 1, {when})"), {"i": i})
+    for i in gone:
+        conn.execute(sa.text(f"DELETE FROM {TABLE} WHERE id = :i"), {"i": i})
+
+
+def test_the_rows_removed_are_counted_while_the_copy_runs_whenever_writers_commit(tmp_path, pg, dbname):
+    """The old table is counted under a snapshot while the copy runs, and the changes that snapshot
+    did not see are added as the replays take them: writes committed before it (counted once, not
+    twice), a transaction still open when it was taken (added at its commit), writes during the
+    copy and the catch-up. The rows removed equal the backup's count less the new table's."""
+    load(pg)
+    path = policy(tmp_path, dbname)
+    _, target, plan = plan_and_gate(path)
+    walker = _walker(target, plan)
+    with target.engine.connect() as conn, pg.connect() as open_writer:
+        walker.sink.begin_batch("test", 1)
+        with conn.begin():
+            rows_, cursor = walker.batch(conn, 100)  # prepare: the shadow, the log and its trigger
+        assert walker.stage == "prepare" and cursor["stage"] == "copy"
+        still_open = open_writer.begin()
+        _writes(open_writer, [200011, 200012], [200013], [6000])  # open while the census counts
+        with pg.begin() as before_census:  # logged, and seen by the census: counted once
+            _writes(before_census, [200001, 200002], [200003], [5])
+        walker.advance(cursor, rows_, 100)
+        open_xid = open_writer.execute(sa.text("SELECT pg_current_xact_id()::text")).scalar()
+        # counted with the open transaction in progress (a later one committed: xid below the snapshot's xmax)
+        assert open_xid in walker.counting.result()["snapshot"].split(":")[2].split(",")
+        still_open.commit()
+        for _ in range(3):
+            _one_batch(conn, walker, 100)
+        assert walker.stage == "copy"
+        with pg.begin() as during_copy:
+            _writes(during_copy, [200021], [200022, 200023], [6001, 7])
+        removed, censused = _walk_to_the_end(conn, walker)
+    assert {"build", "catchup", "swap", "count"} <= censused  # each names the stage after the batch
+    kept_now = len(rows(pg))
+    assert rows(pg) == rows(pg, KEPT) and kept_now == len(rows(pg))
+    assert removed == _backup_rows(pg, walker) - kept_now
+    assert {200001, 200002, 200011, 200012, 200021} <= set(rows(pg)) and not {5, 6000, 6001, 7} & set(rows(pg))
+
+
+def test_a_resumed_rebuild_without_its_census_counts_the_backup(tmp_path, pg, dbname):
+    """The process that prepared the rebuild stopped before its census came back: the next one
+    finds none in the cursor and counts the backup, exact all the same."""
+    load(pg)
+    path = policy(tmp_path, dbname)
+    _, target, plan = plan_and_gate(path)
+    first = _walker(target, plan)
+    with target.engine.connect() as conn:
+        _one_batch(conn, first, 100)
+        _one_batch(conn, first, 100)
+        first.close()  # the census cancelled (or done): nothing of it reaches the cursor
+        assert first.stage == "copy" and "census" not in first.cursor
+        again = _walker(target, plan, first.cursor)
+        with pg.begin() as writer:
+            _writes(writer, [200001], [200002], [6000])
+        removed, censused = _walk_to_the_end(conn, again)
+    assert not censused
+    assert removed == _backup_rows(pg, again) - len(rows(pg)) and rows(pg) == rows(pg, KEPT)
+    with pg.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_current_snapshot%' "
+                                    "AND pid <> pg_backend_pid()")).scalar() == 0
+
+
+@pytest.mark.parametrize("census", [
+    {"snapshot": "12:10:", "rows": 5, "delta": 0},
+    {"snapshot": "1:2:; DROP TABLE x", "rows": 5, "delta": 0},
+    {"snapshot": "1:2:", "rows": -1, "delta": 0},
+    {"snapshot": "1:2:", "rows": True, "delta": 0},
+    {"snapshot": "1:2:", "rows": 5},
+    "5",
+])
+def test_a_census_read_back_from_the_ledger_is_checked(tmp_path, pg, dbname, census):
+    from dbsweep.errors import BadInput
+
+    load(pg, rows=200)
+    _, target, plan = plan_and_gate(policy(tmp_path, dbname))
+    with pytest.raises(BadInput, match="ledger cursor of '.*Sensor Readings' has a census"):
+        _walker(target, plan, {"stage": "count", "kept": 3, "census": census})
+    with pytest.raises(BadInput, match="counts 'many' rows kept"):
+        _walker(target, plan, {"stage": "count", "kept": "many"})
 
 
 def test_auto_chooses_by_the_share_due_and_what_blocks_a_swap(tmp_path, pg, dbname):

@@ -113,21 +113,23 @@ def create_shadow(conn: sa.Connection, table: sa.Table, names: RebuildNames, log
     types = column_types(conn, table)
     conn.execute(sa.text(f"CREATE TABLE {shadow} (LIKE {old} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
                          "INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS INCLUDING COMPRESSION)"))
+    # each change's transaction and what it did to the row count (+1 insert, -1 delete): see census_delta
     conn.execute(sa.text(
         f"CREATE TABLE {log} (dbsweep_id bigserial PRIMARY KEY, "
-        + ", ".join(f"{p.quote(c)} {types[c]}" for c in logged) + ")"))
+        + "".join(f"{p.quote(c)} {types[c]}, " for c in logged)
+        + "dbsweep_xid xid8 NOT NULL DEFAULT pg_current_xact_id(), dbsweep_sign smallint NOT NULL)"))
     function = _qualified(conn, schema, names.capture)
-    old_values = ", ".join(f"OLD.{p.quote(c)}" for c in logged)
-    new_values = ", ".join(f"NEW.{p.quote(c)}" for c in logged)
-    column_list = ", ".join(p.quote(c) for c in logged)
+    old_values = "".join(f"OLD.{p.quote(c)}, " for c in logged)
+    new_values = "".join(f"NEW.{p.quote(c)}, " for c in logged)
+    column_list = "".join(f"{p.quote(c)}, " for c in logged) + "dbsweep_sign"
     conn.execute(sa.text(f"""
         CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $dbsweep$
         BEGIN
             IF TG_OP IN ('UPDATE', 'DELETE') THEN
-                INSERT INTO {log} ({column_list}) VALUES ({old_values});
+                INSERT INTO {log} ({column_list}) VALUES ({old_values}CASE TG_OP WHEN 'DELETE' THEN -1 ELSE 0 END);
             END IF;
             IF TG_OP IN ('INSERT', 'UPDATE') THEN
-                INSERT INTO {log} ({column_list}) VALUES ({new_values});
+                INSERT INTO {log} ({column_list}) VALUES ({new_values}CASE TG_OP WHEN 'INSERT' THEN 1 ELSE 0 END);
             END IF;
             RETURN NULL;
         END $dbsweep$""".replace(":", r"\:")))
@@ -269,6 +271,28 @@ def take_log(conn: sa.Connection, table: sa.Table, names: RebuildNames, limit: i
     if consumed:
         conn.execute(sa.text(f"ANALYZE {TOUCHED}"))  # a temporary table has no statistics otherwise
     return consumed
+
+
+def snapshot_count(conn: sa.Connection, table: sa.Table) -> tuple[str, int]:
+    """The table's rows and the snapshot they were counted under, in one REPEATABLE READ read
+    (the caller's connection, a transaction of its own)."""
+    conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+    found = conn.execute(sa.text(
+        f"SELECT pg_current_snapshot()::text, (SELECT count(*) FROM {_prep(conn).format_table(table)})")).one()
+    return found[0], found[1]
+
+
+def census_delta(conn: sa.Connection, snapshot: str) -> int:
+    """What the changes just taken from the log (`take_log`) did to the table's row count, counting
+    only transactions the census `snapshot` did not see: a write that snapshot saw is in its count."""
+    return conn.execute(sa.text(
+        f"SELECT coalesce(sum(dbsweep_sign) FILTER (WHERE NOT pg_visible_in_snapshot(dbsweep_xid, "
+        f"CAST(:s AS pg_snapshot))), 0) FROM {TOUCHED}"), {"s": snapshot}).scalar()
+
+
+def cancel(conn: sa.Connection) -> None:
+    """Cancel the statement running on `conn` (from another thread)."""
+    conn.connection.dbapi_connection.cancel_safe()
 
 
 def consume_log(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk: list[str], nk: list[str],

@@ -26,6 +26,7 @@ from ..ledger import NOT_UNDOABLE_KEY
 from ..names import derived
 from ..plan import Step
 from ..walkers import StagedWalker, Walker
+from .census import Census, checked
 
 REBUILD, DROP_BACKUP = "rebuild", "drop_backup"
 STAMP = "%Y%m%d%H%M"
@@ -105,10 +106,12 @@ class Recorded(Change):
 class RebuildWalker(StagedWalker):
     """The engine's stages; a kind's subclass fills the shadow (`_copy`, and any stage it adds),
     replays a logged change (`replay`), adds what the new table needs besides the old one's
-    structure (`constraints`) and counts what the swap removed (`rows_removed`)."""
+    structure (`constraints`) and counts what the swap removed (`rows_removed`, which may read
+    `rows_at_swap`: a kind that does sets `census`, and the old table is counted while it copies)."""
 
     stages = ("prepare", "copy", "settle", "build", "catchup", "swap", "count")
-    carried = ("pairs", "kept")  # cursor entries every later stage keeps
+    carried = ("pairs", "kept", "census")  # cursor entries every later stage keeps
+    census = False
 
     def __init__(self, ctx, table, step, sink, cursor):
         super().__init__(ctx, table, step, sink, cursor)
@@ -119,6 +122,11 @@ class RebuildWalker(StagedWalker):
         with ctx.engine.connect() as conn:
             self.columns = pg_rebuild.copied_columns(conn, table)
             self.types = pg_rebuild.column_types(conn, table)
+        kept = self.cursor.get("kept", 0)
+        if not isinstance(kept, int) or isinstance(kept, bool) or kept < 0:  # read back: never trusted
+            raise BadInput(f"ledger cursor of '{step.table}' counts {str(kept)[:40]!r} rows kept, not a count")
+        checked(self.cursor.get("census"), step.table)
+        self.counting, self.counted = None, None  # the census running, and what it found
 
     # the rule's part ------------------------------------------------------------------------
     def logged(self) -> list[str]:
@@ -150,6 +158,41 @@ class RebuildWalker(StagedWalker):
         carried = {k: self.cursor[k] for k in self.carried if k in self.cursor}
         return super().next_stage(**{**carried, **extra})
 
+    def advance(self, cursor, rows, size):
+        prepared = self.stage == "prepare" and cursor.get("stage") not in (None, "prepare")
+        super().advance(cursor, rows, size)
+        if prepared and self.census:  # the trigger is committed: every write the count misses is logged
+            self.counting = Census(self.ctx, self.table)
+
+    def close(self) -> None:
+        if self.counting is not None:
+            self.counting.cancel()
+
+    def _census(self) -> dict | None:
+        """The census the replays add to: the cursor's, or the one counted while this process copied."""
+        if "census" in self.cursor:
+            return self.cursor["census"]
+        if self.counting is not None:
+            self.counted, self.counting = self.counting.result(), None
+        return self.counted
+
+    def _take(self, conn, limit: int | None) -> tuple[int, dict]:
+        """Replay up to `limit` logged changes: (changes consumed, the cursor entries they move)."""
+        census = self._census()
+        consumed, gained = self.replay(conn, limit)
+        moved = {"kept": self.cursor.get("kept", 0) + gained}
+        if census is not None:
+            delta = self.sql.census_delta(conn, census["snapshot"]) if consumed else 0
+            moved["census"] = {**census, "delta": census["delta"] + delta}
+        return consumed, moved
+
+    def rows_at_swap(self, conn, backup: sa.Table) -> int:
+        """The rows the old table had at the swap: its census, or (none was taken) a count of the backup."""
+        census = self.cursor.get("census")
+        if census is not None:
+            return census["rows"] + census["delta"]
+        return conn.execute(sa.select(sa.func.count()).select_from(backup)).scalar()
+
     def _prepare(self, conn, size, exact):
         if not has_table(conn, self.names.shadow, self.table.schema):
             self.sql.create_shadow(conn, self.table, self.names, list(dict.fromkeys(self.logged())))
@@ -158,8 +201,7 @@ class RebuildWalker(StagedWalker):
     def _settle(self, conn, size, exact):
         """Replay everything logged during the copy before the shadow gets its keys: a row a writer
         moved ahead of the walk was copied twice, and the replay of its key leaves it once."""
-        _, gained = self.replay(conn, None)
-        return 0, self.next_stage(kept=self.cursor.get("kept", 0) + gained)
+        return 0, self.next_stage(**self._take(conn, None)[1])
 
     def _build(self, conn, size, exact):
         """The shadow gets the old table's indexes and constraints, and what the rule adds."""
@@ -169,18 +211,18 @@ class RebuildWalker(StagedWalker):
 
     def _catchup(self, conn, size, exact):
         """Replay what writers did meanwhile, until what is left is small enough for the swap."""
-        consumed, gained = self.replay(conn, size)
+        consumed, moved = self._take(conn, size)
         if consumed >= size:
-            return 0, {**self.cursor, "kept": self.cursor.get("kept", 0) + gained}
-        return 0, self.next_stage(kept=self.cursor.get("kept", 0) + gained)
+            return 0, {**self.cursor, **moved}
+        return 0, self.next_stage(**moved)
 
     def _swap(self, conn, size, exact):
         self.ctx.dialect.set_session_timeouts(conn, self.step.spec["lock_timeout_swap_s"],
                                               self.ctx.options.statement_timeout_s, local=True)
-        gained = []
+        moved = []
         self.sql.swap(conn, self.table, self.names, [tuple(p) for p in self.cursor["pairs"]],
-                      lambda: gained.append(self.replay(conn, None)[1]))
-        return 0, self.next_stage(kept=self.cursor.get("kept", 0) + sum(gained))
+                      lambda: moved.append(self._take(conn, None)[1]))
+        return 0, self.next_stage(**moved[0])
 
     def _count(self, conn, size, exact):
         """The rows the swap left behind, recorded with where they are (the backup)."""

@@ -54,6 +54,7 @@ def copy_walk(indexes: list[dict], spec: dict, correlation: float | None) -> str
 
 class RetentionRebuildWalker(rebuild.RebuildWalker):
     stages = ("prepare", "copy", "nulls", "settle", "build", "catchup", "swap", "count", "export", "drop")
+    census = True
 
     def __init__(self, ctx, table, step, sink, cursor, selection, cutoff):
         super().__init__(ctx, table, step, sink, cursor)
@@ -121,10 +122,10 @@ class RetentionRebuildWalker(rebuild.RebuildWalker):
         return self.sql.replay_by_key(conn, self.table, self.names, self.step.key, self.columns, self.keep, limit)
 
     def rows_removed(self, conn, backup: sa.Table) -> int:
-        """The backup's rows less the rows the new table had at the swap (counted by the copy and
-        every replay, in the transactions that wrote them): no scan of the new table, whatever
-        writers have done to it since."""
-        return conn.execute(sa.select(sa.func.count()).select_from(backup)).scalar() - self.cursor.get("kept", 0)
+        """The old table's rows at the swap less the new table's (both counted while the copy ran
+        and by every replay, in the transactions that wrote them): a scan of neither table, whatever
+        writers have done since."""
+        return self.rows_at_swap(conn, backup) - self.cursor.get("kept", 0)
 
     def _count(self, conn, size, exact):
         """With archive = "parquet" the removed rows are counted as the export writes them."""
