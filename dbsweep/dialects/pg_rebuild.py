@@ -277,6 +277,8 @@ def snapshot_count(conn: sa.Connection, table: sa.Table) -> tuple[str, int]:
     """The table's rows and the snapshot they were counted under, in one REPEATABLE READ read
     (the caller's connection, a transaction of its own)."""
     conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+    # one core: parallel workers would take the one the copy runs on
+    conn.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
     found = conn.execute(sa.text(
         f"SELECT pg_current_snapshot()::text, (SELECT count(*) FROM {_prep(conn).format_table(table)})")).one()
     return found[0], found[1]
@@ -353,10 +355,10 @@ def replay_by_key(conn: sa.Connection, table: sa.Table, names: RebuildNames, pk:
 
 
 def _counted(conn: sa.Connection, statement) -> int:
-    """Run an INSERT or DELETE and count its rows in the server (psycopg reports no rowcount for
-    INSERT ... SELECT under SQLAlchemy 2.1, and RETURNING would ship every row to Python)."""
-    done = statement.returning(sa.literal(1).label("one")).cte("dbsweep_done")
-    return conn.execute(sa.select(sa.func.count()).select_from(done)).scalar()
+    """Run an INSERT or DELETE and return its rows from the server's command tag (SQLAlchemy 2.1
+    reports none for INSERT ... SELECT unless asked to keep it; counting a RETURNING instead cost a
+    quarter of a copy's time)."""
+    return conn.execute(statement, execution_options={"preserve_rowcount": True}).rowcount
 
 
 def correlation(conn: sa.Connection, table: sa.Table, column: str) -> float | None:

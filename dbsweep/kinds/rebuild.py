@@ -275,8 +275,9 @@ def put_back_from_backup(engine, ledger, run_id: str, batch_no: int, step: Step,
             names = [c.name for c in table.c if c.computed is None]
             source = sa.select(*(backup.c[n] for n in names)).where(*lower, *upper, removed(backup, table), ~sa.exists(
                 sa.select(sa.literal(1)).select_from(table).where(*(table.c[k] == backup.c[k] for k in step.key))))
-            # counted from RETURNING: psycopg reports no rowcount for INSERT ... SELECT
-            restored += len(conn.execute(sa.insert(table).from_select(names, source).returning(sa.literal(1))).all())
+            # SQLAlchemy 2.1 keeps no rowcount for INSERT ... SELECT unless asked to
+            restored += conn.execute(sa.insert(table).from_select(names, source),
+                                     execution_options={"preserve_rowcount": True}).rowcount
             if chunk is None:
                 ledger.mark_restored(conn, run_id, batch_no)
                 return restored
