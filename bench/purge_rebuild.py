@@ -188,9 +188,9 @@ def main() -> None:
     for note in notes:
         out.print(note, soft_wrap=True)
     out.print("run s: the run alone (dbsweep: as its ledger times it); 'to plain' and 'to by hand' are how many times "
-              "faster than that method the row's method ran; 'of it, counting': the rebuild's exact count of the rows the swap "
-              "removed (and the new table's ANALYZE), which the hand-written swap does not do; the plain DELETE's VACUUM "
-              "is not counted", soft_wrap=True)
+              "faster than that method the row's method ran; 'of it, counting': the rebuild's count stage (the new table's "
+              "ANALYZE; the removed rows were counted during the copy, unless that count was lost to a restart); the plain "
+              "DELETE's VACUUM is not counted", soft_wrap=True)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE IF EXISTS template")
     engine.dispose()
