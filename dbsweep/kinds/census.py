@@ -65,13 +65,18 @@ class Census:
             self.thread.join(0.2)
 
 
+def is_count(value) -> bool:
+    """An int read back from JSON (not a bool, which JSON's true would give)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def checked(census, table: str) -> dict | None:
     """A census read back from the ledger's cursor, refused unless it has the shape one is written in."""
     if census is None:
         return None
     shape = (isinstance(census, dict) and set(census) == {"snapshot", "rows", "delta"}
              and isinstance(census["snapshot"], str) and SNAPSHOT.fullmatch(census["snapshot"])
-             and all(isinstance(census[k], int) and not isinstance(census[k], bool) for k in ("rows", "delta"))
+             and is_count(census["rows"]) and is_count(census["delta"])
              and census["rows"] >= 0)
     if not shape:
         raise BadInput(f"ledger cursor of '{table}' has a census that is not a snapshot, a row count and a "

@@ -26,7 +26,7 @@ from ..ledger import NOT_UNDOABLE_KEY
 from ..names import derived
 from ..plan import Step
 from ..walkers import StagedWalker, Walker
-from .census import Census, checked
+from .census import Census, checked, is_count
 
 REBUILD, DROP_BACKUP = "rebuild", "drop_backup"
 STAMP = "%Y%m%d%H%M"
@@ -123,7 +123,7 @@ class RebuildWalker(StagedWalker):
             self.columns = pg_rebuild.copied_columns(conn, table)
             self.types = pg_rebuild.column_types(conn, table)
         kept = self.cursor.get("kept", 0)
-        if not isinstance(kept, int) or isinstance(kept, bool) or kept < 0:  # read back: never trusted
+        if not is_count(kept) or kept < 0:  # read back: never trusted
             raise BadInput(f"ledger cursor of '{step.table}' counts {str(kept)[:40]!r} rows kept, not a count")
         checked(self.cursor.get("census"), step.table)
         self.counting, self.counted = None, None  # the census running, and what it found
